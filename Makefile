@@ -1,0 +1,47 @@
+# Entry points. Each target creates .venv from the pinned requirements when it is missing.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+CONFIG ?= config/config.yaml
+CORES ?= 2
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: venv reproduce test analysis audit lock lint bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-lock.txt pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -c requirements-lock.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+## The whole study: data, training, scores, analysis, tables, figures, audit.
+reproduce: venv
+	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --rerun-incomplete --printshellcmds
+
+## The test suite.
+test: venv
+	$(PY) -m pytest -q
+
+## Only the analysis, tables, figures and audit, on existing traces (no training job).
+analysis: venv
+	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --config analysis_only=true --forceall --printshellcmds
+
+## Audit the study against its pre-registration.
+audit: venv
+	$(PY) -m analysis.audit --config $(CONFIG)
+
+## Write the pre-registration lock (refuses once confirmatory traces exist).
+lock: venv
+	$(PY) -m analysis.plan lock --config $(CONFIG)
+
+lint: venv
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+bench: venv
+	$(PY) bench/stage_times.py
+
+clean:
+	rm -rf results .snakemake

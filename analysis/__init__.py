@@ -1,0 +1,1 @@
+"""Tidy tables, statistics, pre-registration and audit of the study."""

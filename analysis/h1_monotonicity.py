@@ -1,0 +1,547 @@
+"""H1: at matched loss, ICL rises monotonically with integrated P-NE* (DESIGN §5).
+
+Confirmatory (plan ``hypotheses.H1``): the slope of ``icl_auc`` on log(int_pne_star)
+in a linear mixed-effects model with ``final_val_loss`` as covariate and a random
+intercept per seed, tested one-sided. Exploratory companions: an isotonic fit with
+bootstrap bands and its permutation test against a constant, Page's L trend test
+across the conditions ordered by mean P-NE* (seeds as blocks), the
+Jonckheere-Terpstra test, and Spearman's rho with a bootstrap CI.
+
+Every function takes the runs table (one row per run, or any long-format
+DataFrame with the named columns) and returns a tidy DataFrame.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import statsmodels.api as sm
+from scipy import stats
+from sklearn.isotonic import IsotonicRegression
+
+from analysis.inputs import (
+    complete_rows,
+    log_positive,
+    require_alternative,
+    require_columns,
+    require_frame,
+    require_probability,
+)
+from analysis.trend import condition_order, jonckheere_terpstra, page_trend  # noqa: F401
+
+# Optimisers tried in turn: on a few dozen runs statsmodels' default (L-BFGS) often
+# meets a singular X'V^-1X on its way and raises; BFGS on the same objective does not.
+_MIXED_OPTIMIZERS = (["bfgs"], ["lbfgs"], ["nm", "bfgs"])
+# The random-intercept variance counts as zero (a singular fit) below this share of
+# the residual variance.
+_SINGULAR_SHARE = 1e-6
+
+
+def _p_from_t(t: float, df: float, alternative: str) -> float:
+    if alternative == "greater":
+        return float(stats.t.sf(t, df))
+    if alternative == "less":
+        return float(stats.t.cdf(t, df))
+    return float(2 * stats.t.sf(abs(t), df))
+
+
+def _fit_mixed(y: np.ndarray, X: np.ndarray, groups: np.ndarray):
+    """MixedLM by REML with a random intercept; (result, problem) with one of them None."""
+    problem = "did not converge"
+    for optimizer in _MIXED_OPTIMIZERS:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                result = sm.MixedLM(y, X, groups=groups).fit(reml=True, method=optimizer)
+            except (np.linalg.LinAlgError, ValueError) as exc:
+                problem = f"fit failed ({type(exc).__name__})"
+                continue
+        if not result.converged or not np.all(np.isfinite(result.bse[:2])):
+            continue
+        if float(np.asarray(result.cov_re)[0, 0]) <= _SINGULAR_SHARE * result.scale:
+            return None, "singular (seed variance estimated at 0)"
+        return result, None
+    return None, problem
+
+
+def mixed_slope(
+    data: pd.DataFrame,
+    dv: str = "icl_auc",
+    exposure: str = "int_pne_star",
+    covariates: tuple[str, ...] | list[str] = ("final_val_loss",),
+    group: str = "seed",
+    alternative: str = "greater",
+    alpha: float = 0.05,
+) -> pd.DataFrame:
+    """Slope of ``dv`` on log(``exposure``) in a random-intercept mixed model.
+
+    Parameters
+    ----------
+    data : pandas.DataFrame
+        One row per run; rows with a missing value in ``dv``, ``exposure`` or a
+        covariate are left out and counted in ``n_missing``.
+    dv : str
+        Outcome column (``icl_auc`` for H1, ``memorization`` for H4).
+    exposure : str
+        Strictly positive exposure column; its natural log is the predictor.
+    covariates : sequence of str
+        Fixed-effect covariates (``final_val_loss``: "at matched loss").
+    group : str
+        Column of the random intercept (the seed).
+    alternative : {'greater', 'less', 'two-sided'}
+        Direction of the registered test of the slope.
+    alpha : float
+        The CI is two-sided at level 1 - alpha.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row: ``outcome``, ``predictor``, ``slope``, ``se``, ``t``, ``df``,
+        ``ci_low``, ``ci_high``, ``ci_level``, ``alternative``, ``p``, ``n_runs``,
+        ``n_groups``, ``n_missing``, ``var_group`` (random-intercept variance, 0
+        for a singular fit, NaN when not estimated), ``var_resid`` and ``method``,
+        which says which model was fitted and why.
+
+    Notes
+    -----
+    Model (Laird & Ware 1982), run i of seed s:
+
+    .. math:: y_{is} = \\beta_0 + \\beta_1 \\log E_{is} + \\gamma^T z_{is} + u_s
+              + \\varepsilon_{is},\\quad u_s \\sim N(0, \\sigma_u^2),\\;
+              \\varepsilon_{is} \\sim N(0, \\sigma^2)
+
+    fitted by REML (statsmodels ``MixedLM``). The predictor is centred and the
+    covariates standardised before fitting, which leaves :math:`\\beta_1` unchanged
+    and keeps the fit well conditioned when the loss varies little (as it does at
+    matched loss). The test statistic :math:`t = \\hat\\beta_1 / SE` is referred to
+    a t distribution with the between-within degrees of freedom
+    :math:`n - p - (g - 1)` (n runs, p fixed effects, g seeds; Schluchter & Elashoff
+    1990), not to the normal, whose tails are too light for a few seeds.
+
+    Fallback, said so in ``method``: with fewer than three seeds, or when the
+    mixed model does not converge or is singular (seed variance estimated at 0),
+    the same fixed effects are fitted by OLS with the seed as a fixed block. That
+    is the classical blocked ANCOVA; its slope t-test has the same degrees of
+    freedom and is exact under the model's normal errors.
+
+    References
+    ----------
+    .. [1] Laird, N. M. & Ware, J. H. (1982). Random-effects models for
+           longitudinal data. Biometrics 38, 963-974.
+    .. [2] Schluchter, M. D. & Elashoff, J. D. (1990). Small-sample adjustments to
+           tests with unbalanced repeated measures assuming several covariance
+           structures. J. Stat. Comput. Simul. 37, 69-87.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> rng = np.random.default_rng(0)
+    >>> runs = pd.DataFrame({"seed": np.repeat([0, 1, 2], 8),
+    ...                      "int_pne_star": np.tile(np.geomspace(1, 100, 8), 3)})
+    >>> runs["final_val_loss"] = 2 + 0.01 * rng.normal(size=24)
+    >>> runs["icl_auc"] = 0.3 + 0.02 * np.log(runs.int_pne_star) + 0.01 * rng.normal(size=24)
+    >>> res = mixed_slope(runs)
+    >>> bool(res.at[0, "p"] < 0.05)
+    True
+    """
+    func = "mixed_slope"
+    require_frame(data, func)
+    require_alternative(alternative, func)
+    require_probability(alpha, "alpha", func)
+    covariates = list(covariates)
+    require_columns(data, [dv, exposure, group, *covariates], func)
+    df, n_missing = complete_rows(data, [dv, exposure, *covariates], func)
+    row = {
+        "outcome": dv,
+        "predictor": f"log({exposure})",
+        "slope": np.nan,
+        "se": np.nan,
+        "t": np.nan,
+        "df": np.nan,
+        "ci_low": np.nan,
+        "ci_high": np.nan,
+        "ci_level": 1 - alpha,
+        "alternative": alternative,
+        "p": np.nan,
+        "n_runs": len(df),
+        "n_groups": int(df[group].nunique()),
+        "n_missing": n_missing,
+        "var_group": np.nan,
+        "var_resid": np.nan,
+        "method": "",
+    }
+    ids = df["run_id"] if "run_id" in df else None
+    x = log_positive(df[exposure], exposure, func, ids) if len(df) else np.array([])
+    notes = []
+    cols = [x - x.mean()] if len(df) else []
+    for c in covariates:
+        z = df[c].to_numpy(dtype=float)
+        if len(z) and np.std(z) > 0:
+            cols.append((z - z.mean()) / np.std(z))
+        else:
+            notes.append(f"covariate {c} constant, left out")
+    n, g, k = len(df), row["n_groups"], 1 + len(cols)
+    dof = n - k - max(g - 1, 0)
+    if n == 0 or np.ptp(x) == 0 or dof < 1:
+        row["method"] = "not estimable: too few runs or a single exposure level"
+        return pd.DataFrame([row])
+    y = df[dv].to_numpy(dtype=float)
+    X = np.column_stack([np.ones(n), *cols])
+    groups = df[group].to_numpy()
+
+    result, problem = (None, f"only {g} seed(s)") if g < 3 else _fit_mixed(y, X, groups)
+    if result is not None:
+        slope, se = float(result.fe_params[1]), float(result.bse_fe[1])
+        row["var_group"] = float(np.asarray(result.cov_re)[0, 0])
+        row["var_resid"] = float(result.scale)
+        method = f"MixedLM (REML), random intercept per {group}; t on between-within df"
+    else:
+        dummies = pd.get_dummies(groups, drop_first=True, dtype=float).to_numpy()
+        ols = sm.OLS(y, np.column_stack([X, dummies]) if g > 1 else X).fit()
+        slope, se = float(ols.params[1]), float(ols.bse[1])
+        row["var_group"] = 0.0 if problem and problem.startswith("singular") else np.nan
+        row["var_resid"] = float(ols.scale)
+        block = f"{group} as fixed block" if g > 1 else "no block (one seed)"
+        method = f"OLS with {block} (fallback: mixed model {problem})"
+    t = slope / se if se > 0 else np.nan
+    half = stats.t.ppf(1 - alpha / 2, dof) * se
+    row |= {
+        "slope": slope,
+        "se": se,
+        "t": t,
+        "df": float(dof),
+        "ci_low": slope - half,
+        "ci_high": slope + half,
+        "p": _p_from_t(t, dof, alternative),
+        "method": "; ".join([method, *notes]),
+    }
+    return pd.DataFrame([row])
+
+
+def _isotonic(x: np.ndarray, y: np.ndarray, increasing: bool) -> IsotonicRegression:
+    return IsotonicRegression(increasing=increasing, out_of_bounds="clip").fit(x, y)
+
+
+def isotonic_fit(
+    data: pd.DataFrame,
+    dv: str = "icl_auc",
+    exposure: str = "int_pne_star",
+    increasing: bool = True,
+    n_boot: int = 500,
+    ci: float = 0.95,
+    n_grid: int = 60,
+    random_state: int = 0,
+) -> pd.DataFrame:
+    """Isotonic regression of ``dv`` on log(``exposure``) with percentile bootstrap bands.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per grid point (``n_grid`` points evenly spaced in log exposure
+        over the observed range): ``exposure``, ``log_exposure``, ``fit``,
+        ``ci_low``, ``ci_high``, ``ci_level``, ``n_boot``, ``n_runs``.
+
+    Notes
+    -----
+    The fit is the least-squares monotone step function (pool-adjacent-violators;
+    Barlow et al. 1972), linearly interpolated between its knots by scikit-learn.
+    Bands: runs are resampled with replacement ``n_boot`` times, each resample is
+    refitted and evaluated on the grid, and the pointwise (1 - ci)/2 and
+    (1 + ci)/2 percentiles are reported. Pointwise bands, not a simultaneous band.
+
+    References
+    ----------
+    .. [1] Barlow, R. E., Bartholomew, D. J., Bremner, J. M. & Brunk, H. D. (1972).
+           Statistical inference under order restrictions. Wiley.
+    .. [2] Efron, B. & Tibshirani, R. J. (1993). An introduction to the bootstrap.
+           Chapman & Hall.
+    """
+    func = "isotonic_fit"
+    require_frame(data, func)
+    require_probability(ci, "ci", func)
+    df, _ = complete_rows(data, [dv, exposure], func)
+    if len(df) < 2:
+        raise ValueError(f"isotonic_fit: needs at least 2 runs with {dv} and {exposure}")
+    x = log_positive(df[exposure], exposure, func)
+    y = df[dv].to_numpy(dtype=float)
+    grid = np.linspace(x.min(), x.max(), n_grid)
+    fit = _isotonic(x, y, increasing).predict(grid)
+    rng = np.random.default_rng(random_state)
+    boot = np.empty((n_boot, n_grid))
+    for b in range(n_boot):
+        idx = rng.integers(0, len(x), len(x))
+        boot[b] = _isotonic(x[idx], y[idx], increasing).predict(grid)
+    low, high = np.percentile(boot, [50 * (1 - ci), 50 * (1 + ci)], axis=0)
+    return pd.DataFrame(
+        {
+            "exposure": np.exp(grid),
+            "log_exposure": grid,
+            "fit": fit,
+            "ci_low": low,
+            "ci_high": high,
+            "ci_level": ci,
+            "n_boot": n_boot,
+            "n_runs": len(x),
+        }
+    )
+
+
+def isotonic_permutation_test(
+    data: pd.DataFrame,
+    dv: str = "icl_auc",
+    exposure: str = "int_pne_star",
+    group: str | None = "seed",
+    increasing: bool = True,
+    n_perm: int = 999,
+    random_state: int = 0,
+) -> pd.DataFrame:
+    """Permutation test of the isotonic fit against a constant.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row: ``statistic`` (share of variance the monotone fit explains),
+        ``p``, ``n_perm``, ``n_runs``, ``method``.
+
+    Notes
+    -----
+    Statistic :math:`R^2_{iso} = 1 - \\sum (y - \\hat m(x))^2 / \\sum (y - \\bar y)^2`,
+    :math:`\\hat m` the isotonic fit in the registered direction. Under H0 (no
+    dependence of y on exposure) the outcomes are exchangeable within a seed, so
+    ``dv`` is permuted within ``group``; p = (1 + #{R^2_perm >= R^2_obs}) /
+    (1 + n_perm), which is exact-valid for any number of permutations (Phipson &
+    Smyth 2010).
+
+    References
+    ----------
+    .. [1] Phipson, B. & Smyth, G. K. (2010). Permutation p-values should never be
+           zero. Stat. Appl. Genet. Mol. Biol. 9(1), 39.
+    """
+    func = "isotonic_permutation_test"
+    require_frame(data, func)
+    cols = [dv, exposure] + ([group] if group else [])
+    require_columns(data, cols, func)
+    df, _ = complete_rows(data, [dv, exposure], func)
+    x = log_positive(df[exposure], exposure, func)
+    y = df[dv].to_numpy(dtype=float)
+    blocks = (
+        [np.flatnonzero(df[group].to_numpy() == s) for s in df[group].unique()]
+        if group
+        else [np.arange(len(y))]
+    )
+
+    def r2(values: np.ndarray) -> float:
+        sst = np.sum((values - values.mean()) ** 2)
+        sse = np.sum((values - _isotonic(x, values, increasing).predict(x)) ** 2)
+        return 1 - sse / sst if sst > 0 else 0.0
+
+    observed = r2(y)
+    rng = np.random.default_rng(random_state)
+    exceed = 0
+    for _ in range(n_perm):
+        perm = y.copy()
+        for idx in blocks:
+            perm[idx] = y[rng.permutation(idx)]
+        exceed += r2(perm) >= observed - 1e-12
+    return pd.DataFrame(
+        [
+            {
+                "statistic": observed,
+                "p": (1 + exceed) / (1 + n_perm),
+                "n_perm": n_perm,
+                "n_runs": len(y),
+                "method": f"permutation of {dv} within {group}" if group else "permutation",
+            }
+        ]
+    )
+
+
+def spearman_bootstrap(
+    data: pd.DataFrame,
+    dv: str = "icl_auc",
+    exposure: str = "int_pne_star",
+    alternative: str = "greater",
+    n_boot: int = 2000,
+    ci: float = 0.95,
+    random_state: int = 0,
+) -> pd.DataFrame:
+    """Spearman's rho between ``exposure`` and ``dv`` with a percentile bootstrap CI.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row: ``rho``, ``ci_low``, ``ci_high``, ``ci_level``, ``p`` (scipy's
+        ``spearmanr`` with ``alternative``), ``n_boot``, ``n_runs``.
+
+    Notes
+    -----
+    :math:`\\rho` is Pearson's correlation of the ranks. CI: runs resampled with
+    replacement; resamples with a constant variable (rho undefined) are skipped.
+
+    References
+    ----------
+    .. [1] Spearman, C. (1904). The proof and measurement of association between
+           two things. Am. J. Psychol. 15, 72-101.
+    """
+    func = "spearman_bootstrap"
+    require_frame(data, func)
+    require_alternative(alternative, func)
+    require_probability(ci, "ci", func)
+    df, _ = complete_rows(data, [dv, exposure], func)
+    x, y = df[exposure].to_numpy(dtype=float), df[dv].to_numpy(dtype=float)
+    n = len(x)
+    if n < 3:
+        raise ValueError(f"{func}: needs at least 3 runs, got {n}")
+    res = stats.spearmanr(x, y, alternative=alternative)
+    idx = np.random.default_rng(random_state).integers(0, n, (n_boot, n))
+    rx, ry = stats.rankdata(x[idx], axis=1), stats.rankdata(y[idx], axis=1)
+    rx, ry = rx - rx.mean(1, keepdims=True), ry - ry.mean(1, keepdims=True)
+    denom = np.sqrt((rx**2).sum(1) * (ry**2).sum(1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rhos = (rx * ry).sum(1) / denom
+    low, high = np.nanpercentile(rhos, [50 * (1 - ci), 50 * (1 + ci)])
+    return pd.DataFrame(
+        [
+            {
+                "rho": float(res.statistic),
+                "ci_low": low,
+                "ci_high": high,
+                "ci_level": ci,
+                "p": float(res.pvalue),
+                "n_boot": n_boot,
+                "n_runs": n,
+            }
+        ]
+    )
+
+
+# Columns of h1.csv, the H1 results table (report.build_tables).
+H1_COLUMNS = [
+    "hypothesis", "analysis", "label", "outcome", "predictor", "estimate", "ci_low",
+    "ci_high", "ci_level", "statistic", "df", "p", "alternative", "n_runs", "n_groups",
+    "method",
+]  # fmt: skip
+
+# Exploratory variants of the slope the plan lists (plan ``exploratory``).
+EXPLORATORY_SLOPES = (
+    ("icl_auc", "int_pne_star_eff", "effective (post-clip) exposure"),
+    ("icl_auc", "int_pne_eta2", "eta-squared variant of P-NE"),
+    ("induction_score", "int_pne_star", "induction (copy) score"),
+)
+
+
+def h1_summary(
+    data: pd.DataFrame,
+    hypothesis: dict,
+    condition: str = "condition",
+    n_boot: int = 2000,
+    n_perm: int = 999,
+    random_state: int = 0,
+) -> pd.DataFrame:
+    """Every H1 analysis on the included runs of H1's arms, one row each (``h1.csv``).
+
+    Parameters
+    ----------
+    data : pandas.DataFrame
+        Included runs of the arms H1 registers.
+    hypothesis : dict
+        ``plan["hypotheses"]["H1"]``: outcome, predictor ``log(<column>)``,
+        covariates, random_effect, sidedness, alpha.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``H1_COLUMNS``. The registered mixed-model slope is labelled
+        ``confirmatory``; the isotonic permutation test, Page's L trend test,
+        Spearman's rho and the slope variants of the plan's exploratory list are
+        labelled ``exploratory``.
+    """
+    func = "h1_summary"
+    require_frame(data, func)
+    predictor = str(hypothesis["predictor"])
+    if not (predictor.startswith("log(") and predictor.endswith(")")):
+        raise ValueError(f"{func}: predictor {predictor!r} is not of the form log(<column>)")
+    exposure, dv = predictor[4:-1], hypothesis["outcome"]
+    alpha, alternative = float(hypothesis["alpha"]), hypothesis["sidedness"]
+    covariates, group = list(hypothesis.get("covariates", [])), hypothesis["random_effect"]
+    increasing = alternative != "less"
+    base = {"hypothesis": "H1", "outcome": dv, "predictor": predictor, "alternative": alternative}
+    rows = []
+
+    def slope_row(analysis: str, label: str, out: str, expo: str) -> dict:
+        res = mixed_slope(data, out, expo, covariates, group, alternative, alpha).iloc[0]
+        return base | {
+            "analysis": analysis,
+            "label": label,
+            "outcome": out,
+            "predictor": f"log({expo})",
+            "estimate": res.slope,
+            "ci_low": res.ci_low,
+            "ci_high": res.ci_high,
+            "ci_level": res.ci_level,
+            "statistic": res.t,
+            "df": res.df,
+            "p": res.p,
+            "n_runs": res.n_runs,
+            "n_groups": res.n_groups,
+            "method": res.method,
+        }
+
+    rows.append(slope_row(hypothesis["test"], "confirmatory", dv, exposure))
+    n_groups = int(data[group].nunique())
+    perm = isotonic_permutation_test(
+        data, dv, exposure, group, increasing, n_perm, random_state
+    ).iloc[0]
+    rows.append(
+        base
+        | {
+            "analysis": "isotonic_permutation",
+            "label": "exploratory",
+            "estimate": perm.statistic,
+            "statistic": perm.statistic,
+            "p": perm.p,
+            "n_runs": perm.n_runs,
+            "n_groups": n_groups,
+            "method": f"R^2 of isotonic fit vs constant; {perm.method}, {n_perm} permutations",
+        }
+    )
+    page = page_trend(data, dv, condition, exposure, group).iloc[0]
+    rows.append(
+        base
+        | {
+            "analysis": "page_trend",
+            "label": "exploratory",
+            "estimate": page.statistic,
+            "statistic": page.statistic,
+            "p": page.p if increasing else np.nan,
+            "n_runs": int(page.n_blocks * page.n_conditions),
+            "n_groups": int(page.n_blocks),
+            "method": f"Page's L ({page.method}), conditions ordered by mean {exposure}: "
+            f"{page.order}; left out for incomplete blocks: {page.n_blocks_dropped} "
+            f"seed(s), {page.n_conditions_dropped} condition(s)",
+        }
+    )
+    rho = spearman_bootstrap(data, dv, exposure, alternative, n_boot, 1 - alpha, random_state)
+    rho = rho.iloc[0]
+    rows.append(
+        base
+        | {
+            "analysis": "spearman_rho",
+            "label": "exploratory",
+            "estimate": rho.rho,
+            "ci_low": rho.ci_low,
+            "ci_high": rho.ci_high,
+            "ci_level": rho.ci_level,
+            "statistic": rho.rho,
+            "p": rho.p,
+            "n_runs": rho.n_runs,
+            "n_groups": n_groups,
+            "method": f"Spearman rho, percentile bootstrap over runs ({n_boot} resamples)",
+        }
+    )
+    for out, expo, what in EXPLORATORY_SLOPES:
+        if out in data and expo in data and data[out].notna().any():
+            rows.append(slope_row(f"slope: {what}", "exploratory", out, expo))
+    return pd.DataFrame(rows).reindex(columns=H1_COLUMNS)

@@ -1,0 +1,333 @@
+"""The study's tables, regenerated from the runs table and the plan (DESIGN §5).
+
+``build_tables`` writes under ``out_dir`` (CSV at full precision, Markdown rounded
+for people):
+
+- ``h1.csv/.md``              every H1 analysis (confirmatory slope, exploratory rest)
+- ``t1_confirmatory.csv/.md`` one row per test (schema ``analysis.tables.TESTS``);
+                              Holm over the registered family, registered decisions
+- ``t2_inventory.csv/.md``    every run, excluded ones included with their reason
+- ``t3_equivalence.csv/.md``  H3 paired TOSTs (ICL, and final loss as control)
+- ``t4_loss_matching.csv/.md`` loss-matching control: TOST of each condition's
+                              final loss against target +- tolerance
+
+Excluded runs never enter a test. A hypothesis whose registered arms have no
+included run is reported as "not run (no runs of arm X)". Only the plan's
+hypotheses are confirmatory and only its controls are controls; every other row is
+labelled exploratory.
+
+CLI: ``python -m analysis.report --runs R --plan P --scale S --out DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis.h1_monotonicity import H1_COLUMNS, h1_summary
+from analysis.h2_phase import late_minus_early
+from analysis.h3_equivalence import EQUIVALENCE_COLUMNS, paired_tost, tost_against_target
+from analysis.h4_tradeoff import memorization_slope
+from analysis.multiplicity import holm
+from analysis.plan import (
+    REGISTERED_FIELDS,
+    PlanError,
+    decide,
+    load_plan,
+    registered_tests,
+    resolve_margin,
+    scale_design,
+)
+from analysis.tables import columns, read_table, validate, write_table
+from training.conditions import expand_design
+
+INVENTORY_COLUMNS = [
+    "run_id", "condition", "arm", "seed", "global_batch", "lr_rule", "lr_peak", "status",
+    "steps", "tokens", "final_val_loss", "int_pne_star", "icl_auc", "memorization",
+    "excluded", "exclusion_reason", "in_design", "plan_hash",
+]  # fmt: skip
+# Extra runs-table columns the not-yet-implemented arms need (reported when absent).
+PHASE_COLUMNS = ("pne_budget", "phase")  # H2, arm phase_schedule
+PAIRING_COLUMN = "reference_condition"  # H3: the batch-sweep condition an injected run matches
+
+
+def _arm_runs(included: pd.DataFrame, hyp: dict) -> tuple[pd.DataFrame, str | None]:
+    """Included runs of the hypothesis' registered arms, or the reason it cannot run."""
+    arms = list(hyp.get("arms", []))
+    empty = [a for a in arms if not (included["arm"] == a).any()]
+    if not arms or empty:
+        return included.iloc[0:0], f"not run (no runs of arm {', '.join(empty or ['?'])})"
+    return included[included["arm"].isin(arms)], None
+
+
+def _h3_pairs(runs: pd.DataFrame) -> list[tuple[str, str]]:
+    inj = runs[runs["arm"] == "noise_injection"]
+    return sorted(set(zip(inj["condition"], inj[PAIRING_COLUMN], strict=True)))
+
+
+def _confirmatory(key: str, hyp: dict, included: pd.DataFrame, h1: pd.DataFrame) -> tuple:
+    """(estimate, ci_low, ci_high, p, n_runs, reason) of one registered hypothesis."""
+    data, reason = _arm_runs(included, hyp)
+    if reason:
+        return np.nan, np.nan, np.nan, np.nan, 0, reason
+    if key == "H1":
+        r = h1[h1["label"] == "confirmatory"].iloc[0]
+        return r.estimate, r.ci_low, r.ci_high, r.p, int(r.n_runs), None
+    if hyp["test"] == "mixed_effects_slope":
+        exposure = str(hyp["predictor"])[4:-1]
+        r = memorization_slope(
+            data, hyp["outcome"], exposure, hyp.get("covariates", []), hyp["random_effect"],
+            hyp["sidedness"], float(hyp["alpha"]),
+        ).iloc[0]  # fmt: skip
+        return r.slope, r.ci_low, r.ci_high, r.p, int(r.n_runs), None
+    if hyp["test"] == "two_way_anova_late_minus_early":
+        missing = [c for c in PHASE_COLUMNS if c not in data]
+        if missing:
+            return np.nan, np.nan, np.nan, np.nan, 0, f"not run (runs lack columns {missing})"
+        r = late_minus_early(
+            data, hyp["outcome"], *PHASE_COLUMNS, hyp["block"], float(hyp["alpha"])
+        ).iloc[0]
+        return r.estimate, r.ci_low, r.ci_high, r.p, int(r.n_runs), None
+    if hyp["test"] == "paired_tost":
+        if PAIRING_COLUMN not in data:
+            return np.nan, np.nan, np.nan, np.nan, 0, f"not run (runs lack {PAIRING_COLUMN})"
+        rows = [
+            paired_tost(included, hyp["outcome"], pair, float(hyp["margin"]),
+                        alpha=float(hyp["alpha"])).iloc[0]
+            for pair in _h3_pairs(data)
+        ]  # fmt: skip
+        worst = max(rows, key=lambda r: r.p)  # intersection-union: every pairing equivalent
+        n = int(sum(2 * r.n_pairs for r in rows))
+        return worst.estimate, worst.ci_low, worst.ci_high, worst.p, n, None
+    raise PlanError(f"plan: hypotheses.{key}.test {hyp['test']!r} has no implementation")
+
+
+def tests_table(
+    included: pd.DataFrame, plan: dict, scale: str, h1: pd.DataFrame, t4: pd.DataFrame
+) -> pd.DataFrame:
+    """Table T1 (schema TESTS): registered hypotheses and controls, then exploratory rows.
+
+    The registered fields of each row come from ``analysis.plan.registered_tests``;
+    decisions from ``analysis.plan.decide`` (the plan's ``supported_if``).
+    """
+    registered = registered_tests(plan, scale)
+    rows = []
+    for reg in registered.to_dict("records"):
+        key = reg["hypothesis"]
+        row = {k: reg[k] for k in ["hypothesis", *REGISTERED_FIELDS]}
+        if reg["label"] == "confirmatory":
+            est, low, high, p, n, reason = _confirmatory(key, plan["hypotheses"][key], included, h1)
+        else:
+            arms = reg["arms"].split(",")
+            sub = t4[t4["arm"].isin(arms)].dropna(subset=["p"])
+            if len(sub):
+                worst = sub.loc[sub["p"].idxmax()]  # intersection-union over conditions
+                est, low, high, p = worst.estimate, worst.ci_low, worst.ci_high, worst.p
+                n, reason = int(sub["n_runs"].sum()), None
+            else:
+                est = low = high = p = np.nan
+                n, reason = 0, f"not run (no condition of arm(s) {reg['arms']} with >= 2 runs)"
+        row |= {"estimate": est, "ci_low": low, "ci_high": high, "p": p, "n_runs": n}
+        row["decision"] = reason or ""
+        rows.append(row)
+    alpha = float(plan["hypotheses"]["H1"]["alpha"])
+    for r in h1[h1["label"] == "exploratory"].itertuples():
+        rows.append(
+            {
+                "hypothesis": f"H1 {r.analysis}",
+                "label": "exploratory",
+                "test": r.analysis,
+                "outcome": r.outcome,
+                "sidedness": r.alternative,
+                "alpha": alpha,
+                "margin": np.nan,
+                "family": "",
+                "estimate": r.estimate,
+                "ci_low": r.ci_low,
+                "ci_high": r.ci_high,
+                "p": r.p,
+                "n_runs": int(r.n_runs),
+                "decision": "exploratory",
+            }  # fmt: skip
+        )
+    correction = plan["correction"]
+    t1 = pd.DataFrame(rows)
+    in_family = t1["family"] == correction["name"]
+    adjusted = holm(t1[in_family], members=list(correction["family"]))["p_holm"]
+    t1["p_holm"] = np.nan
+    t1.loc[in_family, "p_holm"] = adjusted
+    for i, r in t1.iterrows():
+        if not r["decision"]:
+            t1.at[i, "decision"] = decide(plan, r)
+    t1["n_runs"] = t1["n_runs"].astype(int)
+    return validate(t1, "tests")[columns("tests")]
+
+
+def equivalence_table(included: pd.DataFrame, plan: dict, margin_loss: float) -> pd.DataFrame:
+    """Table T3: each H3 pairing's paired TOST on ICL, and on final loss (control)."""
+    hyp = plan["hypotheses"].get("H3")
+    if hyp is None:
+        return pd.DataFrame(columns=EQUIVALENCE_COLUMNS)
+    data, reason = _arm_runs(included, hyp)
+    if not reason and PAIRING_COLUMN not in data:
+        reason = f"not run (runs lack {PAIRING_COLUMN})"
+    if reason:
+        row = {"hypothesis": "H3", "label": "confirmatory", "outcome": hyp["outcome"]}
+        row |= {"margin": float(hyp["margin"]), "method": reason}
+        return pd.DataFrame([row]).reindex(columns=EQUIVALENCE_COLUMNS)
+    rows = []
+    for pair in _h3_pairs(data):
+        for dv, margin, label in (
+            (hyp["outcome"], float(hyp["margin"]), "confirmatory"),
+            ("final_val_loss", margin_loss, "control"),
+        ):
+            r = paired_tost(included, dv, pair, margin, alpha=float(hyp["alpha"])).iloc[0]
+            rows.append(r.to_dict() | {"hypothesis": "H3", "label": label})
+            rows[-1]["method"] = "paired TOST by seed (pingouin tost, paired=True)"
+    return pd.DataFrame(rows).reindex(columns=EQUIVALENCE_COLUMNS)
+
+
+def loss_matching_table(included: pd.DataFrame, plan: dict, design: dict) -> pd.DataFrame:
+    """Table T4: each condition's final loss against target +- tolerance (one-sample TOST)."""
+    control = plan.get("controls", {}).get("loss_matching", {})
+    margin = resolve_margin(control.get("margin", "target_tolerance"), design)
+    alpha = float(control.get("alpha", 0.05))
+    dv = control.get("outcome", "final_val_loss")
+    if included.empty:
+        return pd.DataFrame(columns=["condition", "arm", "n_runs", "p"])
+    t4 = tost_against_target(included, dv, float(design["target_val_loss"]), margin, alpha=alpha)
+    arms = included.drop_duplicates("condition").set_index("condition")["arm"]
+    t4.insert(1, "arm", t4["condition"].map(arms))
+    return t4
+
+
+def inventory_table(runs: pd.DataFrame, plan: dict, scale: str) -> tuple[pd.DataFrame, list]:
+    """Table T2: every run (excluded ones with reason), in design order; and missing runs."""
+    specs = expand_design(plan, scale)
+    order = {s.condition: i for i, s in enumerate(specs)}
+    registered = {(s.condition, s.seed) for s in specs}
+    t2 = runs.copy()
+    t2["in_design"] = [(c, s) in registered for c, s in zip(t2.condition, t2.seed, strict=True)]
+    t2["_order"] = t2["condition"].map(order).fillna(len(order))
+    t2 = t2.sort_values(["_order", "condition", "seed"], kind="mergesort")
+    seen = set(zip(runs.condition, runs.seed, strict=True))
+    missing = sorted(f"{c}_s{s}" for c, s in registered - seen)
+    return t2[INVENTORY_COLUMNS].reset_index(drop=True), missing
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (float, np.floating)):
+        if not np.isfinite(value):
+            return "–"
+        return f"{value:.3g}" if abs(value) < 1e-3 and value != 0 else f"{value:.4g}"
+    return str(value)
+
+
+def markdown(df: pd.DataFrame, title: str, notes: list[str] = ()) -> str:
+    """A table for people: values rounded to 4 significant digits, NaN shown as '–'."""
+    head = "| " + " | ".join(df.columns) + " |"
+    rule = "|" + "---|" * len(df.columns)
+    body = ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([f"# {title}", "", head, rule, *body, "", *[f"- {n}" for n in notes], ""])
+
+
+def _write(df: pd.DataFrame, out_dir: Path, stem: str, title: str, notes: list[str]) -> list:
+    csv, md = out_dir / f"{stem}.csv", out_dir / f"{stem}.md"
+    if stem == "t1_confirmatory":
+        write_table(df, "tests", csv)
+    else:
+        df.to_csv(csv, index=False)
+    shown = df.copy()
+    if "plan_hash" in shown:  # the CSV keeps the full SHA-256
+        shown["plan_hash"] = shown["plan_hash"].str.slice(0, 12)
+    md.write_text(markdown(shown, title, notes))
+    return [csv, md]
+
+
+def build_tables(
+    runs_path: str | Path,
+    plan_path: str | Path,
+    scale: str,
+    out_dir: str | Path,
+    n_boot: int = 2000,
+    n_perm: int = 999,
+    random_state: int | None = None,
+) -> list[Path]:
+    """Write tables H1, T1-T4 (CSV and Markdown) under ``out_dir``; return their paths.
+
+    ``random_state`` seeds every bootstrap and permutation (default: the plan's
+    ``random_seeds.analysis``), so the tables are deterministic.
+    """
+    plan = load_plan(plan_path)
+    design = scale_design(plan, scale, plan_path)
+    if random_state is None:
+        random_state = int(plan.get("random_seeds", {}).get("analysis", 0))
+    runs = read_table(runs_path, "runs")
+    included = runs[~runs["excluded"].astype(bool)]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    h1_hyp = plan["hypotheses"]["H1"]
+    h1_data, reason = _arm_runs(included, h1_hyp)
+    if reason:
+        h1 = pd.DataFrame([{"hypothesis": "H1", "label": "confirmatory", "method": reason}])
+        h1 = h1.reindex(columns=H1_COLUMNS)
+    else:
+        h1 = h1_summary(h1_data, h1_hyp, n_boot=n_boot, n_perm=n_perm, random_state=random_state)
+    tolerance = float(design["target_tolerance"])
+    t4 = loss_matching_table(included, plan, design)
+    t1 = tests_table(included, plan, scale, h1, t4)
+    t2, missing = inventory_table(runs, plan, scale)
+    t3 = equivalence_table(included, plan, tolerance)
+
+    alpha = float(h1_hyp["alpha"])
+    paths = []
+    paths += _write(h1, out_dir, "h1", f"H1: {h1_hyp['statement']}", [
+        f"n runs: {int(h1['n_runs'].max()) if h1['n_runs'].notna().any() else 0} included runs "
+        f"of arm(s) {', '.join(h1_hyp['arms'])} ({int(runs['excluded'].sum())} excluded).",
+        "confirmatory: the registered test (plan hypotheses.H1), p one-sided "
+        f"({h1_hyp['sidedness']}), CI two-sided {1 - alpha:.0%}; Holm-adjusted p in T1.",
+        "exploratory: not registered as a test; companions the plan lists as exploratory.",
+    ])  # fmt: skip
+    paths += _write(t1, out_dir, "t1_confirmatory", "T1: statistical tests", [
+        f"Holm over the registered family {plan['correction']['family']}; a member not run "
+        "enters with p = 1 so the family size stays as registered.",
+        "Decisions follow each hypothesis' registered decision criterion.",
+        "H3 with several pairings: intersection-union (the largest TOST p); "
+        "loss_matching: the condition with the largest TOST p (details in T4).",
+        "Rows labelled exploratory are not registered tests; their p are not corrected.",
+    ])  # fmt: skip
+    paths += _write(t2, out_dir, "t2_inventory", "T2: run inventory", [
+        f"{len(runs)} runs, {int(runs['excluded'].sum())} excluded by a registered rule.",
+        "Registered runs without a record: " + (", ".join(missing) if missing else "none") + ".",
+    ])  # fmt: skip
+    paths += _write(t3, out_dir, "t3_equivalence", "T3: equivalence tests (H3)", [
+        "Paired TOST by seed; CI at 1 - 2 alpha (90%) against +- margin.",
+        "final_val_loss rows: loss-matching control of each pairing (margin: target tolerance).",
+    ])  # fmt: skip
+    paths += _write(t4, out_dir, "t4_loss_matching", "T4: loss matching", [
+        f"One-sample TOST of each condition's final validation loss against the target "
+        f"{design['target_val_loss']} +- {tolerance} (plan controls.loss_matching), "
+        "included runs only; CI at 90%.",
+    ])  # fmt: skip
+    return paths
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", required=True, help="runs table (Parquet or CSV)")
+    parser.add_argument("--plan", required=True, help="preregistration/plan.yaml")
+    parser.add_argument("--scale", required=True, help="scale of the design (smoke, cpu, gpu)")
+    parser.add_argument("--out", required=True, help="output directory")
+    args = parser.parse_args(argv)
+    for path in build_tables(args.runs, args.plan, args.scale, args.out):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Figures of the study, each regenerated from the tidy tables."""

@@ -1,0 +1,78 @@
+"""Figure 3: equivalence intervals against their margins (H3 and loss matching).
+
+Left: each H3 pairing's paired difference in ICL AUC with its 90% CI (1 - 2 alpha,
+the TOST interval) against the registered band +-delta. Right: each condition's
+final validation loss minus the target, with its 90% CI, against +-tolerance (the
+loss-matching control, T4). An interval inside the band is equivalence at alpha.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from figures.layout import no_runs_panel, plt, save_figure
+
+
+def _intervals(ax, labels, est, low, high, margin, ok, xlabel: str, title: str) -> None:
+    y = np.arange(len(labels))[::-1]
+    ax.axvspan(-margin, margin, color="C2", alpha=0.12, lw=0, label=f"equivalence band ±{margin:g}")
+    ax.axvline(0, color="0.5", lw=0.8)
+    colors = ["C2" if k else "C3" for k in ok]
+    for yi, e, lo, hi, c in zip(y, est, low, high, colors, strict=True):
+        if np.isfinite(lo):
+            ax.plot([lo, hi], [yi, yi], color=c, lw=2.2, solid_capstyle="butt")
+        ax.plot(e, yi, "o", color=c, ms=4)
+    ax.set_yticks(y, labels)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, loc="left")
+    ax.plot([], [], color="C2", lw=2.2, label="90% CI inside band (equivalent)")
+    ax.plot([], [], color="C3", lw=2.2, label="90% CI not inside band")
+    ax.set_ylim(-0.7, len(labels) - 0.3)
+
+
+def plot_fig3(
+    t3: pd.DataFrame, t4: pd.DataFrame, hypothesis: dict, out_dir: str | Path
+) -> list[Path]:
+    """Draw Figure 3 from tables T3 and T4; write PNG and PDF."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2), gridspec_kw={"wspace": 0.6})
+    icl = t3[(t3["label"] == "confirmatory") & t3["estimate"].notna()]
+    if icl.empty:
+        no_runs_panel(left, list(hypothesis["arms"]), "H3: source equivalence, paired TOST")
+    else:
+        labels = [f"{a}\nvs {b}" for a, b in zip(icl.condition_a, icl.condition_b, strict=True)]
+        _intervals(
+            left,
+            labels,
+            icl.estimate,
+            icl.ci_low,
+            icl.ci_high,
+            float(icl["margin"].iloc[0]),
+            icl.equivalent.astype(bool),
+            "difference in ICL AUC (injected - small batch)",
+            "H3: source equivalence (paired TOST)",
+        )
+    loss = t4.dropna(subset=["estimate"]) if "estimate" in t4 else t4.iloc[0:0]
+    if loss.empty:
+        right.set_axis_off()
+        right.text(0.5, 0.5, "no included runs", ha="center", va="center")
+    else:
+        _intervals(
+            right,
+            list(loss.condition),
+            loss.estimate,
+            loss.ci_low,
+            loss.ci_high,
+            float(loss["margin"].iloc[0]),
+            loss.equivalent.astype(bool),
+            "final validation loss - target  (nats/token)",
+            "Loss matching (one-sample TOST)",
+        )
+    handles, labels = (right if right.axison else left).get_legend_handles_labels()
+    if handles:
+        fig.legend(
+            handles, labels, loc="lower center", ncol=3, frameon=False, bbox_to_anchor=(0.5, 0.97)
+        )
+    return save_figure(fig, out_dir, "fig3_equivalence")

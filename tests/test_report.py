@@ -1,0 +1,266 @@
+"""Tables and figures build from simulated runs tables (RUNS schema, registered names).
+
+Properties checked: every output is written; excluded runs are listed in T2 and
+never enter a test; an arm without runs gives "not run (no runs of arm X)" with an
+empty p and a figure that still renders; Holm uses the registered family size;
+decisions follow the plan's registered criterion; outputs are deterministic; the
+phase and injection arms, once they have runs, are analysed by H2 and H3.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from statsmodels.stats.multitest import multipletests
+
+from analysis.h1_monotonicity import h1_summary
+from analysis.plan import decide, load_plan
+from analysis.report import build_tables
+from analysis.simulate import simulate_runs
+from analysis.tables import columns, write_table
+from figures.make import build_figures, read_tests_csv
+from training.conditions import expand_design
+
+ROOT = Path(__file__).resolve().parents[1]
+PLAN = ROOT / "preregistration" / "plan.yaml"
+TABLE_FILES = [
+    f"{stem}.{ext}"
+    for stem in ("h1", "t1_confirmatory", "t2_inventory", "t3_equivalence", "t4_loss_matching")
+    for ext in ("csv", "md")
+]
+FIGURE_FILES = [
+    f"{stem}.{ext}"
+    for stem in ("fig1_pne_icl", "fig2_phase", "fig3_equivalence", "fig4_frontier")
+    for ext in ("png", "pdf")
+]
+
+
+@pytest.fixture(scope="module")
+def plan() -> dict:
+    return load_plan(PLAN)
+
+
+def _write_runs(runs: pd.DataFrame, path: Path) -> Path:
+    return write_table(runs, "runs", path)
+
+
+def _build(tmp: Path, runs: pd.DataFrame, scale: str = "cpu") -> tuple[Path, Path]:
+    runs_path = _write_runs(runs, tmp / "runs.parquet")
+    build_tables(runs_path, PLAN, scale, tmp / "tables", n_boot=200, n_perm=199)
+    build_figures(runs_path, tmp / "tables", PLAN, tmp / "figures")
+    return tmp / "tables", tmp / "figures"
+
+
+@pytest.fixture(scope="module")
+def cpu_study(plan, tmp_path_factory):
+    runs = simulate_runs(plan, "cpu", icl_slope=0.05, mem_slope=-0.05, n_excluded=2)
+    tmp = tmp_path_factory.mktemp("cpu")
+    tables, figs = _build(tmp, runs)
+    return runs, tables, figs
+
+
+def test_every_table_and_figure_is_written(cpu_study):
+    _, tables, figs = cpu_study
+    for name in TABLE_FILES:
+        assert (tables / name).stat().st_size > 0, name
+    for name in FIGURE_FILES:
+        assert (figs / name).stat().st_size > 1000, name
+
+
+def test_t1_follows_schema_and_plan(cpu_study, plan):
+    _, tables, _ = cpu_study
+    t1 = read_tests_csv(tables / "t1_confirmatory.csv")
+    assert list(t1.columns[: len(columns("tests"))]) == columns("tests")
+    confirmatory = t1[t1["label"] == "confirmatory"]
+    assert list(confirmatory["hypothesis"]) == list(plan["hypotheses"])
+    # Only registered hypotheses are confirmatory, only registered controls controls.
+    assert set(t1.loc[t1["label"] == "control", "hypothesis"]) == set(plan["controls"])
+    others = t1[~t1["label"].isin(["confirmatory", "control"])]
+    assert (others["label"] == "exploratory").all() and (others["decision"] == "exploratory").all()
+    assert others["p_holm"].isna().all()
+    # Arms without runs: not run, with empty p.
+    for key, arm in (("H2", "phase_schedule"), ("H3", "noise_injection")):
+        row = t1[t1["hypothesis"] == key].iloc[0]
+        assert row["decision"] == f"not run (no runs of arm {arm})"
+        assert np.isnan(row["p"]) and np.isnan(row["p_holm"]) and row["n_runs"] == 0
+
+
+def test_holm_keeps_registered_family_size(cpu_study, plan):
+    _, tables, _ = cpu_study
+    t1 = read_tests_csv(tables / "t1_confirmatory.csv").set_index("hypothesis")
+    family = plan["correction"]["family"]
+    padded = t1.loc[family, "p"].fillna(1.0).to_numpy()
+    expected = multipletests(padded, method="holm")[1]
+    ran = t1.loc[family, "p"].notna().to_numpy()
+    np.testing.assert_allclose(t1.loc[family, "p_holm"].to_numpy()[ran], expected[ran], rtol=1e-12)
+
+
+def test_decisions_follow_registered_criterion(cpu_study, plan):
+    _, tables, _ = cpu_study
+    t1 = read_tests_csv(tables / "t1_confirmatory.csv")
+    for _, row in t1[t1["label"].isin(["confirmatory", "control"])].iterrows():
+        if not row["decision"].startswith("not run"):
+            assert row["decision"] == decide(plan, row)
+    h1 = t1[t1["hypothesis"] == "H1"].iloc[0]
+    assert h1["decision"] == "supported"  # a strong simulated effect
+    assert t1[t1["hypothesis"] == "H4"].iloc[0]["decision"] == "supported"
+
+
+def test_inventory_lists_every_run_with_exclusion_reason(cpu_study, plan):
+    runs, tables, _ = cpu_study
+    t2 = pd.read_csv(tables / "t2_inventory.csv", keep_default_na=False)
+    assert sorted(t2["run_id"]) == sorted(runs["run_id"])
+    excluded = t2[t2["excluded"].astype(str) == "True"]
+    assert len(excluded) == 2 and (excluded["exclusion_reason"] == "missed_target").all()
+    assert (t2["in_design"].astype(str) == "True").all()
+    # design order: the conditions as expand_design lists them
+    registered = list(dict.fromkeys(s.condition for s in expand_design(plan, "cpu")))
+    assert list(dict.fromkeys(t2["condition"])) == registered
+
+
+def test_csv_keeps_full_precision(cpu_study, plan):
+    runs, tables, _ = cpu_study
+    h1 = pd.read_csv(tables / "h1.csv")
+    included = runs[~runs["excluded"]]
+    direct = h1_summary(
+        included,
+        plan["hypotheses"]["H1"],
+        n_boot=200,
+        n_perm=199,
+        random_state=plan["random_seeds"]["analysis"],
+    )
+    np.testing.assert_allclose(h1["estimate"], direct["estimate"], rtol=1e-12, equal_nan=True)
+    assert int(h1.loc[0, "n_runs"]) == len(included)
+
+
+def test_excluded_runs_never_enter_a_test(plan, cpu_study, tmp_path):
+    runs, tables, _ = cpu_study
+    changed = runs.copy()
+    mask = changed["excluded"]
+    changed.loc[mask, ["icl_auc", "memorization", "final_val_loss"]] = [0.99, 0.01, 9.0]
+    other, _ = _build(tmp_path, changed)
+    for name in ("t1_confirmatory.csv", "h1.csv", "t4_loss_matching.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(tables / name), pd.read_csv(other / name))
+
+
+def test_tables_are_deterministic(plan, cpu_study, tmp_path):
+    runs, tables, _ = cpu_study
+    again, _ = _build(tmp_path, runs)
+    for name in TABLE_FILES:
+        assert (tables / name).read_text() == (again / name).read_text(), name
+
+
+def test_arm_without_included_runs_still_renders(plan, tmp_path):
+    runs = simulate_runs(plan, "smoke", icl_slope=0.02)
+    runs["excluded"], runs["status"] = True, "diverged"
+    runs["exclusion_reason"] = "diverged"
+    tables, figs = _build(tmp_path, runs, scale="smoke")
+    t1 = read_tests_csv(tables / "t1_confirmatory.csv").set_index("hypothesis")
+    assert t1.loc["H1", "decision"] == "not run (no runs of arm batch_sweep)"
+    assert np.isnan(t1.loc["H1", "p"])
+    assert "not run (no runs of arm batch_sweep)" in (tables / "h1.md").read_text()
+    for name in FIGURE_FILES:
+        assert (figs / name).exists(), name
+
+
+def test_smoke_scale_and_cli(plan, tmp_path):
+    runs = simulate_runs(plan, "smoke", n_excluded=1, random_state=3)
+    runs_path = _write_runs(runs, tmp_path / "runs.parquet")
+    cmd = [
+        sys.executable,
+        "-m",
+        "analysis.report",
+        "--runs",
+        str(runs_path),
+        "--plan",
+        str(PLAN),
+        "--scale",
+        "smoke",
+        "--out",
+        str(tmp_path / "tables"),
+    ]
+    subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "figures.make",
+        "--runs",
+        str(runs_path),
+        "--tables",
+        str(tmp_path / "tables"),
+        "--plan",
+        str(PLAN),
+        "--out",
+        str(tmp_path / "figs"),
+    ]
+    subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True)
+    assert sorted(p.name for p in (tmp_path / "tables").iterdir()) == sorted(TABLE_FILES)
+    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == sorted(FIGURE_FILES)
+    t1 = read_tests_csv(tmp_path / "tables" / "t1_confirmatory.csv").set_index("hypothesis")
+    assert t1.loc["H1", "n_runs"] == len(runs) - 1
+    # two seeds: the mixed model cannot be fitted, the fallback says so
+    h1 = pd.read_csv(tmp_path / "tables" / "h1.csv")
+    assert "fallback" in h1.loc[0, "method"]
+
+
+def _extra_arms(runs: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+    """Phase-schedule and noise-injection runs, as those arms will record them."""
+    template = runs.iloc[0]
+    rows = []
+    for seed in sorted(runs["seed"].unique()):
+        u = rng.normal(0, 0.01)
+        for budget in (1.0, 2.0):
+            for i, phase in enumerate(("early", "mid", "late")):
+                cond = f"phase_{phase}_b{budget:g}"
+                icl = 0.45 + 0.02 * i + 0.01 * budget + u + rng.normal(0, 0.005)
+                rows.append(
+                    template.to_dict()
+                    | {
+                        "run_id": f"{cond}_s{seed}",
+                        "condition": cond,
+                        "arm": "phase_schedule",
+                        "seed": seed,
+                        "icl_auc": icl,
+                        "pne_budget": budget,
+                        "phase": phase,
+                    }
+                )
+        ref = runs[(runs["condition"] == "bs8_fixed") & (runs["seed"] == seed)].iloc[0]
+        for kind in ("gauss", "aniso"):
+            cond = f"inject_{kind}"
+            rows.append(
+                ref.to_dict()
+                | {
+                    "run_id": f"{cond}_s{seed}",
+                    "condition": cond,
+                    "arm": "noise_injection",
+                    "icl_auc": ref["icl_auc"] + rng.normal(0, 0.002),
+                    "final_val_loss": ref["final_val_loss"] + rng.normal(0, 0.001),
+                    "reference_condition": "bs8_fixed",
+                }
+            )
+    out = pd.concat([runs, pd.DataFrame(rows)], ignore_index=True)
+    out["excluded"] = out["excluded"].astype(bool)
+    out["reference_condition"] = out["reference_condition"].fillna("")
+    return out
+
+
+def test_phase_and_injection_arms_are_analysed_once_they_have_runs(plan, tmp_path):
+    runs = simulate_runs(plan, "cpu", icl_slope=0.03, sd_seed=0.01, sd_resid=0.005)
+    runs = _extra_arms(runs, np.random.default_rng(1))
+    tables, figs = _build(tmp_path, runs)
+    t1 = read_tests_csv(tables / "t1_confirmatory.csv").set_index("hypothesis")
+    assert t1.loc["H2", "estimate"] == pytest.approx(0.04, abs=0.02)  # late - early
+    assert t1.loc["H2", "decision"] in ("supported", "not supported")
+    assert t1.loc["H2", "n_runs"] == 12  # the early and late runs of 3 seeds x 2 budgets
+    t3 = pd.read_csv(tables / "t3_equivalence.csv")
+    assert set(t3["outcome"]) == {"icl_auc", "final_val_loss"} and len(t3) == 4
+    assert (t3["n_pairs"] == 3).all()
+    assert t1.loc["H3", "p"] == pytest.approx(t3.loc[t3.label == "confirmatory", "p"].max())
+    for name in FIGURE_FILES:
+        assert (figs / name).stat().st_size > 1000

@@ -1,0 +1,258 @@
+"""The training loop of one run: one straight path from batch to logged trace.
+
+Per optimizer step: learning rate from the schedule, K micro-batch forward and
+backward passes (gradient accumulation), gradient clipping, the AdamW step, and
+the P-NE logger's bookkeeping. Every ``log_interval`` steps the run measures the
+validation loss, writes a trace row and stops when the registered target
+validation loss is reached (DESIGN §3 stopping). A non-finite loss ends the run
+with status ``diverged``; it is recorded, never raised.
+
+Runs in one process or under ``torchrun`` (DistributedDataParallel, gloo or NCCL):
+each of the W workers takes its share of every global batch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from training.conditions import RunSpec
+from training.model import GPT, GPTConfig, lm_loss
+from training.pne import NoiseLogger
+
+PACKAGES = ("torch", "numpy", "pandas", "snakemake", "statsmodels", "pingouin", "scikit-learn")
+
+
+@dataclass
+class RunResult:
+    status: str  # reached_target | token_cap | diverged
+    steps: int
+    tokens: int
+    final_val_loss: float
+    wall_time_s: float
+    trace: pd.DataFrame  # one row per logged step (analysis.tables STEPS)
+    layers: pd.DataFrame  # per-layer breakdown at logged steps (may be empty)
+
+
+def lr_at(step: int, lr_peak: float, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warmup to ``lr_peak`` over ``warmup`` steps, then cosine decay to min_ratio * peak."""
+    if step <= warmup:
+        return lr_peak * step / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return lr_peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def batch_indices(seed: int, start: int, count: int, n_train: int) -> torch.Tensor:
+    """Indices of global-batch positions [start, start + count) of the seed's data order.
+
+    The order is a fresh permutation per epoch, drawn from (seed, epoch) alone, so
+    every condition with the same seed sees the same sequences in the same order.
+    """
+    positions = torch.arange(start, start + count)
+    epochs = positions // n_train
+    out = torch.empty(count, dtype=torch.long)
+    for epoch in epochs.unique().tolist():
+        perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        mask = epochs == epoch
+        out[mask] = perm[positions[mask] % n_train]
+    return out
+
+
+def make_optimizer(model: GPT, lr: float, train_cfg: dict) -> torch.optim.AdamW:
+    """AdamW; weight decay on matrices only (embeddings included), not on biases or norms."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": train_cfg["weight_decay"]},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(
+        groups,
+        lr=lr,
+        betas=(train_cfg["beta1"], train_cfg["beta2"]),
+        eps=train_cfg["adam_eps"],
+    )
+
+
+@torch.no_grad()
+def validation_loss(model: torch.nn.Module, val: torch.Tensor, chunk: int = 128) -> float:
+    """Mean next-token loss (nats/token) over the whole validation split."""
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(val), chunk):
+        seq = val[i : i + chunk].long()
+        logits = model(seq[:, :-1])
+        total += lm_loss(logits, seq[:, 1:]).item() * seq[:, 1:].numel()
+        count += seq[:, 1:].numel()
+    model.train()
+    return total / count
+
+
+def package_versions() -> dict[str, str]:
+    return {name: metadata.version(name) for name in PACKAGES}
+
+
+def train_run(spec: RunSpec, cfg: dict, corpus: dict, show_progress: bool = True) -> tuple[GPT, RunResult]:
+    """Train one run of the study to its target loss or token cap; return model and trace."""
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    train_cfg, model_cfg = cfg["train"], cfg["model"]
+    n_micro = int(train_cfg["n_micro"])
+    if spec.global_batch % (n_micro * world):
+        raise ValueError(
+            f"run {spec.run_id}: global batch {spec.global_batch} is not divisible by "
+            f"n_micro * world_size = {n_micro} * {world}"
+        )
+    micro = spec.global_batch // (n_micro * world)
+    block = int(model_cfg["block_size"])
+    tokens_per_step = spec.global_batch * block
+    max_steps = max(1, spec.token_cap // tokens_per_step)
+    stop_loss = spec.target_val_loss + spec.target_tolerance
+
+    torch.manual_seed(spec.seed)
+    gpt_cfg = GPTConfig(vocab_size=int(corpus["vocab_size"]), **model_cfg)
+    model = GPT(gpt_cfg)
+    net: torch.nn.Module = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model)
+    optimizer = make_optimizer(model, spec.lr_peak, train_cfg)
+    logger = NoiseLogger(
+        net,
+        optimizer,
+        n_micro=n_micro,
+        micro_batch_size=micro,
+        world_size=world,
+        log_interval=int(train_cfg["log_interval"]),
+        curvature=train_cfg.get("curvature", "fisher"),
+    )
+    train, val = corpus["train"], corpus["val"]
+
+    rows: list[dict] = []
+    layer_rows: list[dict] = []
+    status, val_loss, step = "token_cap", float("nan"), 0
+    start = time.perf_counter()
+    bar = tqdm(
+        total=max_steps * tokens_per_step,
+        unit="tok",
+        unit_scale=True,
+        desc=spec.run_id,
+        disable=not show_progress or rank != 0,
+        mininterval=2.0,
+    )
+    for step in range(1, max_steps + 1):
+        lr = lr_at(step, spec.lr_peak, int(train_cfg["warmup_steps"]), max_steps,
+                   float(train_cfg["min_lr_ratio"]))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        log_step = logger.is_log_step(step)
+        logger.begin_step(step)
+        batch = batch_indices(spec.seed, (step - 1) * spec.global_batch, spec.global_batch, len(train))
+        local = batch[rank * micro * n_micro : (rank + 1) * micro * n_micro]
+        train_loss = 0.0
+        for j in range(n_micro):
+            seq = train[local[j * micro : (j + 1) * micro]].long()
+            sync = world > 1 and not log_step and j == n_micro - 1
+            with _maybe_no_sync(net, world > 1 and not sync):
+                loss = lm_loss(net(seq[:, :-1]), seq[:, 1:]) / n_micro
+                loss.backward()
+            logger.after_micro_backward()
+            train_loss += loss.item()
+        if world > 1 and log_step:
+            _all_reduce_mean_grads(model, world)
+        if world > 1:
+            train_loss = _all_reduce_mean_scalar(train_loss, world)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg["grad_clip"]))
+        if not (math.isfinite(train_loss) and math.isfinite(grad_norm)):
+            status = "diverged"
+            break
+        clip_coef = min(1.0, train_cfg["grad_clip"] / (grad_norm + 1e-6))
+        optimizer.step()
+        record = logger.after_update(lr, grad_norm, clip_coef)
+        optimizer.zero_grad(set_to_none=True)
+        bar.update(tokens_per_step)
+        if record is None:
+            continue
+        val_loss = validation_loss(model, val)
+        layers = record.pop("layers", None) or []
+        rows.append(
+            {"run_id": spec.run_id, "step": step, "tokens": step * tokens_per_step, "lr": lr,
+             "train_loss": train_loss, "val_loss": val_loss, "grad_norm": grad_norm,
+             "clip_coef": clip_coef, "global_batch": spec.global_batch, **record}
+        )
+        layer_rows += [{"run_id": spec.run_id, "step": step, **layer} for layer in layers]
+        bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val_loss:.3f}", refresh=False)
+        if not math.isfinite(val_loss):
+            status = "diverged"
+            break
+        if val_loss <= stop_loss:
+            status = "reached_target"
+            break
+    bar.close()
+    if status == "token_cap":
+        val_loss = validation_loss(model, val)
+    result = RunResult(
+        status=status,
+        steps=step,
+        tokens=step * tokens_per_step,
+        final_val_loss=val_loss,
+        wall_time_s=time.perf_counter() - start,
+        trace=pd.DataFrame(rows),
+        layers=pd.DataFrame(layer_rows),
+    )
+    return model, result
+
+
+class _maybe_no_sync:
+    """``DDP.no_sync()`` when ``active``, else nothing."""
+
+    def __init__(self, net: torch.nn.Module, active: bool):
+        self.ctx = net.no_sync() if active else None
+
+    def __enter__(self):
+        return self.ctx.__enter__() if self.ctx else None
+
+    def __exit__(self, *exc):
+        return self.ctx.__exit__(*exc) if self.ctx else False
+
+
+def _all_reduce_mean_grads(model: torch.nn.Module, world: int) -> None:
+    for p in model.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= world
+
+
+def _all_reduce_mean_scalar(value: float, world: int) -> float:
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t.item()) / world
+
+
+def init_distributed() -> None:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+
+
+def save_checkpoint(path: Path, model: GPT, spec: RunSpec, result: RunResult) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "gpt_config": vars(model.cfg),
+            "spec": spec.as_dict(),
+            "status": result.status,
+            "steps": result.steps,
+        },
+        path,
+    )
