@@ -1,6 +1,7 @@
 """A small decoder-only transformer, read top to bottom.
 
-Pre-LayerNorm GPT blocks (Radford et al. 2019) with learned positions and tied
+Pre-LayerNorm GPT blocks (Radford et al. 2019) with rotary position embeddings
+(RoPE, Su et al. 2021; learned absolute positions when ``rope`` is off) and tied
 input/output embeddings; the architecture is fixed across every condition of a
 scale (DESIGN §3), so nothing here varies with the noise condition.
 """
@@ -23,6 +24,21 @@ class GPTConfig:
     n_head: int = 2  # attention heads per block
     n_embd: int = 64  # residual stream width
     dropout: float = 0.0  # fixed across conditions; 0 keeps the noise purely from sampling
+    rope: bool = True  # rotary positions in attention; False: learned absolute positions
+    rope_base: float = 10000.0  # RoPE frequency base (Su et al. 2021)
+
+
+def rope_tables(T: int, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of the rotation angles, each (T, head_dim // 2): position t, pair i -> t * base^(-2i/d)."""
+    inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    angles = torch.outer(torch.arange(T, dtype=torch.float32), inv_freq)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate each (even, odd) channel pair of ``x`` (B, n_head, T, head_dim) by its position's angle."""
+    x1, x2 = x[..., 0::2], x[..., 1::2]  # (B, n_head, T, head_dim // 2) each
+    return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
 
 
 class CausalSelfAttention(nn.Module):
@@ -33,12 +49,22 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd)
         self.dropout = cfg.dropout
+        self.rope = cfg.rope
+        if cfg.rope:
+            cos, sin = rope_tables(cfg.block_size, cfg.n_embd // cfg.n_head, cfg.rope_base)
+            self.register_buffer("rope_cos", cos, persistent=False)  # (block_size, head_dim // 2)
+            self.register_buffer("rope_sin", sin, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         # (B, n_head, T, head_dim)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if self.rope:
+            # Why: q.k then depends only on the offset between positions (Su et al. 2021), so a
+            # previous-token head, the first half of an induction circuit, is one fixed rotation.
+            q = apply_rope(q, self.rope_cos[:T], self.rope_sin[:T])
+            k = apply_rope(k, self.rope_cos[:T], self.rope_sin[:T])
         y = F.scaled_dot_product_attention(
             q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
         )
@@ -75,7 +101,8 @@ class GPT(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.n_embd)
-        self.pos_emb = nn.Embedding(cfg.block_size, cfg.n_embd)
+        # Positions enter through RoPE in every attention layer, or else through this table.
+        self.pos_emb = None if cfg.rope else nn.Embedding(cfg.block_size, cfg.n_embd)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.n_embd)
         self.head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
@@ -102,8 +129,9 @@ class GPT(nn.Module):
         B, T = idx.shape
         if T > self.cfg.block_size:
             raise ValueError(f"sequence length {T} exceeds block_size {self.cfg.block_size}")
-        pos = torch.arange(T, device=idx.device)
-        x = self.tok_emb(idx) + self.pos_emb(pos)  # (B, T, n_embd)
+        x = self.tok_emb(idx)  # (B, T, n_embd)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(torch.arange(T, device=idx.device))
         for block in self.blocks:
             x = block(x)
         return self.head(self.ln_f(x))

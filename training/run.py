@@ -1,0 +1,82 @@
+"""Command line for one training run: ``python -m training.run`` (or under ``torchrun``).
+
+Reads the resolved study config (JSON, as Snakemake passes it), picks the run's
+spec from the pre-registration plan, trains it, and writes into ``--out``:
+``checkpoint.pt``, ``trace.parquet`` (table ``steps``), ``layers.parquet`` (the
+per-layer breakdown, when logged) and ``meta.json`` (spec, status, plan hash,
+config, package versions, wall time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from analysis.plan import load_plan, plan_hash
+from analysis.tables import write_table
+from training.conditions import expand_design
+from training.train import init_distributed, package_versions, save_checkpoint, train_run
+
+
+def find_spec(config: dict, condition: str, seed: int):
+    plan = load_plan(config["plan"])
+    for spec in expand_design(plan, config["scale"], config["plan"]):
+        if spec.condition == condition and spec.seed == seed:
+            return spec
+    raise SystemExit(
+        f"{config['plan']}: no registered run {condition!r} with seed {seed} at scale "
+        f"{config['scale']!r}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config-json", required=True, help="resolved study config as JSON")
+    parser.add_argument("--corpus", required=True, type=Path)
+    parser.add_argument("--condition", required=True)
+    parser.add_argument("--seed", required=True, type=int)
+    parser.add_argument("--out", required=True, type=Path)
+    args = parser.parse_args(argv)
+    config = json.loads(args.config_json)
+    torch.set_num_threads(int(config.get("threads_per_run", 1)))
+    init_distributed()
+    spec = find_spec(config, args.condition, args.seed)
+    corpus = torch.load(args.corpus, weights_only=False)
+    hash_at_start = plan_hash(config["plan"])
+    model, result = train_run(spec, config, corpus)
+    if dist.is_initialized() and dist.get_rank() != 0:
+        return 0
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    write_table(result.trace, "steps", out / "trace.parquet")
+    result.layers.to_parquet(out / "layers.parquet", index=False)
+    save_checkpoint(out / "checkpoint.pt", model, spec, result)
+    meta = spec.as_dict() | {
+        "status": result.status,
+        "steps": result.steps,
+        "tokens": result.tokens,
+        "final_val_loss": result.final_val_loss,
+        "wall_time_s": result.wall_time_s,
+        "plan_hash": hash_at_start,
+        "world_size": dist.get_world_size() if dist.is_initialized() else 1,
+        "config": config,
+        "packages": package_versions(),
+        "python": platform.python_version(),
+    }
+    (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+    print(
+        f"{spec.run_id}: {result.status} after {result.steps} steps, {result.tokens} tokens, "
+        f"val loss {result.final_val_loss:.4f}, {result.wall_time_s:.1f} s",
+        file=sys.stderr,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

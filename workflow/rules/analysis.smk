@@ -1,0 +1,48 @@
+rule collect_runs:
+    input:
+        meta=run_files("meta.json"),
+        trace=run_files("trace.parquet"),
+        scores=run_files("scores.parquet"),
+        plan=config["plan"],
+    output:
+        runs=f"{TABLES}/runs.parquet",
+        steps=f"{TABLES}/steps.parquet",
+        scores=f"{TABLES}/scores.parquet",
+    log:
+        f"{RESULTS}/logs/collect_runs.log",
+    params:
+        traces=TRACES,
+        run_keys=RUN_KEYS,
+    localrule: True
+    script:
+        "../scripts/collect_runs.py"
+
+
+rule analysis_tables:
+    input:
+        runs=f"{TABLES}/runs.parquet",
+        plan=config["plan"],
+    output:
+        [f"{TABLES}/{t}.{ext}" for t in ANALYSIS_TABLES for ext in ("csv", "md")],
+    log:
+        f"{RESULTS}/logs/analysis_tables.log",
+    params:
+        scale=config["scale"],
+        out_dir=TABLES,
+    localrule: True
+    script:
+        "../scripts/analysis_tables.py"
+
+
+rule sensitivity_table:
+    input:
+        runs=f"{TABLES}/runs.parquet",
+        steps=f"{TABLES}/steps.parquet",
+    output:
+        csv=f"{TABLES}/sensitivity.csv",
+        md=f"{TABLES}/sensitivity.md",
+    log:
+        f"{RESULTS}/logs/sensitivity_table.log",
+    localrule: True
+    script:
+        "../scripts/sensitivity_table.py"

@@ -1,0 +1,14 @@
+rule audit:
+    input:
+        runs=f"{TABLES}/runs.parquet",
+        tests=f"{TABLES}/t1_confirmatory.csv",
+        plan=config["plan"],
+        lock=config["lock"],
+    output:
+        md=f"{RESULTS}/audit.md",
+        json=f"{RESULTS}/audit.json",
+    log:
+        f"{RESULTS}/logs/audit.log",
+    localrule: True
+    script:
+        "../scripts/audit.py"

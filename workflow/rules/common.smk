@@ -1,0 +1,54 @@
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+sys.path.insert(0, workflow.basedir)
+
+from analysis.plan import load_plan  # noqa: E402
+from training.conditions import expand_design  # noqa: E402
+
+validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+
+RESULTS = config["results"]
+ANALYSIS_ONLY = bool(config.get("analysis_only", False))
+TRACES = config.get("traces") or f"{RESULTS}/runs"
+PLAN = load_plan(config["plan"])
+RUN_SPECS = expand_design(PLAN, config["scale"], config["plan"])
+RUN_KEYS = [(s.condition, s.seed) for s in RUN_SPECS]
+TABLES = f"{RESULTS}/tables"
+FIGURES = f"{RESULTS}/figures"
+
+ANALYSIS_TABLES = ["h1", "t1_confirmatory", "t2_inventory", "t3_equivalence", "t4_loss_matching"]
+FIGURE_STEMS = ["fig1_pne_icl", "fig2_phase", "fig3_equivalence", "fig4_frontier", "fig6_clipping"]
+
+wildcard_constraints:
+    condition=r"[A-Za-z0-9_.-]+",
+    seed=r"\d+",
+
+
+def run_files(name):
+    """Path of one per-run file for every registered run."""
+    return [f"{TRACES}/{c}/seed{s}/{name}" for c, s in RUN_KEYS]
+
+
+def get_launcher():
+    """The training launcher; plain "python" means the interpreter running Snakemake."""
+    launcher = config.get("launcher", "python")
+    return shlex.quote(sys.executable) if launcher == "python" else launcher
+
+
+def get_config_json(wildcards=None):
+    """The resolved config, quoted for a shell command line."""
+    return shlex.quote(json.dumps(config))
+
+
+def get_final_outputs():
+    tables = [f"{TABLES}/{t}.{ext}" for t in ANALYSIS_TABLES for ext in ("csv", "md")]
+    tables += [f"{TABLES}/sensitivity.csv", f"{TABLES}/sensitivity.md"]
+    figures = [f"{FIGURES}/{f}.{ext}" for f in FIGURE_STEMS for ext in ("png", "pdf")]
+    return tables + figures + [f"{RESULTS}/audit.md", f"{RESULTS}/audit.json"]

@@ -1,0 +1,29 @@
+rule figures:
+    input:
+        runs=f"{TABLES}/runs.parquet",
+        tables=[f"{TABLES}/{t}.csv" for t in ANALYSIS_TABLES],
+        plan=config["plan"],
+    output:
+        [f"{FIGURES}/{f}.{ext}" for f in FIGURE_STEMS[:4] for ext in ("png", "pdf")],
+    log:
+        f"{RESULTS}/logs/figures.log",
+    params:
+        tables_dir=TABLES,
+        out_dir=FIGURES,
+    localrule: True
+    script:
+        "../scripts/figures.py"
+
+
+rule figure_clipping:
+    input:
+        runs=f"{TABLES}/runs.parquet",
+        steps=f"{TABLES}/steps.parquet",
+    output:
+        png=f"{FIGURES}/fig6_clipping.png",
+        pdf=f"{FIGURES}/fig6_clipping.pdf",
+    log:
+        f"{RESULTS}/logs/figure_clipping.log",
+    localrule: True
+    script:
+        "../scripts/figure_clipping.py"

@@ -1,0 +1,20 @@
+rule train:
+    input:
+        corpus=f"{RESULTS}/data/corpus.pt",
+        plan=config["plan"],
+    output:
+        checkpoint=f"{TRACES}/{{condition}}/seed{{seed}}/checkpoint.pt",
+        trace=f"{TRACES}/{{condition}}/seed{{seed}}/trace.parquet",
+        layers=f"{TRACES}/{{condition}}/seed{{seed}}/layers.parquet",
+        meta=f"{TRACES}/{{condition}}/seed{{seed}}/meta.json",
+    log:
+        f"{RESULTS}/logs/train/{{condition}}_seed{{seed}}.log",
+    threads: config.get("threads_per_run", 1)
+    params:
+        launcher=get_launcher(),
+        config_json=get_config_json,
+        out=lambda w, output: str(Path(output.meta).parent),
+    shell:
+        "{params.launcher} -m training.run --config-json {params.config_json} "
+        "--corpus {input.corpus} --condition {wildcards.condition} --seed {wildcards.seed} "
+        "--out {params.out} > {log} 2>&1"
