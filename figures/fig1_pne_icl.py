@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import FuncFormatter
 
-from analysis.h1_monotonicity import isotonic_fit
+from analysis.isotonic import isotonic_fit
 from figures.layout import EXCLUDED_COLOR, condition_styles, fmt_p, no_runs_panel, plt, save_figure
 
 

@@ -28,6 +28,7 @@ SLOPE, SD_SEED, SD_RESID = 0.006, 0.02, 0.02
 def assert_agrees(empirical: np.ndarray, predicted: float, n_predicted: int) -> None:
     rate = float(np.mean(empirical))
     se = np.sqrt(predicted * (1 - predicted) * (1 / len(empirical) + 1 / n_predicted))
+    print(f"empirical power {rate:.3f} ({len(empirical)} studies), predicted {predicted:.3f}")
     assert abs(rate - predicted) <= 3 * se, f"empirical {rate:.3f} vs predicted {predicted:.3f}"
 
 

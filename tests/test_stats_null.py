@@ -34,6 +34,9 @@ def assert_holds_alpha(rejections: np.ndarray, alpha: float = ALPHA) -> float:
     rate = float(np.mean(rejections))
     mc_se = np.sqrt(alpha * (1 - alpha) / len(rejections))
     assert len(rejections) >= 1000
+    print(
+        f"rejection rate {rate:.4f} over {len(rejections)} (alpha {alpha:.4f}, MC SE {mc_se:.4f})"
+    )
     assert abs(rate - alpha) <= 3 * mc_se, f"rejection rate {rate:.4f}, alpha {alpha}"
     return rate
 
@@ -68,7 +71,7 @@ def test_h4_memorization_slope_holds_alpha(design):
 
 def test_slope_fast_path_holds_alpha(design):
     levels = np.log(design.groupby("condition")["int_pne_star"].mean().to_numpy())
-    for alternative in ("greater", "less"):
+    for i, alternative in enumerate(("greater", "less")):
         reject = simulate_slope_tests(
             levels, 0.0, 0.02, 0.02, 3, 4000, ALPHA, alternative, random_state=7
         )

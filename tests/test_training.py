@@ -1,0 +1,91 @@
+"""Training: determinism, stopping, divergence, held-out evaluation data."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from analysis.plan import load_plan
+from training.conditions import expand_design
+from training.data import CorpusGenerator, build_corpus, mapping_hash
+from training.train import batch_indices, train_run
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def smoke():
+    cfg = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
+    corpus = build_corpus(cfg["data"], cfg["model"]["block_size"])
+    spec = expand_design(load_plan(REPO / cfg["plan"]), "smoke")[0]
+    return cfg, corpus, spec
+
+
+def test_same_config_and_seed_give_identical_trace(smoke):
+    cfg, corpus, spec = smoke
+    spec = replace(spec, target_val_loss=0.0, token_cap=40 * spec.global_batch * 32)
+    _, first = train_run(spec, cfg, corpus, show_progress=False)
+    _, second = train_run(spec, cfg, corpus, show_progress=False)
+    assert len(first.trace) >= 4
+    pd.testing.assert_frame_equal(first.trace, second.trace, check_exact=True)
+
+
+def test_different_seed_gives_different_trace(smoke):
+    cfg, corpus, spec = smoke
+    spec = replace(spec, target_val_loss=0.0, token_cap=20 * spec.global_batch * 32)
+    _, a = train_run(spec, cfg, corpus, show_progress=False)
+    _, b = train_run(replace(spec, seed=spec.seed + 1), cfg, corpus, show_progress=False)
+    assert not np.allclose(a.trace.train_loss, b.trace.train_loss)
+
+
+def test_stops_at_target_loss(smoke):
+    cfg, corpus, spec = smoke
+    _, result = train_run(replace(spec, target_val_loss=10.0), cfg, corpus, show_progress=False)
+    assert result.status == "reached_target"
+    assert result.steps == 1  # the first validation (after step 1) already passes
+
+
+def test_non_finite_loss_is_recorded_as_diverged(smoke):
+    cfg, corpus, spec = smoke
+    spec = replace(spec, lr_peak=1e6, target_val_loss=0.0)
+    cfg = {**cfg, "train": {**cfg["train"], "grad_clip": 1e12}}
+    _, result = train_run(spec, cfg, corpus, show_progress=False)
+    assert result.status == "diverged"
+
+
+def test_data_order_is_shared_across_conditions():
+    # the first 8 sequences of batch size 8 equal the first two batches of size 4
+    small = torch.cat([batch_indices(3, 0, 4, 100), batch_indices(3, 4, 4, 100)])
+    assert torch.equal(small, batch_indices(3, 0, 8, 100))
+    # and an epoch boundary gives a fresh permutation, each index once per epoch
+    two_epochs = batch_indices(3, 0, 200, 100)
+    assert sorted(two_epochs[:100].tolist()) == list(range(100))
+    assert not torch.equal(two_epochs[:100], two_epochs[100:])
+
+
+def test_evaluation_mappings_are_never_trained_on(smoke):
+    cfg, _, _ = smoke
+    gen = CorpusGenerator(cfg["data"], cfg["model"]["block_size"] + 1)
+    rng = np.random.default_rng(0)
+    modulus = cfg["data"]["heldout_mapping_modulus"]
+    for _ in range(200):
+        items, labels = gen.icl_mapping(rng, heldout=False)
+        assert mapping_hash(items, labels, gen.vocab.size) % modulus != 0
+        items, labels = gen.icl_mapping(rng, heldout=True)
+        assert mapping_hash(items, labels, gen.vocab.size) % modulus == 0
+
+
+def test_corpus_is_deterministic(smoke):
+    cfg, corpus, _ = smoke
+    again = build_corpus(cfg["data"], cfg["model"]["block_size"])
+    assert torch.equal(corpus["train"], again["train"])
+    other = build_corpus(
+        {**cfg["data"], "seed": cfg["data"]["seed"] + 1}, cfg["model"]["block_size"]
+    )
+    assert not torch.equal(corpus["train"], other["train"])

@@ -1,0 +1,125 @@
+"""The whole pipeline through Snakemake on the smoke study, and its entry points."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from analysis.plan import load_plan
+from analysis.tables import read_table
+from training.conditions import expand_design
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+
+def snakemake(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    proc = subprocess.run(
+        [SNAKEMAKE, "--cores", "2", *args], cwd=REPO, capture_output=True, text=True, env=env
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def planned_jobs(dry_run_output: str) -> dict[str, int]:
+    """Rule -> job count from the job-stats table of a dry run."""
+    counts = {}
+    for line in dry_run_output.splitlines():
+        match = re.fullmatch(r"(\w+)\s+(\d+)", line.strip())
+        if match and match.group(1) != "total":
+            counts[match.group(1)] = int(match.group(2))
+    return counts
+
+
+@pytest.fixture(scope="module")
+def smoke_study(tmp_path_factory) -> Path:
+    """Run the smoke study once, end to end, into a temporary results directory."""
+    results = tmp_path_factory.mktemp("smoke")
+    snakemake("--configfile", "config/smoke.yaml", "--config", f"results={results}")
+    return results
+
+
+def test_smoke_study_end_to_end(smoke_study: Path):
+    plan = load_plan(REPO / "preregistration/plan.yaml")
+    registered = {(s.condition, s.seed) for s in expand_design(plan, "smoke")}
+    runs = read_table(smoke_study / "tables/runs.parquet", "runs")
+    assert set(zip(runs.condition, runs.seed)) == registered
+    steps = read_table(smoke_study / "tables/steps.parquet", "steps")
+    assert set(steps.run_id) == set(runs.run_id)
+    assert (steps.groupby("run_id").int_pne.diff().dropna() >= 0).all(), "integrals must grow"
+    for name in ("h1.csv", "h1.md", "t1_confirmatory.csv", "t2_inventory.csv"):
+        assert (smoke_study / "tables" / name).stat().st_size > 0
+    for ext in ("png", "pdf"):
+        assert (smoke_study / f"figures/fig1_pne_icl.{ext}").stat().st_size > 1000
+    audit = json.loads((smoke_study / "audit.json").read_text())
+    assert audit["passed"], audit
+    for log in ("corpus.log", "collect_runs.log", "analysis_tables.log", "audit.log"):
+        assert (smoke_study / "logs" / log).exists()
+
+
+def test_analysis_only_schedules_no_training(smoke_study: Path):
+    (REPO / "training/train.py").touch()  # training code newer than the traces
+    out = snakemake(
+        "--configfile",
+        "config/smoke.yaml",
+        "--config",
+        f"results={smoke_study}",
+        "analysis_only=true",
+        "--forceall",
+        "-n",
+    ).stdout
+    jobs = planned_jobs(out)
+    assert "collect_runs" in jobs and "audit" in jobs
+    assert not {"corpus", "train", "score"} & set(jobs), jobs
+
+
+def test_analysis_only_regenerates_tables(smoke_study: Path):
+    table = smoke_study / "tables/t1_confirmatory.csv"
+    before = pd.read_csv(table)
+    table.unlink()
+    snakemake(
+        "--configfile",
+        "config/smoke.yaml",
+        "--config",
+        f"results={smoke_study}",
+        "analysis_only=true",
+        "--forceall",
+    )
+    pd.testing.assert_frame_equal(pd.read_csv(table), before)
+
+
+def test_cluster_profile_dry_run():
+    out = snakemake("--profile", "cluster", "-n").stdout
+    jobs = planned_jobs(out)
+    plan = load_plan(REPO / "preregistration/plan.yaml")
+    assert jobs.get("train") == len(expand_design(plan, "gpu"))
+
+
+def test_malformed_config_names_the_key(tmp_path: Path):
+    config = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
+    config["model"]["n_layer"] = "two"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    proc = snakemake("--configfile", str(bad), "-n", check=False)
+    assert proc.returncode != 0
+    assert "n_layer" in proc.stdout + proc.stderr
+
+
+def test_unknown_config_key_is_rejected(tmp_path: Path):
+    config = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
+    config["train"]["learning_rate"] = 0.1  # the LR belongs to the plan, not the config
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    proc = snakemake("--configfile", str(bad), "-n", check=False)
+    assert proc.returncode != 0
+    assert "learning_rate" in proc.stdout + proc.stderr
