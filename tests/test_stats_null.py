@@ -73,7 +73,7 @@ def test_slope_fast_path_holds_alpha(design):
     levels = np.log(design.groupby("condition")["int_pne_star"].mean().to_numpy())
     for i, alternative in enumerate(("greater", "less")):
         reject = simulate_slope_tests(
-            levels, 0.0, 0.02, 0.02, 3, 4000, ALPHA, alternative, random_state=7
+            levels, 0.0, 0.02, 0.02, 3, 4000, ALPHA, alternative, random_state=7 + i
         )
         assert_holds_alpha(reject)
 

@@ -22,7 +22,7 @@ EVAL_SEED_OFFSET = 7  # evaluation draws come from data.seed + this, never used 
 @torch.no_grad()
 def answer_accuracy(model: GPT, inputs: torch.Tensor, targets: torch.Tensor, answers: np.ndarray) -> float:
     """Share of prompts whose last-position argmax over ``answers`` equals the target."""
-    logits = model(inputs)[:, -1, :]  # (N, vocab)
+    logits = model(inputs.to(next(model.parameters()).device))[:, -1, :].cpu()  # (N, vocab)
     answer_ids = torch.as_tensor(answers)
     pred = answer_ids[logits[:, answer_ids].argmax(dim=-1)]
     return float((pred == targets).float().mean())
@@ -45,7 +45,7 @@ def induction_score(model: GPT, gen: CorpusGenerator, n: int, seed: int) -> floa
     rng = np.random.default_rng(seed)
     drawn = [gen.copy_with_length(rng) for _ in range(n)]
     seqs = torch.tensor(np.stack([seq for seq, _ in drawn]))
-    logits = model(seqs[:, :-1])
+    logits = model(seqs[:, :-1].to(next(model.parameters()).device)).cpu()
     per_token = torch.nn.functional.cross_entropy(
         logits.transpose(1, 2), seqs[:, 1:], reduction="none"
     )  # (n, T-1); entry p is the loss of token p+1; the segment starts at token 1

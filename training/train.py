@@ -87,9 +87,10 @@ def make_optimizer(model: GPT, lr: float, train_cfg: dict) -> torch.optim.AdamW:
 def validation_loss(model: torch.nn.Module, val: torch.Tensor, chunk: int = 128) -> float:
     """Mean next-token loss (nats/token) over the whole validation split."""
     model.eval()
+    device = next(model.parameters()).device
     total, count = 0.0, 0
     for i in range(0, len(val), chunk):
-        seq = val[i : i + chunk].long()
+        seq = val[i : i + chunk].long().to(device)
         logits = model(seq[:, :-1])
         total += lm_loss(logits, seq[:, 1:]).item() * seq[:, 1:].numel()
         count += seq[:, 1:].numel()
@@ -118,12 +119,17 @@ def train_run(spec: RunSpec, cfg: dict, corpus: dict, show_progress: bool = True
     max_steps = max(1, spec.token_cap // tokens_per_step)
     stop_loss = spec.target_val_loss + spec.target_tolerance
 
+    device = run_device(cfg)
+    # bf16 autocast on GPUs (DESIGN §7); the P-NE logger always reads fp32 gradients.
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16,
+                              enabled=cfg.get("dtype", "float32") == "bfloat16")
     torch.manual_seed(spec.seed)
     gpt_cfg = GPTConfig(vocab_size=int(corpus["vocab_size"]), **model_cfg)
-    model = GPT(gpt_cfg)
+    model = GPT(gpt_cfg).to(device)
     net: torch.nn.Module = model
     if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model)
+        ids = [device.index] if device.type == "cuda" else None
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
     optimizer = make_optimizer(model, spec.lr_peak, train_cfg)
     logger = NoiseLogger(
         net,
@@ -159,10 +165,11 @@ def train_run(spec: RunSpec, cfg: dict, corpus: dict, show_progress: bool = True
         local = batch[rank * micro * n_micro : (rank + 1) * micro * n_micro]
         train_loss = 0.0
         for j in range(n_micro):
-            seq = train[local[j * micro : (j + 1) * micro]].long()
+            seq = train[local[j * micro : (j + 1) * micro]].long().to(device)
             sync = world > 1 and not log_step and j == n_micro - 1
             with _maybe_no_sync(net, world > 1 and not sync):
-                loss = lm_loss(net(seq[:, :-1]), seq[:, 1:]) / n_micro
+                with autocast:
+                    loss = lm_loss(net(seq[:, :-1]), seq[:, 1:]) / n_micro
                 loss.backward()
             logger.after_micro_backward()
             train_loss += loss.item()
@@ -209,6 +216,17 @@ def train_run(spec: RunSpec, cfg: dict, corpus: dict, show_progress: bool = True
         layers=pd.DataFrame(layer_rows),
     )
     return model, result
+
+
+def run_device(cfg: dict) -> torch.device:
+    """CPU, or this worker's GPU (LOCAL_RANK under torchrun) when the config asks for cuda."""
+    if cfg.get("device", "cpu") != "cuda":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError("config asks for device 'cuda' but no GPU is visible")
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    torch.cuda.set_device(device)
+    return device
 
 
 class _maybe_no_sync:

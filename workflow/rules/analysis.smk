@@ -8,6 +8,8 @@ rule collect_runs:
         runs=f"{TABLES}/runs.parquet",
         steps=f"{TABLES}/steps.parquet",
         scores=f"{TABLES}/scores.parquet",
+    benchmark:
+        f"{RESULTS}/benchmarks/collect_runs.tsv"
     log:
         f"{RESULTS}/logs/collect_runs.log",
     params:
@@ -24,6 +26,8 @@ rule analysis_tables:
         plan=config["plan"],
     output:
         [f"{TABLES}/{t}.{ext}" for t in ANALYSIS_TABLES for ext in ("csv", "md")],
+    benchmark:
+        f"{RESULTS}/benchmarks/analysis_tables.tsv"
     log:
         f"{RESULTS}/logs/analysis_tables.log",
     params:
@@ -41,6 +45,8 @@ rule sensitivity_table:
     output:
         csv=f"{TABLES}/sensitivity.csv",
         md=f"{TABLES}/sensitivity.md",
+    benchmark:
+        f"{RESULTS}/benchmarks/sensitivity_table.tsv"
     log:
         f"{RESULTS}/logs/sensitivity_table.log",
     localrule: True

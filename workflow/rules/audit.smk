@@ -7,6 +7,8 @@ rule audit:
     output:
         md=f"{RESULTS}/audit.md",
         json=f"{RESULTS}/audit.json",
+    benchmark:
+        f"{RESULTS}/benchmarks/audit.tsv"
     log:
         f"{RESULTS}/logs/audit.log",
     localrule: True

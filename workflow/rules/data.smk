@@ -1,6 +1,8 @@
 rule corpus:
     output:
         f"{RESULTS}/data/corpus.pt",
+    benchmark:
+        f"{RESULTS}/benchmarks/corpus.tsv"
     log:
         f"{RESULTS}/logs/corpus.log",
     params:

@@ -5,6 +5,8 @@ rule figures:
         plan=config["plan"],
     output:
         [f"{FIGURES}/{f}.{ext}" for f in FIGURE_STEMS[:4] for ext in ("png", "pdf")],
+    benchmark:
+        f"{RESULTS}/benchmarks/figures.tsv"
     log:
         f"{RESULTS}/logs/figures.log",
     params:
@@ -22,6 +24,8 @@ rule figure_clipping:
     output:
         png=f"{FIGURES}/fig6_clipping.png",
         pdf=f"{FIGURES}/fig6_clipping.pdf",
+    benchmark:
+        f"{RESULTS}/benchmarks/figure_clipping.tsv"
     log:
         f"{RESULTS}/logs/figure_clipping.log",
     localrule: True

@@ -4,6 +4,8 @@ rule score:
         checkpoint=f"{TRACES}/{{condition}}/seed{{seed}}/checkpoint.pt",
     output:
         f"{TRACES}/{{condition}}/seed{{seed}}/scores.parquet",
+    benchmark:
+        f"{RESULTS}/benchmarks/score/{{condition}}_seed{{seed}}.tsv"
     log:
         f"{RESULTS}/logs/score/{{condition}}_seed{{seed}}.log",
     threads: config.get("threads_per_run", 1)

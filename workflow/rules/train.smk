@@ -7,6 +7,8 @@ rule train:
         trace=f"{TRACES}/{{condition}}/seed{{seed}}/trace.parquet",
         layers=f"{TRACES}/{{condition}}/seed{{seed}}/layers.parquet",
         meta=f"{TRACES}/{{condition}}/seed{{seed}}/meta.json",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/{{condition}}_seed{{seed}}.tsv"
     log:
         f"{RESULTS}/logs/train/{{condition}}_seed{{seed}}.log",
     threads: config.get("threads_per_run", 1)

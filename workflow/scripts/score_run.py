@@ -14,6 +14,8 @@ corpus = torch.load(snakemake.input.corpus, weights_only=False)  # noqa: F821
 ckpt = torch.load(snakemake.input.checkpoint, weights_only=False)  # noqa: F821
 model = GPT(GPTConfig(**ckpt["gpt_config"]))
 model.load_state_dict(ckpt["model"])
+if snakemake.config.get("device") == "cuda":  # noqa: F821
+    model = model.cuda()
 scores = score_model(model, corpus, snakemake.params.evaluate, snakemake.params.run_id)  # noqa: F821
 write_table(scores, "scores", snakemake.output[0])  # noqa: F821
 print(scores.to_string(index=False), file=sys.stderr)

@@ -1,0 +1,67 @@
+"""Wall time of each stage of the study, from Snakemake's per-job benchmark files.
+
+Every rule writes ``<results>/benchmarks/<rule>...tsv`` (Snakemake's ``benchmark:``
+directive: wall seconds, peak memory). This script runs the study of a config in a
+fresh results directory (or reads an existing one with ``--existing``) and prints,
+per stage, the number of jobs, the summed and the longest job wall time, and the
+whole run's wall time.
+
+    python bench/stage_times.py [--config config/config.yaml] [--existing results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def stage_table(results: Path) -> pd.DataFrame:
+    """One row per stage: jobs, summed and longest wall time (s), peak RSS (MB)."""
+    rows = []
+    for tsv in sorted((results / "benchmarks").rglob("*.tsv")):
+        stage = tsv.relative_to(results / "benchmarks").parts[0].removesuffix(".tsv")
+        bench = pd.read_csv(tsv, sep="\t")
+        rows.append({"stage": stage, "s": float(bench["s"].iloc[0]),
+                     "max_rss_mb": float(pd.to_numeric(bench["max_rss"], errors="coerce").iloc[0])})
+    jobs = pd.DataFrame(rows)
+    return jobs.groupby("stage", sort=False).agg(
+        jobs=("s", "size"), sum_s=("s", "sum"), longest_s=("s", "max"), peak_rss_mb=("max_rss_mb", "max")
+    ).reset_index()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="config/config.yaml")
+    parser.add_argument("--existing", type=Path, help="read this results directory, run nothing")
+    parser.add_argument("--cores", default="2")
+    args = parser.parse_args()
+    total = float("nan")
+    if args.existing:
+        results = args.existing
+    else:
+        results = Path(tempfile.mkdtemp(prefix="stage_times_"))
+        snakemake = str(Path(sys.executable).with_name("snakemake"))
+        start = time.perf_counter()
+        proc = subprocess.run(
+            [snakemake, "--cores", args.cores, "--configfile", args.config, "--config",
+             f"results={results}"], cwd=REPO,
+        )
+        total = time.perf_counter() - start
+        if proc.returncode != 0:
+            return proc.returncode
+    print(stage_table(results).to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+    print(f"results: {results}")
+    print(f"total_wall_s={total:.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
