@@ -18,8 +18,21 @@ from analysis.plan import apply_exclusions, load_plan
 from analysis.tables import TableError, read_table, write_table
 from training.evaluate import summarize_scores
 
-META_FIELDS = ("run_id", "condition", "arm", "seed", "global_batch", "lr_peak", "lr_rule",
-               "status", "steps", "tokens", "final_val_loss", "plan_hash", "wall_time_s")
+META_FIELDS = (
+    "run_id",
+    "condition",
+    "arm",
+    "seed",
+    "global_batch",
+    "lr_peak",
+    "lr_rule",
+    "status",
+    "steps",
+    "tokens",
+    "final_val_loss",
+    "plan_hash",
+    "wall_time_s",
+)
 EXPOSURES = ("int_pne", "int_pne_star", "int_pne_eff", "int_pne_star_eff", "int_pne_eta2")
 
 
@@ -46,7 +59,9 @@ def run_row(directory: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     trace = read_table(directory / "trace.parquet", "steps")
     scores = read_table(directory / "scores.parquet", "scores")
     if len(trace) == 0 and meta["status"] != "diverged":
-        raise TableError(f"{directory / 'trace.parquet'}: no logged step in a run that did not diverge")
+        raise TableError(
+            f"{directory / 'trace.parquet'}: no logged step in a run that did not diverge"
+        )
     last = trace.iloc[-1] if len(trace) else None
     exposure = {k: float(last[k]) if last is not None else float("nan") for k in EXPOSURES}
     row = {k: meta[k] for k in META_FIELDS} | exposure | summarize_scores(scores)
@@ -54,8 +69,14 @@ def run_row(directory: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     return row, trace, scores
 
 
-def collect(traces: str | Path, plan_path: str | Path, run_ids: list[tuple[str, int]],
-            runs_out: str | Path, steps_out: str | Path, scores_out: str | Path) -> pd.DataFrame:
+def collect(
+    traces: str | Path,
+    plan_path: str | Path,
+    run_ids: list[tuple[str, int]],
+    runs_out: str | Path,
+    steps_out: str | Path,
+    scores_out: str | Path,
+) -> pd.DataFrame:
     """Write runs, steps and scores tables for the (condition, seed) pairs listed."""
     plan = load_plan(plan_path)
     rows, traces_, scores_ = [], [], []

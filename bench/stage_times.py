@@ -29,12 +29,24 @@ def stage_table(results: Path) -> pd.DataFrame:
     for tsv in sorted((results / "benchmarks").rglob("*.tsv")):
         stage = tsv.relative_to(results / "benchmarks").parts[0].removesuffix(".tsv")
         bench = pd.read_csv(tsv, sep="\t")
-        rows.append({"stage": stage, "s": float(bench["s"].iloc[0]),
-                     "max_rss_mb": float(pd.to_numeric(bench["max_rss"], errors="coerce").iloc[0])})
+        rows.append(
+            {
+                "stage": stage,
+                "s": float(bench["s"].iloc[0]),
+                "max_rss_mb": float(pd.to_numeric(bench["max_rss"], errors="coerce").iloc[0]),
+            }
+        )
     jobs = pd.DataFrame(rows)
-    return jobs.groupby("stage", sort=False).agg(
-        jobs=("s", "size"), sum_s=("s", "sum"), longest_s=("s", "max"), peak_rss_mb=("max_rss_mb", "max")
-    ).reset_index()
+    return (
+        jobs.groupby("stage", sort=False)
+        .agg(
+            jobs=("s", "size"),
+            sum_s=("s", "sum"),
+            longest_s=("s", "max"),
+            peak_rss_mb=("max_rss_mb", "max"),
+        )
+        .reset_index()
+    )
 
 
 def main() -> int:
@@ -51,8 +63,16 @@ def main() -> int:
         snakemake = str(Path(sys.executable).with_name("snakemake"))
         start = time.perf_counter()
         proc = subprocess.run(
-            [snakemake, "--cores", args.cores, "--configfile", args.config, "--config",
-             f"results={results}"], cwd=REPO,
+            [
+                snakemake,
+                "--cores",
+                args.cores,
+                "--configfile",
+                args.config,
+                "--config",
+                f"results={results}",
+            ],
+            cwd=REPO,
         )
         total = time.perf_counter() - start
         if proc.returncode != 0:

@@ -53,7 +53,7 @@ def test_smoke_study_end_to_end(smoke_study: Path):
     plan = load_plan(REPO / "preregistration/plan.yaml")
     registered = {(s.condition, s.seed) for s in expand_design(plan, "smoke")}
     runs = read_table(smoke_study / "tables/runs.parquet", "runs")
-    assert set(zip(runs.condition, runs.seed)) == registered
+    assert set(zip(runs.condition, runs.seed, strict=True)) == registered
     steps = read_table(smoke_study / "tables/steps.parquet", "steps")
     assert set(steps.run_id) == set(runs.run_id)
     assert (steps.groupby("run_id").int_pne.diff().dropna() >= 0).all(), "integrals must grow"

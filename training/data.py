@@ -112,10 +112,6 @@ class CorpusGenerator:
         self.iw_probs = zipf_probs(v.iw_items, data_cfg["zipf_exponent"])
         self.fact_probs = zipf_probs(v.n_facts, data_cfg["zipf_exponent"])
         self.modulus = int(data_cfg["heldout_mapping_modulus"])
-        # Token families copy segments draw from; sharing the ICL item and label tokens lets
-        # the induction head that copying builds also serve in-context binding.
-        families = data_cfg.get("copy_families", ["copy"])
-        self.copy_pool = np.concatenate([v.ids(f) for f in families])
 
     # -- one sequence of each kind ------------------------------------------------
     def icl_mapping(self, rng: np.random.Generator, heldout: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -147,7 +143,7 @@ class CorpusGenerator:
     def copy_with_length(self, rng: np.random.Generator) -> tuple[np.ndarray, int]:
         """A copy sequence and its segment length."""
         length = int(rng.integers(4, self.cfg["copy_len"] + 1))
-        segment = rng.choice(self.copy_pool, size=length)
+        segment = rng.choice(self.vocab.ids("copy"), size=length)
         return np.concatenate([[self.vocab.bos], np.resize(segment, self.seq_len - 1)]), length
 
     @property
@@ -168,7 +164,12 @@ class CorpusGenerator:
         mixture = self.cfg["mixture"]
         probs = np.array([mixture[k] for k in KINDS], dtype=float)
         kinds = rng.choice(len(KINDS), size=n, p=probs / probs.sum())
-        makers = [self.icl_sequence, self.in_weights_sequence, self.facts_sequence, self.copy_sequence]
+        makers = [
+            self.icl_sequence,
+            self.in_weights_sequence,
+            self.facts_sequence,
+            self.copy_sequence,
+        ]
         rows = [makers[k](rng) for k in kinds]
         return torch.tensor(np.stack(rows), dtype=torch.long), torch.tensor(kinds)
 

@@ -20,7 +20,9 @@ EVAL_SEED_OFFSET = 7  # evaluation draws come from data.seed + this, never used 
 
 
 @torch.no_grad()
-def answer_accuracy(model: GPT, inputs: torch.Tensor, targets: torch.Tensor, answers: np.ndarray) -> float:
+def answer_accuracy(
+    model: GPT, inputs: torch.Tensor, targets: torch.Tensor, answers: np.ndarray
+) -> float:
     """Share of prompts whose last-position argmax over ``answers`` equals the target."""
     logits = model(inputs.to(next(model.parameters()).device))[:, -1, :].cpu()  # (N, vocab)
     answer_ids = torch.as_tensor(answers)

@@ -26,6 +26,7 @@ class GPTConfig:
     dropout: float = 0.0  # fixed across conditions; 0 keeps the noise purely from sampling
     rope: bool = True  # rotary positions in attention; False: learned absolute positions
     rope_base: float = 10000.0  # RoPE frequency base (Su et al. 2021)
+    smeared_keys: bool = False  # each key mixes in the previous position's key (Olsson et al. 2022)
 
 
 def rope_tables(T: int, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,12 +55,21 @@ class CausalSelfAttention(nn.Module):
             cos, sin = rope_tables(cfg.block_size, cfg.n_embd // cfg.n_head, cfg.rope_base)
             self.register_buffer("rope_cos", cos, persistent=False)  # (block_size, head_dim // 2)
             self.register_buffer("rope_sin", sin, persistent=False)
+        # One learned mixing logit per head; sigmoid(0) = 1/2 of each key at initialization.
+        self.smear = nn.Parameter(torch.zeros(cfg.n_head, 1, 1)) if cfg.smeared_keys else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         # (B, n_head, T, head_dim)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if self.smear is not None:
+            # Why: a smeared key carries its predecessor's token, so one attention layer can
+            # match "the token after an earlier copy of mine" (an induction head), which
+            # otherwise needs a previous-token head below it (Olsson et al. 2022, §4).
+            mix = torch.sigmoid(self.smear)  # (n_head, 1, 1)
+            k_prev = F.pad(k, (0, 0, 1, 0))[:, :, :-1]  # (B, n_head, T, head_dim), zero at t=0
+            k = mix * k + (1 - mix) * k_prev
         if self.rope:
             # Why: q.k then depends only on the offset between positions (Su et al. 2021), so a
             # previous-token head, the first half of an induction circuit, is one fixed rotation.

@@ -15,9 +15,7 @@ import torch
 def covariance_diag(micro_var: torch.Tensor, micro_batch_size: int) -> torch.Tensor:
     """diag(C) = m * Var_j(g_bar_j), m times the unbiased variance of micro-batch means.
 
-    Seed 003 §3.4.
-
-    A micro-batch mean of m examples has covariance C / m, so m times the
+    Source: seed 003 §3.4. A micro-batch mean of m examples has covariance C / m, so m times the
     unbiased variance of the n = K * W micro-batch means estimates diag(C).
     Bias: none when examples are drawn with replacement (C the population
     covariance); when each step draws B distinct examples of a finite set of N
@@ -35,8 +33,9 @@ def grad_sq_diag(mean: torch.Tensor, cov_diag: torch.Tensor, global_batch: int) 
     """Unbiased G^2 per coordinate: G_bar^2 - diag(C) / B (McCandlish et al. 2018, App. A).
 
     E[G_bar^2] = G^2 + diag(C) / B, so subtracting the estimated noise removes the
-    bias. Single coordinates (and even the sum) can be negative when the noise
-    dominates; ``b_simple`` handles that.
+    bias (exactly so with replacement; drawing B distinct examples of N leaves a
+    bias of -diag(C) / N). Single coordinates, and even the sum, can be negative
+    when the noise dominates; ``b_simple`` handles that.
     """
     return mean**2 - cov_diag / global_batch
 

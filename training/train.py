@@ -61,7 +61,9 @@ def batch_indices(seed: int, start: int, count: int, n_train: int) -> torch.Tens
     epochs = positions // n_train
     out = torch.empty(count, dtype=torch.long)
     for epoch in epochs.unique().tolist():
-        perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        perm = torch.randperm(
+            n_train, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)
+        )
         mask = epochs == epoch
         out[mask] = perm[positions[mask] % n_train]
     return out
@@ -102,7 +104,9 @@ def package_versions() -> dict[str, str]:
     return {name: metadata.version(name) for name in PACKAGES}
 
 
-def train_run(spec: RunSpec, cfg: dict, corpus: dict, show_progress: bool = True) -> tuple[GPT, RunResult]:
+def train_run(
+    spec: RunSpec, cfg: dict, corpus: dict, show_progress: bool = True
+) -> tuple[GPT, RunResult]:
     """Train one run of the study to its target loss or token cap; return model and trace."""
     world = dist.get_world_size() if dist.is_initialized() else 1
     rank = dist.get_rank() if dist.is_initialized() else 0
@@ -117,12 +121,13 @@ def train_run(spec: RunSpec, cfg: dict, corpus: dict, show_progress: bool = True
     block = int(model_cfg["block_size"])
     tokens_per_step = spec.global_batch * block
     max_steps = max(1, spec.token_cap // tokens_per_step)
-    stop_loss = spec.target_val_loss + spec.target_tolerance
+    stop_loss = spec.target_val_loss
 
     device = run_device(cfg)
     # bf16 autocast on GPUs (DESIGN §7); the P-NE logger always reads fp32 gradients.
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16,
-                              enabled=cfg.get("dtype", "float32") == "bfloat16")
+    autocast = torch.autocast(
+        device.type, dtype=torch.bfloat16, enabled=cfg.get("dtype", "float32") == "bfloat16"
+    )
     torch.manual_seed(spec.seed)
     gpt_cfg = GPTConfig(vocab_size=int(corpus["vocab_size"]), **model_cfg)
     model = GPT(gpt_cfg).to(device)
@@ -155,13 +160,20 @@ def train_run(spec: RunSpec, cfg: dict, corpus: dict, show_progress: bool = True
         mininterval=2.0,
     )
     for step in range(1, max_steps + 1):
-        lr = lr_at(step, spec.lr_peak, int(train_cfg["warmup_steps"]), max_steps,
-                   float(train_cfg["min_lr_ratio"]))
+        lr = lr_at(
+            step,
+            spec.lr_peak,
+            int(train_cfg["warmup_steps"]),
+            max_steps,
+            float(train_cfg["min_lr_ratio"]),
+        )
         for group in optimizer.param_groups:
             group["lr"] = lr
         log_step = logger.is_log_step(step)
         logger.begin_step(step)
-        batch = batch_indices(spec.seed, (step - 1) * spec.global_batch, spec.global_batch, len(train))
+        batch = batch_indices(
+            spec.seed, (step - 1) * spec.global_batch, spec.global_batch, len(train)
+        )
         local = batch[rank * micro * n_micro : (rank + 1) * micro * n_micro]
         train_loss = 0.0
         for j in range(n_micro):
@@ -177,7 +189,9 @@ def train_run(spec: RunSpec, cfg: dict, corpus: dict, show_progress: bool = True
             _all_reduce_mean_grads(model, world)
         if world > 1:
             train_loss = _all_reduce_mean_scalar(train_loss, world)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg["grad_clip"]))
+        grad_norm = float(
+            torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg["grad_clip"])
+        )
         if not (math.isfinite(train_loss) and math.isfinite(grad_norm)):
             status = "diverged"
             break
@@ -191,9 +205,18 @@ def train_run(spec: RunSpec, cfg: dict, corpus: dict, show_progress: bool = True
         val_loss = validation_loss(model, val)
         layers = record.pop("layers", None) or []
         rows.append(
-            {"run_id": spec.run_id, "step": step, "tokens": step * tokens_per_step, "lr": lr,
-             "train_loss": train_loss, "val_loss": val_loss, "grad_norm": grad_norm,
-             "clip_coef": clip_coef, "global_batch": spec.global_batch, **record}
+            {
+                "run_id": spec.run_id,
+                "step": step,
+                "tokens": step * tokens_per_step,
+                "lr": lr,
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                "grad_norm": grad_norm,
+                "clip_coef": clip_coef,
+                "global_batch": spec.global_batch,
+                **record,
+            }
         )
         layer_rows += [{"run_id": spec.run_id, "step": step, **layer} for layer in layers]
         bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val_loss:.3f}", refresh=False)

@@ -12,6 +12,12 @@ steps = read_table(snakemake.input.steps, "steps")  # noqa: F821
 table = sensitivity_table(steps, runs[~runs["excluded"]])
 table.to_csv(snakemake.output.csv, index=False)  # noqa: F821
 with open(snakemake.output.md, "w") as fh:  # noqa: F821
-    fh.write(markdown(table, "Estimator sensitivity (exploratory)", [
-        "Curvature proxy (empirical Fisher vs Hutchinson) and eta vs eta^2 exposure.",
-    ]))
+    fh.write(
+        markdown(
+            table,
+            "Estimator sensitivity (exploratory)",
+            [
+                "Curvature proxy (empirical Fisher vs Hutchinson) and eta vs eta^2 exposure.",
+            ],
+        )
+    )
