@@ -369,10 +369,21 @@ def read_table(path: str | Path, table: str) -> pd.DataFrame:
     if not path.exists():
         raise TableError(f"{path}: file not found (expected table '{table}')")
     try:
-        df = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
+        df = _read_csv(path, table) if path.suffix == ".csv" else pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises several types for truncated or corrupt files
         raise TableError(f"{path}: cannot be read as table '{table}' ({exc})") from exc
     return validate(df, table, source=path)
+
+
+def _read_csv(path: Path, table: str) -> pd.DataFrame:
+    """CSV with empty strings kept as '' in text columns and read as NaN elsewhere."""
+    schema = _schema(table)
+    return pd.read_csv(
+        path,
+        dtype={c.name: str for c in schema if c.dtype == "str"},
+        keep_default_na=False,
+        na_values={c.name: ["", "NaN", "nan"] for c in schema if c.dtype != "str"},
+    )
 
 
 def describe(table: str) -> str:

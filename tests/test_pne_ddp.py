@@ -110,6 +110,8 @@ def _worker(rank: int, world: int, port: int, out_path: str) -> None:
 def _same(a: float, b: float, scale: float) -> bool:
     if math.isnan(a) or math.isnan(b):
         return math.isnan(a) and math.isnan(b)
+    if math.isinf(a) or math.isinf(b):
+        return a == b
     return abs(a - b) <= 1e-3 * max(abs(a), abs(b)) + 1e-6 * scale
 
 
@@ -129,6 +131,8 @@ def test_ddp_logger_equals_single_process_logger(tmp_path):
         for key, value in one.items():
             if key == "layers":
                 continue
+            if key == "b_simple" and abs(one["grad_sq"]) < 1e-3 * one["trace_cov"]:
+                continue  # |G|^2 within rounding of 0: Tr(C)/|G|^2 is +-huge or inf at random
             scale = one["trace_cov"] if key == "grad_sq" else abs(value)
             assert _same(two[key], value, scale), f"{key}: W=2 {two[key]!r} vs W=1 {value!r}"
             assert _same(other[key], two[key], scale), f"{key} differs between the two ranks"
