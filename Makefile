@@ -27,7 +27,7 @@ test: venv
 
 ## Only the analysis, tables, figures and audit, on existing traces (no training job).
 analysis: venv
-	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --config analysis_only=true --forceall --printshellcmds
+	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --config analysis_only=True --forceall --printshellcmds
 
 ## Audit the study against its pre-registration.
 audit: venv

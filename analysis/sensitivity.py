@@ -140,6 +140,7 @@ def sensitivity_table(
     data = merged[~excluded]
     rows = [r for c in COMPARISONS for r in _per_run_rows(data, *c)]
     rows += [_clip_rate_row(r) for r in data.itertuples()]
+    rows += _nonpositive_hutchinson_rows(steps, data)
     for analysis, a, b in COMPARISONS:
         rows += _across_run_rows(data, analysis, a, b, dv, note, n_boot, ci, random_state)
     return pd.DataFrame(rows, columns=list(COLUMNS))
@@ -161,6 +162,31 @@ def _per_run_rows(data: pd.DataFrame, analysis: str, a: str, b: str) -> list[dic
             _row(analysis, run.run_id, run.condition, f"{b} / {a}", ratio, n=run.n_logged, note=why)
         )
     return rows
+
+
+def _nonpositive_hutchinson_rows(steps: pd.DataFrame, data: pd.DataFrame) -> list[dict]:
+    """Share of a run's logging steps whose Hutchinson Tr(P H P) is <= 0.
+
+    The Hessian is indefinite away from a minimum and the one-probe estimate is
+    noisy; at such steps P-NE* under this proxy is floored by ``eps`` and is not
+    a curvature-referenced quantity.
+    """
+    if "trace_php_hutchinson" not in steps:
+        return []
+    logged = steps.dropna(subset=["trace_php_hutchinson"])
+    share = (logged["trace_php_hutchinson"] <= 0).groupby(logged["run_id"]).agg(["mean", "size"])
+    return [
+        _row(
+            "curvature_proxy",
+            run.run_id,
+            run.condition,
+            "share of steps with Tr(PHP) <= 0",
+            float(share.loc[run.run_id, "mean"]),
+            n=int(share.loc[run.run_id, "size"]),
+        )
+        for run in data.itertuples()
+        if run.run_id in share.index
+    ]
 
 
 def _clip_rate_row(run) -> dict:

@@ -351,9 +351,17 @@ def validate(df: pd.DataFrame, table: str, source: str | Path = "<DataFrame>") -
     return df[[c.name for c in schema] + extra]
 
 
+def empty_table(table: str) -> pd.DataFrame:
+    """A table with no rows and every declared column typed (e.g. a run that diverged at once)."""
+    kinds = {"int": "int64", "float": "float64", "str": "object", "bool": "bool"}
+    return pd.DataFrame({c.name: pd.Series(dtype=kinds[c.dtype]) for c in _schema(table)})
+
+
 def write_table(df: pd.DataFrame, table: str, path: str | Path) -> Path:
     """Validate ``df`` as ``table`` and write it as Parquet (or CSV if the suffix says so)."""
     path = Path(path)
+    if df.empty and len(df.columns) == 0:
+        df = empty_table(table)
     df = validate(df.reset_index(drop=True), table, source=path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".csv":

@@ -74,7 +74,7 @@ def test_analysis_only_schedules_no_training(smoke_study: Path):
         "config/smoke.yaml",
         "--config",
         f"results={smoke_study}",
-        "analysis_only=true",
+        "analysis_only=True",
         "--forceall",
         "-n",
     ).stdout
@@ -92,7 +92,7 @@ def test_analysis_only_regenerates_tables(smoke_study: Path):
         "config/smoke.yaml",
         "--config",
         f"results={smoke_study}",
-        "analysis_only=true",
+        "analysis_only=True",
         "--forceall",
     )
     pd.testing.assert_frame_equal(pd.read_csv(table), before)

@@ -30,14 +30,17 @@ class GPTConfig:
 
 
 def rope_tables(T: int, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of the rotation angles, each (T, head_dim // 2): position t, pair i -> t * base^(-2i/d)."""
+    """cos and sin of the rotation angles, each (T, head_dim // 2).
+
+    Position t, channel pair i turns by t * base^(-2i/d) (Su et al. 2021).
+    """
     inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
     angles = torch.outer(torch.arange(T, dtype=torch.float32), inv_freq)
     return angles.cos(), angles.sin()
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate each (even, odd) channel pair of ``x`` (B, n_head, T, head_dim) by its position's angle."""
+    """Rotate each (even, odd) channel pair of ``x`` (B, n_head, T, head_dim) by its angle."""
     x1, x2 = x[..., 0::2], x[..., 1::2]  # (B, n_head, T, head_dim // 2) each
     return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
 
@@ -47,7 +50,9 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         assert cfg.n_embd % cfg.n_head == 0, "n_embd must be a multiple of n_head"
         self.n_head = cfg.n_head
-        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)
+        # No bias: a key bias adds the same score to every position, so softmax ignores it,
+        # its gradient is exactly zero and Adam's preconditioner 1/(sqrt(v)+eps) would blow up.
+        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd)
         self.dropout = cfg.dropout
         self.rope = cfg.rope

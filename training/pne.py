@@ -194,8 +194,9 @@ class NoiseLogger:
         the unclipped norm (the caller records it; the estimate uses the
         snapshots, so clipping ``.grad`` in place does not leak into the potential
         exposure), ``clip_coef`` = min(1, max_norm / grad_norm) the update used.
-        ``loss_closure`` (curvature ``hutchinson`` only) returns a scalar loss,
-        with its graph, from the unwrapped module (DDP cannot double-backward).
+        ``loss_closure`` returns a scalar loss, with its graph, from the unwrapped
+        module (DDP cannot double-backward); required with curvature ``hutchinson``,
+        optional with ``fisher``, where it adds the Hutchinson proxy as a second column.
         """
         if self.step is None:
             raise RuntimeError("NoiseLogger: after_update called before begin_step")
@@ -309,7 +310,9 @@ class NoiseLogger:
         return out.index_add_(1, self._layer_index, per_param.cpu())
 
     def _hutchinson(self, loss_closure, precond_parts: list[torch.Tensor]) -> float:
-        if self.curvature != "hutchinson":
+        """Tr(P H P) when a loss closure is given (always with curvature ``hutchinson``;
+        with ``fisher`` it is a secondary proxy for the sensitivity analysis), else NaN."""
+        if loss_closure is None and self.curvature != "hutchinson":
             return math.nan
         if loss_closure is None:
             raise ValueError(

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     write_table(result.trace, "steps", out / "trace.parquet")
-    result.layers.to_parquet(out / "layers.parquet", index=False)
+    write_table(result.layers, "layers", out / "layers.parquet")
     save_checkpoint(out / "checkpoint.pt", model, spec, result)
     meta = spec.as_dict() | {
         "status": result.status,
