@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from analysis.isotonic import isotonic_fit
 from figures.layout import EXCLUDED_COLOR, condition_styles, fmt_p, no_runs_panel, plt, save_figure
@@ -81,7 +81,9 @@ def plot_fig1(
     ax.set_xscale("log")
     plain = FuncFormatter(lambda v, _: f"{v:g}")
     ax.xaxis.set_major_formatter(plain)
-    ax.xaxis.set_minor_formatter(plain)
+    # Label the minor ticks only when the data span less than a decade (else they collide).
+    low, high = ax.get_xlim()
+    ax.xaxis.set_minor_formatter(plain if high / low < 10 else NullFormatter())
     ax.tick_params(axis="x", which="minor", labelsize=6)
     ax.set_xlabel("integrated P-NE*  (dimensionless, log scale)")
     ax.set_ylabel("ICL AUC  (accuracy area vs log2(1+shots), 0-1)")

@@ -52,3 +52,19 @@ rule sensitivity_table:
     localrule: True
     script:
         "../scripts/sensitivity_table.py"
+
+
+rule power_table:
+    input:
+        runs=f"{TABLES}/runs.parquet",
+        plan=config["plan"],
+    output:
+        csv=f"{TABLES}/power_h1.csv",
+        md=f"{TABLES}/power_h1.md",
+    benchmark:
+        f"{RESULTS}/benchmarks/power_table.tsv"
+    log:
+        f"{RESULTS}/logs/power_table.log",
+    localrule: True
+    script:
+        "../scripts/power_table.py"
