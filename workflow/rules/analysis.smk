@@ -59,8 +59,8 @@ rule power_table:
         runs=f"{TABLES}/runs.parquet",
         plan=config["plan"],
     output:
-        csv=f"{TABLES}/power_h1.csv",
-        md=f"{TABLES}/power_h1.md",
+        csv=f"{TABLES}/power.csv",
+        md=f"{TABLES}/power.md",
     benchmark:
         f"{RESULTS}/benchmarks/power_table.tsv"
     log:
