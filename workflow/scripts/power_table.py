@@ -24,8 +24,8 @@ with open(snakemake.output.md, "w") as fh:  # noqa: F821
             table,
             "Power of H1 and H3 by number of seeds (exploratory)",
             [
-                "Variance components (seed intercept SD, residual SD) from the mixed model fitted on",
-                "this study's included runs, treated as a pilot. H1: the effect is the pilot slope",
+                "Variance components (seed intercept SD, residual SD) of the mixed model fitted",
+                "on this study's included runs, treated as a pilot. H1: effect = the pilot slope",
                 "(optimistic). H3: paired TOST with the plan's margin under no true difference.",
                 "1000 simulated studies per row (mc_se: Monte-Carlo SE).",
             ],
