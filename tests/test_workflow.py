@@ -60,7 +60,8 @@ def test_smoke_study_end_to_end(smoke_study: Path):
     for name in ("h1.csv", "h1.md", "t1_confirmatory.csv", "t2_inventory.csv"):
         assert (smoke_study / "tables" / name).stat().st_size > 0
     for ext in ("png", "pdf"):
-        assert (smoke_study / f"figures/fig1_pne_icl.{ext}").stat().st_size > 1000
+        for figure in ("fig1_pne_icl", "fig6_clipping", "icl_curves"):
+            assert (smoke_study / f"figures/{figure}.{ext}").stat().st_size > 1000
     audit = json.loads((smoke_study / "audit.json").read_text())
     assert audit["passed"], audit
     for log in ("corpus.log", "collect_runs.log", "analysis_tables.log", "audit.log"):

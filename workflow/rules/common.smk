@@ -24,7 +24,9 @@ TABLES = f"{RESULTS}/tables"
 FIGURES = f"{RESULTS}/figures"
 
 ANALYSIS_TABLES = ["h1", "t1_confirmatory", "t2_inventory", "t3_equivalence", "t4_loss_matching"]
-FIGURE_STEMS = ["fig1_pne_icl", "fig2_phase", "fig3_equivalence", "fig4_frontier", "fig6_clipping"]
+FIGURE_STEMS = [
+    "fig1_pne_icl", "fig2_phase", "fig3_equivalence", "fig4_frontier", "fig6_clipping", "icl_curves"
+]
 
 wildcard_constraints:
     condition=r"[A-Za-z0-9_.-]+",

@@ -31,3 +31,19 @@ rule figure_clipping:
     localrule: True
     script:
         "../scripts/figure_clipping.py"
+
+
+rule figure_icl_curves:
+    input:
+        runs=f"{TABLES}/runs.parquet",
+        scores=f"{TABLES}/scores.parquet",
+    output:
+        png=f"{FIGURES}/icl_curves.png",
+        pdf=f"{FIGURES}/icl_curves.pdf",
+    benchmark:
+        f"{RESULTS}/benchmarks/figure_icl_curves.tsv"
+    log:
+        f"{RESULTS}/logs/figure_icl_curves.log",
+    localrule: True
+    script:
+        "../scripts/figure_icl_curves.py"
