@@ -89,3 +89,43 @@ def test_corpus_is_deterministic(smoke):
         {**cfg["data"], "seed": cfg["data"]["seed"] + 1}, cfg["model"]["block_size"]
     )
     assert not torch.equal(corpus["train"], other["train"])
+
+
+def test_killed_and_resumed_run_equals_uninterrupted(smoke, tmp_path, monkeypatch):
+    import training.train as train_module
+
+    cfg, corpus, spec = smoke
+    cfg = {**cfg, "train": {**cfg["train"], "checkpoint_interval": 2}}
+    spec = replace(spec, target_val_loss=0.0, token_cap=40 * spec.global_batch * 32)
+    model_a, uninterrupted = train_run(spec, cfg, corpus, show_progress=False)
+
+    resume = tmp_path / "resume.pt"
+    real_lr_at = train_module.lr_at
+
+    def killed_at_step_23(step, *args):
+        if step == 23:
+            raise KeyboardInterrupt("simulated kill")
+        return real_lr_at(step, *args)
+
+    monkeypatch.setattr(train_module, "lr_at", killed_at_step_23)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(spec, cfg, corpus, show_progress=False, resume_path=resume)
+    assert resume.exists()
+    monkeypatch.setattr(train_module, "lr_at", real_lr_at)
+    model_b, resumed = train_run(spec, cfg, corpus, show_progress=False, resume_path=resume)
+
+    pd.testing.assert_frame_equal(uninterrupted.trace, resumed.trace, check_exact=True)
+    for a, b in zip(model_a.state_dict().values(), model_b.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_resume_state_of_another_config_is_refused(smoke, tmp_path):
+    cfg, corpus, spec = smoke
+    cfg = {**cfg, "train": {**cfg["train"], "checkpoint_interval": 1}}
+    spec = replace(spec, target_val_loss=0.0, token_cap=10 * spec.global_batch * 32)
+    resume = tmp_path / "resume.pt"
+    train_run(spec, cfg, corpus, show_progress=False, resume_path=resume)
+    assert resume.exists()
+    other = {**cfg, "train": {**cfg["train"], "weight_decay": 0.0}}
+    with pytest.raises(RuntimeError, match="resume.pt"):
+        train_run(spec, other, corpus, show_progress=False, resume_path=resume)

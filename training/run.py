@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     spec = find_spec(config, args.condition, args.seed)
     corpus = torch.load(args.corpus, weights_only=False)
     hash_at_start = plan_hash(config["plan"])
-    model, result = train_run(spec, config, corpus)
+    resume = args.out / "resume.pt"  # kept across a killed job, removed once the run ends
+    model, result = train_run(spec, config, corpus, resume_path=resume)
     if dist.is_initialized() and dist.get_rank() != 0:
         return 0
     out = args.out
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+    resume.unlink(missing_ok=True)
     print(
         f"{spec.run_id}: {result.status} after {result.steps} steps, {result.tokens} tokens, "
         f"val loss {result.final_val_loss:.4f}, {result.wall_time_s:.1f} s",

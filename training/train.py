@@ -13,6 +13,8 @@ each of the W workers takes its share of every global batch.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import time
@@ -105,9 +107,19 @@ def package_versions() -> dict[str, str]:
 
 
 def train_run(
-    spec: RunSpec, cfg: dict, corpus: dict, show_progress: bool = True
+    spec: RunSpec,
+    cfg: dict,
+    corpus: dict,
+    show_progress: bool = True,
+    resume_path: Path | None = None,
 ) -> tuple[GPT, RunResult]:
-    """Train one run of the study to its target loss or token cap; return model and trace."""
+    """Train one run of the study to its target loss or token cap; return model and trace.
+
+    With ``resume_path`` the run saves its state there after every
+    ``checkpoint_interval`` logged steps (train config, default 10) and, when the
+    file exists at start, continues from it: a run killed and restarted gives the
+    same trace and model as one that was never interrupted.
+    """
     world = dist.get_world_size() if dist.is_initialized() else 1
     rank = dist.get_rank() if dist.is_initialized() else 0
     train_cfg, model_cfg = cfg["train"], cfg["model"]
@@ -152,8 +164,15 @@ def train_run(
     rows: list[dict] = []
     layer_rows: list[dict] = []
     status, val_loss, step = "token_cap", float("nan"), 0
+    first_step, wall_before = 1, 0.0
+    if resume_path is not None and Path(resume_path).exists():
+        state = load_resume_state(Path(resume_path), spec, cfg, model, optimizer, logger)
+        rows, layer_rows = state["rows"], state["layer_rows"]
+        first_step, wall_before = state["step"] + 1, state["wall_time_s"]
+    checkpoint_every = int(train_cfg.get("checkpoint_interval", 10))
     start = time.perf_counter()
     bar = tqdm(
+        initial=(first_step - 1) * tokens_per_step,
         total=max_steps * tokens_per_step,
         unit="tok",
         unit_scale=True,
@@ -161,7 +180,7 @@ def train_run(
         disable=not show_progress or rank != 0,
         mininterval=2.0,
     )
-    for step in range(1, max_steps + 1):
+    for step in range(first_step, max_steps + 1):
         lr = lr_at(
             step,
             spec.lr_peak,
@@ -234,6 +253,11 @@ def train_run(
         if val_loss <= stop_loss:
             status = "reached_target"
             break
+        if resume_path is not None and rank == 0 and len(rows) % checkpoint_every == 0:
+            save_resume_state(
+                Path(resume_path), spec, cfg, step, model, optimizer, logger, rows, layer_rows,
+                wall_before + time.perf_counter() - start,
+            )  # fmt: skip
     bar.close()
     if status == "token_cap":
         val_loss = validation_loss(model, val)
@@ -242,11 +266,54 @@ def train_run(
         steps=step,
         tokens=step * tokens_per_step,
         final_val_loss=val_loss,
-        wall_time_s=time.perf_counter() - start,
+        wall_time_s=wall_before + time.perf_counter() - start,
         trace=pd.DataFrame(rows),
         layers=pd.DataFrame(layer_rows),
     )
     return model, result
+
+
+def run_fingerprint(spec: RunSpec, cfg: dict) -> str:
+    """SHA-256 of the run's spec and config: a resume state is used only by the same run."""
+    text = json.dumps({"spec": spec.as_dict(), "config": cfg}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def save_resume_state(
+    path: Path, spec: RunSpec, cfg: dict, step: int, model: GPT, optimizer, logger: NoiseLogger,
+    rows: list[dict], layer_rows: list[dict], wall_time_s: float,
+) -> None:  # fmt: skip
+    """Everything a restart needs after ``step``, written atomically (temp file, rename).
+
+    No random state is stored: the data order is a function of (seed, step) and the
+    model has no dropout at these scales.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(
+        {"fingerprint": run_fingerprint(spec, cfg), "step": step, "model": model.state_dict(),
+         "optimizer": optimizer.state_dict(), "logger": logger.state_dict(),
+         "rows": rows, "layer_rows": layer_rows, "wall_time_s": wall_time_s},
+        tmp,
+    )  # fmt: skip
+    os.replace(tmp, path)
+
+
+def load_resume_state(path: Path, spec: RunSpec, cfg: dict, model: GPT, optimizer, logger) -> dict:
+    """Restore model, optimizer and logger from ``path``; errors name the file."""
+    try:
+        state = torch.load(path, weights_only=False)
+    except Exception as exc:  # torch raises several types for truncated files
+        raise RuntimeError(f"{path}: cannot read the resume checkpoint ({exc})") from exc
+    if state.get("fingerprint") != run_fingerprint(spec, cfg):
+        raise RuntimeError(
+            f"{path}: resume checkpoint of another run or config than {spec.run_id}; "
+            "delete it to start this run afresh"
+        )
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    logger.load_state_dict(state["logger"])
+    return state
 
 
 def run_device(cfg: dict) -> torch.device:
