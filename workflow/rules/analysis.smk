@@ -16,6 +16,8 @@ rule collect_runs:
         traces=TRACES,
         run_keys=RUN_KEYS,
     localrule: True
+    conda:
+        ENV
     script:
         "../scripts/collect_runs.py"
 
@@ -34,6 +36,8 @@ rule analysis_tables:
         scale=config["scale"],
         out_dir=TABLES,
     localrule: True
+    conda:
+        ENV
     script:
         "../scripts/analysis_tables.py"
 
@@ -50,6 +54,8 @@ rule sensitivity_table:
     log:
         f"{RESULTS}/logs/sensitivity_table.log",
     localrule: True
+    conda:
+        ENV
     script:
         "../scripts/sensitivity_table.py"
 
@@ -66,5 +72,7 @@ rule power_table:
     log:
         f"{RESULTS}/logs/power_table.log",
     localrule: True
+    conda:
+        ENV
     script:
         "../scripts/power_table.py"

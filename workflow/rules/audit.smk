@@ -12,5 +12,7 @@ rule audit:
     log:
         f"{RESULTS}/logs/audit.log",
     localrule: True
+    conda:
+        ENV
     script:
         "../scripts/audit.py"

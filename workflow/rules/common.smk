@@ -21,6 +21,8 @@ PLAN = load_plan(config["plan"])
 RUN_SPECS = expand_design(PLAN, config["scale"], config["plan"])
 RUN_KEYS = [(s.condition, s.seed) for s in RUN_SPECS]
 TABLES = f"{RESULTS}/tables"
+# One environment for every rule (the pins of environment.yml), used with `--sdm conda`.
+ENV = "../envs/study.yaml"
 FIGURES = f"{RESULTS}/figures"
 
 ANALYSIS_TABLES = ["h1", "t1_confirmatory", "t2_inventory", "t3_equivalence", "t4_loss_matching"]

@@ -8,5 +8,7 @@ rule corpus:
     params:
         data=config["data"],
         block_size=config["model"]["block_size"],
+    conda:
+        ENV
     script:
         "../scripts/make_corpus.py"

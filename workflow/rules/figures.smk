@@ -13,6 +13,8 @@ rule figures:
         tables_dir=TABLES,
         out_dir=FIGURES,
     localrule: True
+    conda:
+        ENV
     script:
         "../scripts/figures.py"
 
@@ -29,6 +31,8 @@ rule figure_clipping:
     log:
         f"{RESULTS}/logs/figure_clipping.log",
     localrule: True
+    conda:
+        ENV
     script:
         "../scripts/figure_clipping.py"
 
@@ -45,5 +49,7 @@ rule figure_icl_curves:
     log:
         f"{RESULTS}/logs/figure_icl_curves.log",
     localrule: True
+    conda:
+        ENV
     script:
         "../scripts/figure_icl_curves.py"

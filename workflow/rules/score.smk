@@ -12,5 +12,7 @@ rule score:
     params:
         evaluate=config["evaluate"],
         run_id=lambda w: f"{w.condition}_s{w.seed}",
+    conda:
+        ENV
     script:
         "../scripts/score_run.py"

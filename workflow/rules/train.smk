@@ -16,6 +16,8 @@ rule train:
         launcher=get_launcher(),
         config_json=get_config_json,
         out=lambda w, output: str(Path(output.meta).parent),
+    conda:
+        ENV
     shell:
         "{params.launcher} -m training.run --config-json {params.config_json} "
         "--corpus {input.corpus} --condition {wildcards.condition} --seed {wildcards.seed} "
