@@ -236,10 +236,20 @@ def markdown(df: pd.DataFrame, title: str, notes: list[str] = ()) -> str:
     return "\n".join([f"# {title}", "", head, rule, *body, "", *[f"- {n}" for n in notes], ""])
 
 
-def _write(df: pd.DataFrame, out_dir: Path, stem: str, title: str, notes: list[str]) -> list:
+def write_csv_and_markdown(
+    df: pd.DataFrame,
+    out_dir: Path,
+    stem: str,
+    title: str,
+    notes: list[str],
+    table: str | None = None,
+) -> list[Path]:
+    """Write ``stem``.csv (full precision; validated as ``table`` when one is named) and
+    ``stem``.md (rounded, for people) under ``out_dir``."""
+    out_dir = Path(out_dir)
     csv, md = out_dir / f"{stem}.csv", out_dir / f"{stem}.md"
-    if stem == "t1_confirmatory":
-        write_table(df, "tests", csv)
+    if table is not None:
+        write_table(df, table, csv)
     else:
         df.to_csv(csv, index=False)
     shown = df.copy()
@@ -287,30 +297,30 @@ def build_tables(
 
     alpha = float(h1_hyp["alpha"])
     paths = []
-    paths += _write(h1, out_dir, "h1", f"H1: {h1_hyp['statement']}", [
+    paths += write_csv_and_markdown(h1, out_dir, "h1", f"H1: {h1_hyp['statement']}", [
         f"n runs: {int(h1['n_runs'].max()) if h1['n_runs'].notna().any() else 0} included runs "
         f"of arm(s) {', '.join(h1_hyp['arms'])} ({int(runs['excluded'].sum())} excluded).",
         "confirmatory: the registered test (plan hypotheses.H1), p one-sided "
         f"({h1_hyp['sidedness']}), CI two-sided {1 - alpha:.0%}; Holm-adjusted p in T1.",
         "exploratory: not registered as a test; companions the plan lists as exploratory.",
     ])  # fmt: skip
-    paths += _write(t1, out_dir, "t1_confirmatory", "T1: statistical tests", [
+    paths += write_csv_and_markdown(t1, out_dir, "t1_confirmatory", "T1: statistical tests", [
         f"Holm over the registered family {plan['correction']['family']}; a member not run "
         "enters with p = 1 so the family size stays as registered.",
         "Decisions follow each hypothesis' registered decision criterion.",
         "H3 with several pairings: intersection-union (the largest TOST p); "
         "loss_matching: the condition with the largest TOST p (details in T4).",
         "Rows labelled exploratory are not registered tests; their p are not corrected.",
-    ])  # fmt: skip
-    paths += _write(t2, out_dir, "t2_inventory", "T2: run inventory", [
+    ], table="tests")  # fmt: skip
+    paths += write_csv_and_markdown(t2, out_dir, "t2_inventory", "T2: run inventory", [
         f"{len(runs)} runs, {int(runs['excluded'].sum())} excluded by a registered rule.",
         "Registered runs without a record: " + (", ".join(missing) if missing else "none") + ".",
     ])  # fmt: skip
-    paths += _write(t3, out_dir, "t3_equivalence", "T3: equivalence tests (H3)", [
+    paths += write_csv_and_markdown(t3, out_dir, "t3_equivalence", "T3: equivalence tests (H3)", [
         "Paired TOST by seed; CI at 1 - 2 alpha (90%) against +- margin.",
         "final_val_loss rows: loss-matching control of each pairing (margin: target tolerance).",
     ])  # fmt: skip
-    paths += _write(t4, out_dir, "t4_loss_matching", "T4: loss matching", [
+    paths += write_csv_and_markdown(t4, out_dir, "t4_loss_matching", "T4: loss matching", [
         f"One-sample TOST of each condition's final validation loss against the target "
         f"{design['target_val_loss']} +- {tolerance} (plan controls.loss_matching), "
         "included runs only; CI at 90%.",

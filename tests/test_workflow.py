@@ -68,17 +68,15 @@ def test_smoke_study_end_to_end(smoke_study: Path):
         assert (smoke_study / "logs" / log).exists()
 
 
+def analysis_only_args(results: Path) -> list[str]:
+    """What `make analysis` passes: the smoke study, analysis only, every analysis job forced."""
+    config = ["--config", f"results={results}", "analysis_only=True"]
+    return ["--configfile", "config/smoke.yaml", *config, "--forceall"]
+
+
 def test_analysis_only_schedules_no_training(smoke_study: Path):
     (REPO / "training/train.py").touch()  # training code newer than the traces
-    out = snakemake(
-        "--configfile",
-        "config/smoke.yaml",
-        "--config",
-        f"results={smoke_study}",
-        "analysis_only=True",
-        "--forceall",
-        "-n",
-    ).stdout
+    out = snakemake(*analysis_only_args(smoke_study), "-n").stdout
     jobs = planned_jobs(out)
     assert "collect_runs" in jobs and "audit" in jobs
     assert not {"corpus", "train", "score"} & set(jobs), jobs
@@ -88,14 +86,7 @@ def test_analysis_only_regenerates_tables(smoke_study: Path):
     table = smoke_study / "tables/t1_confirmatory.csv"
     before = pd.read_csv(table)
     table.unlink()
-    snakemake(
-        "--configfile",
-        "config/smoke.yaml",
-        "--config",
-        f"results={smoke_study}",
-        "analysis_only=True",
-        "--forceall",
-    )
+    snakemake(*analysis_only_args(smoke_study))
     pd.testing.assert_frame_equal(pd.read_csv(table), before)
 
 

@@ -13,6 +13,8 @@ each of the W workers takes its share of every global batch.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -63,12 +65,15 @@ def batch_indices(seed: int, start: int, count: int, n_train: int) -> torch.Tens
     epochs = positions // n_train
     out = torch.empty(count, dtype=torch.long)
     for epoch in epochs.unique().tolist():
-        perm = torch.randperm(
-            n_train, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)
-        )
         mask = epochs == epoch
-        out[mask] = perm[positions[mask] % n_train]
+        out[mask] = epoch_order(seed, epoch, n_train)[positions[mask] % n_train]
     return out
+
+
+@functools.lru_cache(maxsize=2)
+def epoch_order(seed: int, epoch: int, n_train: int) -> torch.Tensor:
+    """The permutation of the training split used in ``epoch`` (drawn once, then reused)."""
+    return torch.randperm(n_train, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
 
 
 def make_optimizer(model: GPT, lr: float, train_cfg: dict) -> torch.optim.AdamW:
@@ -196,20 +201,23 @@ def train_run(
             spec.seed, (step - 1) * spec.global_batch, spec.global_batch, len(train)
         )
         local = batch[rank * micro * n_micro : (rank + 1) * micro * n_micro]
-        train_loss = 0.0
+        train_loss = torch.zeros((), device=device)  # summed on the device: no sync per micro
         for j in range(n_micro):
             seq = train[local[j * micro : (j + 1) * micro]].long().to(device)
             sync = world > 1 and not log_step and j == n_micro - 1
-            with _maybe_no_sync(net, world > 1 and not sync):
+            no_sync = net.no_sync() if world > 1 and not sync else contextlib.nullcontext()
+            with no_sync:
                 with autocast:
                     loss = lm_loss(net(seq[:, :-1]), seq[:, 1:]) / n_micro
                 loss.backward()
             logger.after_micro_backward()
-            train_loss += loss.item()
+            train_loss += loss.detach()
         if world > 1 and log_step:
             _all_reduce_mean_grads(model, world)
         if world > 1:
-            train_loss = _all_reduce_mean_scalar(train_loss, world)
+            dist.all_reduce(train_loss)
+            train_loss /= world
+        train_loss = float(train_loss)
         grad_norm = float(
             torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg["grad_clip"])
         )
@@ -327,30 +335,11 @@ def run_device(cfg: dict) -> torch.device:
     return device
 
 
-class _maybe_no_sync:
-    """``DDP.no_sync()`` when ``active``, else nothing."""
-
-    def __init__(self, net: torch.nn.Module, active: bool):
-        self.ctx = net.no_sync() if active else None
-
-    def __enter__(self):
-        return self.ctx.__enter__() if self.ctx else None
-
-    def __exit__(self, *exc):
-        return self.ctx.__exit__(*exc) if self.ctx else False
-
-
 def _all_reduce_mean_grads(model: torch.nn.Module, world: int) -> None:
     for p in model.parameters():
         if p.grad is not None:
             dist.all_reduce(p.grad)
             p.grad /= world
-
-
-def _all_reduce_mean_scalar(value: float, world: int) -> float:
-    t = torch.tensor([value], dtype=torch.float64)
-    dist.all_reduce(t)
-    return float(t.item()) / world
 
 
 def init_distributed() -> None:

@@ -1,12 +1,13 @@
 """Snakemake script: simulation-based power of H1 and H3 from the study's variance components."""
 
 import sys
+from pathlib import Path
 
 import pandas as pd
 
 from analysis.plan import load_plan
 from analysis.power import seeds_needed
-from analysis.report import markdown
+from analysis.report import write_csv_and_markdown
 from analysis.tables import read_table
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
@@ -17,17 +18,10 @@ table = pd.concat(
     [seeds_needed(pilot, plan, h, max_seeds=12, n_sim=1000, random_state=0) for h in ("H1", "H3")],
     ignore_index=True,
 )
-table.to_csv(snakemake.output.csv, index=False)  # noqa: F821
-with open(snakemake.output.md, "w") as fh:  # noqa: F821
-    fh.write(
-        markdown(
-            table,
-            "Power of H1 and H3 by number of seeds (exploratory)",
-            [
-                "Variance components (seed intercept SD, residual SD) of the mixed model fitted",
-                "on this study's included runs, treated as a pilot. H1: effect = the pilot slope",
-                "(optimistic). H3: paired TOST with the plan's margin under no true difference.",
-                "1000 simulated studies per row (mc_se: Monte-Carlo SE).",
-            ],
-        )
-    )
+out = Path(snakemake.output.csv)  # noqa: F821
+write_csv_and_markdown(table, out.parent, out.stem, "Power of H1 and H3 by seeds (exploratory)", [
+    "Variance components (seed intercept SD, residual SD) of the mixed model fitted",
+    "on this study's included runs, treated as a pilot. H1: effect = the pilot slope",
+    "(optimistic). H3: paired TOST with the plan's margin under no true difference.",
+    "1000 simulated studies per row (mc_se: Monte-Carlo SE).",
+])  # fmt: skip
