@@ -72,8 +72,8 @@ def _design_section(plan: dict) -> list[str]:
         "### Scales",
         "",
         "| scale | arms | seeds | lr_base | target val. loss (nats/token) | tolerance "
-        "| token cap | runs |",
-        "|---|---|---|---|---|---|---|---|",
+        "| token cap | validation every (tokens; near target) | runs |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for scale, design in plan["design"]["scales"].items():
         arms = "; ".join(
@@ -84,7 +84,7 @@ def _design_section(plan: dict) -> list[str]:
         lines.append(
             f"| {scale} | {arms} | {_value(design['seeds'])} | {design['lr_base']} "
             f"| {design['target_val_loss']} | {design['target_tolerance']} "
-            f"| {design['token_cap']:,} | {n_runs} |"
+            f"| {design['token_cap']:,} | {_schedule(design['validation'])} | {n_runs} |"
         )
     lines.append("")
     for scale in plan["design"]["scales"]:
@@ -92,6 +92,13 @@ def _design_section(plan: dict) -> list[str]:
         conditions = list(dict.fromkeys(s.condition for s in specs))
         lines.append(f"- {scale}: conditions {_value(conditions)}.")
     return lines + [""]
+
+
+def _schedule(validation: dict) -> str:
+    return (
+        f"{validation['every_tokens']:,}; {validation['near_target_every_tokens']:,} within "
+        f"{validation['near_target_band']} of the target"
+    )
 
 
 def render_markdown(plan: dict, plan_file: str | Path) -> str:

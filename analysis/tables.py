@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 
@@ -53,7 +54,14 @@ STEPS = (
     _c("tokens", "int", "tokens", "training tokens seen up to and including step t"),
     _c("lr", "float", "-", "learning rate eta_t used by step t"),
     _c("train_loss", "float", "nats/token", "mean training loss of step t's global batch"),
-    _c("val_loss", "float", "nats/token", "validation loss after step t", nullable=True),
+    _c(
+        "val_loss",
+        "float",
+        "nats/token",
+        "validation loss after step t (NaN when the step did not validate)",
+        nullable=True,
+    ),
+    _c("validated", "bool", "-", "whether the validation loss was measured after step t"),
     _c("grad_norm", "float", "-", "L2 norm of the unclipped global-batch gradient at step t"),
     _c(
         "clip_coef",
@@ -310,6 +318,20 @@ SCHEMAS: dict[str, tuple[Column, ...]] = {
 _PANDAS_KIND = {"int": "iu", "float": "fiu", "str": "OSU", "bool": "b"}
 
 
+def divergence_rows(steps: pd.DataFrame) -> pd.Series:
+    """Rows of a steps table that record a diverged step: a non-finite training loss or
+    gradient norm, or a validation that gave a non-finite loss. A row of the first kind
+    has no estimate (its per-step P-NE columns are NaN); its integrated columns hold the
+    exposure up to that step."""
+
+    def finite(column: str) -> np.ndarray:
+        return np.isfinite(pd.to_numeric(steps[column], errors="coerce").to_numpy(dtype=float))
+
+    validated = steps["validated"].to_numpy(dtype=bool)
+    bad = ~finite("train_loss") | ~finite("grad_norm") | (validated & ~finite("val_loss"))
+    return pd.Series(bad, index=steps.index)
+
+
 def columns(table: str) -> list[str]:
     """Column names of ``table`` in their declared order."""
     return [c.name for c in _schema(table)]
@@ -342,8 +364,12 @@ def validate(df: pd.DataFrame, table: str, source: str | Path = "<DataFrame>") -
                 f"{source}: column '{col.name}' of table '{table}' should be {col.dtype}, "
                 f"found {series.dtype}"
             )
-        if not col.nullable and col.dtype != "str" and series.isna().any():
-            row = int(series.isna().to_numpy().argmax())
+    exempt = divergence_rows(df) if table == "steps" else pd.Series(False, index=df.index)
+    for col in schema:
+        series = df[col.name]
+        empty = series.isna() & ~exempt.to_numpy() if col.dtype != "str" else None
+        if not col.nullable and empty is not None and empty.any():
+            row = int(empty.to_numpy().argmax())
             raise TableError(
                 f"{source}: column '{col.name}' of table '{table}' is empty at row {row}"
             )

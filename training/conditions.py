@@ -26,6 +26,7 @@ class RunSpec:
     target_val_loss: float
     target_tolerance: float
     token_cap: int
+    validation: tuple[int, int, float]  # (every_tokens, near_target_every_tokens, band)
 
     @property
     def run_id(self) -> str:
@@ -68,11 +69,22 @@ def batch_sweep(arm_def: dict, scale_def: dict, seeds: list[int], source: str) -
             target_val_loss=float(scale_def["target_val_loss"]),
             target_tolerance=float(scale_def["target_tolerance"]),
             token_cap=int(scale_def["token_cap"]),
+            validation=validation_schedule(scale_def),
         )
         for b in batches
         for rule in rules
         for seed in seeds
     ]
+
+
+def validation_schedule(scale_def: dict) -> tuple[int, int, float]:
+    """The registered validation schedule of a scale (plan ``stopping``), as a plain tuple."""
+    schedule = scale_def["validation"]
+    return (
+        int(schedule["every_tokens"]),
+        int(schedule["near_target_every_tokens"]),
+        float(schedule["near_target_band"]),
+    )
 
 
 ARMS = {"batch_sweep": batch_sweep}

@@ -159,9 +159,14 @@ class NoiseLogger:
         """Whether ``step`` (1-based optimizer step) estimates: step 1 and every N-th step."""
         return step == 1 or step % self.log_interval == 0
 
-    def begin_step(self, step: int) -> None:
-        """Start optimizer step ``step``; on a logging step, snapshot the .grad it starts from."""
-        self.step, self._logging, self._seen = step, self.is_log_step(step), 0
+    def begin_step(self, step: int, log: bool | None = None) -> None:
+        """Start optimizer step ``step``; on a logging step, snapshot the .grad it starts from.
+
+        ``log`` forces (True) or skips (False) an estimate at this step; None follows
+        ``is_log_step``. Step 1 always estimates: every later step integrates its estimate.
+        """
+        logging = self.is_log_step(step) if log is None else bool(log) or step == 1
+        self.step, self._logging, self._seen = step, logging, 0
         if self._logging:
             n_coords = sum(self.sizes)
             device = self.params[0].device
@@ -215,6 +220,14 @@ class NoiseLogger:
         self.window_steps = self.window_clipped = 0
         self._logging, self._cumulative = False, None
         return record
+
+    def divergence_record(self) -> dict:
+        """Integrated exposures so far, for the trace row of a step that diverged.
+
+        Such a step applies no update and makes no estimate; its per-step columns
+        are left to the caller (NaN).
+        """
+        return dict(self.sums)
 
     # -- resume ------------------------------------------------------------
 

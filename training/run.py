@@ -15,11 +15,12 @@ import platform
 import sys
 from pathlib import Path
 
+import pandas as pd
 import torch
 import torch.distributed as dist
 
 from analysis.plan import load_plan, plan_hash
-from analysis.tables import write_table
+from analysis.tables import columns, write_table
 from training.conditions import expand_design
 from training.train import init_distributed, package_versions, save_checkpoint, train_run
 
@@ -33,6 +34,14 @@ def find_spec(config: dict, condition: str, seed: int):
         f"{config['plan']}: no registered run {condition!r} with seed {seed} at scale "
         f"{config['scale']!r}"
     )
+
+
+def trace_table(trace: pd.DataFrame) -> pd.DataFrame:
+    """The trace with every declared column of the steps table, in order.
+
+    A diverged step's row has no estimate: its per-step columns are absent, hence NaN.
+    """
+    return trace.reindex(columns=list(dict.fromkeys(columns("steps") + list(trace))))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    write_table(result.trace, "steps", out / "trace.parquet")
+    write_table(trace_table(result.trace), "steps", out / "trace.parquet")
     write_table(result.layers, "layers", out / "layers.parquet")
     save_checkpoint(out / "checkpoint.pt", model, spec, result)
     meta = spec.as_dict() | {

@@ -2,10 +2,13 @@
 
 Per optimizer step: learning rate from the schedule, K micro-batch forward and
 backward passes (gradient accumulation), gradient clipping, the AdamW step, and
-the P-NE logger's bookkeeping. Every ``log_interval`` steps the run measures the
-validation loss, writes a trace row and stops when the registered target
-validation loss is reached (DESIGN §3 stopping). A non-finite loss ends the run
-with status ``diverged``; it is recorded, never raised.
+the P-NE logger's bookkeeping. The run measures its validation loss on the
+registered schedule in tokens (``training.stopping``) and stops at the first
+validation at or below the target (DESIGN §3 stopping). The trace has a row at
+every logging step of the P-NE logger and at every validation (a validation step
+is always a logging step, so the stop step's exposure is in the trace). A
+non-finite loss ends the run with status ``diverged`` and a last row that shows
+it; it is recorded, never raised.
 
 Runs in one process or under ``torchrun`` (DistributedDataParallel, gloo or NCCL):
 each of the W workers takes its share of every global batch.
@@ -32,6 +35,7 @@ from tqdm import tqdm
 from training.conditions import RunSpec
 from training.model import GPT, GPTConfig, lm_loss
 from training.pne import NoiseLogger
+from training.stopping import ValidationSchedule
 
 PACKAGES = ("torch", "numpy", "pandas", "snakemake", "statsmodels", "pingouin", "scikit-learn")
 
@@ -138,7 +142,7 @@ def train_run(
     block = int(model_cfg["block_size"])
     tokens_per_step = spec.global_batch * block
     max_steps = max(1, spec.token_cap // tokens_per_step)
-    stop_loss = spec.target_val_loss
+    schedule = ValidationSchedule(spec.target_val_loss, *spec.validation)
 
     device = run_device(cfg)
     # bf16 autocast on GPUs (DESIGN §7); the P-NE logger always reads fp32 gradients.
@@ -168,12 +172,13 @@ def train_run(
 
     rows: list[dict] = []
     layer_rows: list[dict] = []
-    status, val_loss, step = "token_cap", float("nan"), 0
+    status, val_loss, step = "token_cap", math.nan, 0
     first_step, wall_before = 1, 0.0
     if resume_path is not None and Path(resume_path).exists():
         state = load_resume_state(Path(resume_path), spec, cfg, model, optimizer, logger)
         rows, layer_rows = state["rows"], state["layer_rows"]
         first_step, wall_before = state["step"] + 1, state["wall_time_s"]
+        val_loss = next((r["val_loss"] for r in reversed(rows) if r["validated"]), math.nan)
     checkpoint_every = int(train_cfg.get("checkpoint_interval", 10))
     start = time.perf_counter()
     bar = tqdm(
@@ -195,8 +200,9 @@ def train_run(
         )
         for group in optimizer.param_groups:
             group["lr"] = lr
-        log_step = logger.is_log_step(step)
-        logger.begin_step(step)
+        validate = schedule.due(step, tokens_per_step, max_steps, val_loss)
+        log_step = validate or logger.is_log_step(step)
+        logger.begin_step(step, log=log_step)
         batch = batch_indices(
             spec.seed, (step - 1) * spec.global_batch, spec.global_batch, len(train)
         )
@@ -221,8 +227,19 @@ def train_run(
         grad_norm = float(
             torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg["grad_clip"])
         )
+        step_row = {
+            "run_id": spec.run_id,
+            "step": step,
+            "tokens": step * tokens_per_step,
+            "lr": lr,
+            "train_loss": train_loss,
+            "grad_norm": grad_norm,
+            "global_batch": spec.global_batch,
+        }
         if not (math.isfinite(train_loss) and math.isfinite(grad_norm)):
+            # No update is applied: the row shows the loss and the exposure so far.
             status = "diverged"
+            rows.append(step_row | divergence_record(logger, validated=False))
             break
         clip_coef = min(1.0, train_cfg["grad_clip"] / (grad_norm + 1e-6))
         optimizer.step()
@@ -237,29 +254,19 @@ def train_run(
         bar.update(tokens_per_step)
         if record is None:
             continue
-        val_loss = validation_loss(model, val)
+        if validate:
+            val_loss = validation_loss(model, val)
         layers = record.pop("layers", None) or []
         rows.append(
-            {
-                "run_id": spec.run_id,
-                "step": step,
-                "tokens": step * tokens_per_step,
-                "lr": lr,
-                "train_loss": train_loss,
-                "val_loss": val_loss,
-                "grad_norm": grad_norm,
-                "clip_coef": clip_coef,
-                "global_batch": spec.global_batch,
-                **record,
-            }
+            step_row
+            | {"val_loss": val_loss if validate else math.nan, "validated": validate}
+            | {"clip_coef": clip_coef, **record}
         )
         layer_rows += [{"run_id": spec.run_id, "step": step, **layer} for layer in layers]
         bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val_loss:.3f}", refresh=False)
-        if not math.isfinite(val_loss):
-            status = "diverged"
-            break
-        if val_loss <= stop_loss:
-            status = "reached_target"
+        outcome = schedule.status(val_loss) if validate else None
+        if outcome is not None:
+            status = outcome
             break
         if resume_path is not None and rank == 0 and len(rows) % checkpoint_every == 0:
             save_resume_state(
@@ -267,18 +274,30 @@ def train_run(
                 wall_before + time.perf_counter() - start,
             )  # fmt: skip
     bar.close()
-    if status == "token_cap":
-        val_loss = validation_loss(model, val)
     result = RunResult(
         status=status,
         steps=step,
         tokens=step * tokens_per_step,
-        final_val_loss=val_loss,
+        final_val_loss=math.nan if status == "diverged" else val_loss,
         wall_time_s=wall_before + time.perf_counter() - start,
         trace=pd.DataFrame(rows),
         layers=pd.DataFrame(layer_rows),
     )
     return model, result
+
+
+def divergence_record(logger: NoiseLogger, validated: bool) -> dict:
+    """Trace columns of a step whose loss is not finite: no estimate, the exposure so far.
+
+    The step applied no update, so the integrated exposures are the logger's sums
+    up to the previous step; the step's own estimates do not exist (NaN).
+    """
+    return {
+        "val_loss": math.nan,
+        "validated": validated,
+        "clip_coef": math.nan,
+        **logger.divergence_record(),
+    }
 
 
 def run_fingerprint(spec: RunSpec, cfg: dict) -> str:
