@@ -61,27 +61,43 @@ CHECK_SCRIPT = """
 <script>
 window.addEventListener("load", async () => {
   const wait = (ms) => new Promise((r) => setTimeout(r, ms));
-  const out = {figures: {}, pages: {}, errors: []};
+  const LIST = "#app table.text-white";  // a section's list of results, in the menu
+  const out = {figures: {}, pages: {}, categories: {}, errors: [], done: false};
+  window.addEventListener("error", (e) => out.errors.push(e.message));
   const pre = document.createElement("pre");
   pre.id = "render-check";
   document.body.appendChild(pre);
+  const save = () => { pre.textContent = JSON.stringify(out); };  // what is known so far
   try {
     for (let i = 0; i < 100 && !document.querySelector("#app .prose"); i++) await wait(100);
     const prose = document.querySelector("#app .prose");
     out.landing = prose ? prose.innerText : null;
     out.menu = Array.from(document.querySelectorAll("#app li")).map((li) => li.innerText.trim());
+    for (const category of Object.keys(categories)) {  // each section's list of results
+      app.setView({navbarMode: "menu"});
+      for (let i = 0; i < 20 && document.querySelector(LIST); i++) await wait(100);
+      app.showCategory(category);
+      let rows = 0;
+      for (let i = 0; i < 20 && rows === 0; i++) {
+        await wait(100);
+        rows = document.querySelectorAll(LIST + " tbody tr").length;
+      }
+      out.categories[category] = rows;
+      save();
+    }
     for (const [path, entry] of Object.entries(results)) {
       if (entry.mime_type.startsWith("image/")) {
         app.setView({content: "img", contentPath: entry.data_uri, resultPath: path});
         let img;
-        for (let i = 0; i < 50 && !img; i++) {
+        for (let i = 0; i < 20 && !img; i++) {
           await wait(100);
           img = Array.from(document.querySelectorAll("#app img"))
             .find((el) => el.getAttribute("src") === entry.data_uri);
         }
         if (!img) { out.figures[path] = {shown: false}; continue; }
-        for (let i = 0; i < 50 && !(img.complete && img.naturalWidth > 0); i++) await wait(100);
+        for (let i = 0; i < 20 && !(img.complete && img.naturalWidth > 0); i++) await wait(100);
         out.figures[path] = {shown: true, width: img.naturalWidth, height: img.naturalHeight};
+        save();
       } else if (entry.mime_type === "text/html") {
         const bytes = Uint8Array.from(atob(entry.data_uri.split(";base64,")[1]),
                                       (c) => c.charCodeAt(0));
@@ -89,8 +105,9 @@ window.addEventListener("load", async () => {
         out.pages[path] = {title: doc.title, rows: doc.querySelectorAll("tbody tr").length};
       }
     }
+    out.done = true;
   } catch (e) { out.errors.push(String(e)); }
-  pre.textContent = JSON.stringify(out);
+  save();
 });
 </script>
 """
@@ -125,8 +142,10 @@ def study_report(smoke_study: Path, tmp_path_factory) -> tuple[Path, float]:
 
 
 def embedded(report: Path, name: str) -> dict | str:
-    """The value of ``var <name> = ...;`` in the report (results, categories, workflow_desc)."""
-    match = re.search(rf"var {name} = (.*?);\n", report.read_text(), flags=re.DOTALL)
+    """The value of ``var <name> = ...;`` in the report's ``<script id="<name>">``
+    (results, categories)."""
+    pattern = rf'<script id="{name}">\s*var {name} = (.*?);\s*</script>'
+    match = re.search(pattern, report.read_text(), flags=re.DOTALL)
     assert match, f"{report}: no embedded '{name}'"
     return json.loads(match.group(1))
 
@@ -192,8 +211,8 @@ def test_browser_opens_on_verdict_and_shows_every_figure(
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     match = re.search(r'<pre id="render-check">(.*?)</pre>', proc.stdout, flags=re.DOTALL)
     assert match, f"the check did not run in chromium:\n{proc.stderr[-3000:]}"
-    check = json.loads(html.unescape(match.group(1)))
-    assert check["errors"] == []
+    check = json.loads(html.unescape(match.group(1)) or "{}")
+    assert check.get("errors") == [] and check.get("done"), f"in chromium: {check}"
 
     # It opens on the audit verdict, then T1's registered tests in plan order.
     audit = json.loads((smoke_study / "audit.json").read_text())
@@ -210,6 +229,10 @@ def test_browser_opens_on_verdict_and_shows_every_figure(
     menu = [item for item in check["menu"] if item in SECTIONS.values()]
     assert menu[: len(SECTIONS)] == list(SECTIONS.values())
 
+    # Every section lists its results (the report's table view renders).
+    categories = embedded(report, "categories")
+    expected = {c: sum(len(paths) for paths in sub.values()) for c, sub in categories.items()}
+    assert check["categories"] == expected
     # Every figure shown by the report's image view, decoded at its full size.
     shown = {Path(p).name: v for p, v in check["figures"].items()}
     assert set(shown) == set(FIGURES)
