@@ -208,8 +208,10 @@ def summary_rst(
         )
     else:
         verdict = f"**Audit: FAILED.** {len(checks) - n_pass} of {len(checks)} checks fail:"
-    title = f"Study report: gradient noise and in-context learning ({audit.get('scale')} scale)"
-    lines = [_rst_escape(title), "=" * len(title), "", verdict, ""]
+    title = _rst_escape(
+        f"Study report: gradient noise and in-context learning ({audit.get('scale')} scale)"
+    )
+    lines = [title, "=" * len(title), "", verdict, ""]
     for c in checks:
         lines += [f"- {_rst_escape(c['title'])}: {_rst_escape(f)}" for f in c["failures"]]
     plan = f"Plan sha256 ``{audit['plan_sha256'][:12]}``, locked at {audit.get('locked_at')}."
