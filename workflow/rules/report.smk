@@ -21,6 +21,8 @@ rule report_summary:
         deviations=DEVIATIONS,
     output:
         f"{REPORT}/summary.rst",
+    benchmark:
+        f"{RESULTS}/benchmarks/report_summary.tsv"
     log:
         f"{RESULTS}/logs/report_summary.log",
     localrule: True
@@ -104,6 +106,8 @@ rule report_pages:
             category=SECTIONS["software"],
             labels={"item": "Software versions"},
         ),
+    benchmark:
+        f"{RESULTS}/benchmarks/report_pages.tsv"
     log:
         f"{RESULTS}/logs/report_pages.log",
     localrule: True
