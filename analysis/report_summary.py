@@ -160,7 +160,10 @@ def _fmt(value: float, digits: int = 3) -> str:
 
 
 def _p(value: float) -> str:
-    return "–" if not np.isfinite(value) else (f"{value:.1e}" if value < 1e-3 else f"{value:.3f}")
+    """A p-value for people: two significant digits below 0.01, three decimals above."""
+    if not np.isfinite(value):
+        return "–"
+    return f"{value:.1e}" if value < 1e-3 else (f"{value:.4f}" if value < 0.01 else f"{value:.3f}")
 
 
 def confirmatory_rows(t1: pd.DataFrame) -> list[list[str]]:
