@@ -5,9 +5,11 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 CONFIG ?= config/config.yaml
 CORES ?= 2
+# The report file: report.html in the results directory the config names.
+REPORT ?= $(shell $(PY) -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["results"])' $(CONFIG))/report.html
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv reproduce test analysis audit lock lint bench clean
+.PHONY: venv reproduce test analysis report audit lock lint bench clean
 
 venv: $(VENV)/.installed
 
@@ -28,6 +30,12 @@ test: venv
 ## Only the analysis, tables, figures and audit, on existing traces (no training job).
 analysis: venv
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --config analysis_only=True --forceall --printshellcmds
+
+## One self-contained HTML report of a finished study ($(REPORT)): first the missing
+## analysis outputs and report pages (never a training job), then Snakemake's report.
+report: venv
+	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --config analysis_only=True --rerun-incomplete --printshellcmds
+	$(BIN)/snakemake --cores 1 --configfile $(CONFIG) --report $(REPORT) --report-stylesheet workflow/report/report.css
 
 ## Audit the study against its pre-registration.
 audit: venv

@@ -17,9 +17,12 @@ if not ANALYSIS_ONLY:
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/audit.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
     input:
         get_final_outputs(),
+        rules.report_summary.output,
+        rules.report_pages.output,
     default_target: True

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import pytest
 import yaml
 
 from analysis.plan import load_plan
@@ -39,14 +38,6 @@ def planned_jobs(dry_run_output: str) -> dict[str, int]:
         if match and match.group(1) != "total":
             counts[match.group(1)] = int(match.group(2))
     return counts
-
-
-@pytest.fixture(scope="module")
-def smoke_study(tmp_path_factory) -> Path:
-    """Run the smoke study once, end to end, into a temporary results directory."""
-    results = tmp_path_factory.mktemp("smoke")
-    snakemake("--configfile", "config/smoke.yaml", "--config", f"results={results}")
-    return results
 
 
 def test_smoke_study_end_to_end(smoke_study: Path):

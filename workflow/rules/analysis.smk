@@ -13,7 +13,8 @@ rule collect_runs:
     log:
         f"{RESULTS}/logs/collect_runs.log",
     params:
-        traces=TRACES,
+        # <traces>/<condition>/seed<seed>/meta.json -> <traces>
+        traces=lambda wildcards, input: str(Path(input.meta[0]).parents[2]),
         run_keys=RUN_KEYS,
     localrule: True
     conda:
@@ -34,7 +35,7 @@ rule analysis_tables:
         f"{RESULTS}/logs/analysis_tables.log",
     params:
         scale=config["scale"],
-        out_dir=TABLES,
+        out_dir=lambda wildcards, output: str(Path(output[0]).parent),
     localrule: True
     conda:
         ENV

@@ -1,17 +1,49 @@
+# Figures, PNG and PDF. Each PNG is marked for the report (category: the
+# hypothesis it bears on; caption in workflow/report/<figure>.rst).
+from analysis.report_summary import SECTIONS  # noqa: E402
+
+
 rule figures:
     input:
         runs=f"{TABLES}/runs.parquet",
         tables=[f"{TABLES}/{t}.csv" for t in ANALYSIS_TABLES],
         plan=config["plan"],
     output:
-        [f"{FIGURES}/{f}.{ext}" for f in FIGURE_STEMS[:4] for ext in ("png", "pdf")],
+        fig1=report(
+            f"{FIGURES}/fig1_pne_icl.png",
+            caption="../report/fig1_pne_icl.rst",
+            category=SECTIONS["H1"],
+            labels={"item": "Figure 1"},
+        ),
+        fig1_pdf=f"{FIGURES}/fig1_pne_icl.pdf",
+        fig2=report(
+            f"{FIGURES}/fig2_phase.png",
+            caption="../report/fig2_phase.rst",
+            category=SECTIONS["H2"],
+            labels={"item": "Figure 2"},
+        ),
+        fig2_pdf=f"{FIGURES}/fig2_phase.pdf",
+        fig3=report(
+            f"{FIGURES}/fig3_equivalence.png",
+            caption="../report/fig3_equivalence.rst",
+            category=SECTIONS["H3"],
+            labels={"item": "Figure 3"},
+        ),
+        fig3_pdf=f"{FIGURES}/fig3_equivalence.pdf",
+        fig4=report(
+            f"{FIGURES}/fig4_frontier.png",
+            caption="../report/fig4_frontier.rst",
+            category=SECTIONS["H4"],
+            labels={"item": "Figure 4"},
+        ),
+        fig4_pdf=f"{FIGURES}/fig4_frontier.pdf",
     benchmark:
         f"{RESULTS}/benchmarks/figures.tsv"
     log:
         f"{RESULTS}/logs/figures.log",
     params:
-        tables_dir=TABLES,
-        out_dir=FIGURES,
+        tables_dir=lambda wildcards, input: str(Path(input.tables[0]).parent),
+        out_dir=lambda wildcards, output: str(Path(output.fig1).parent),
     localrule: True
     conda:
         ENV
@@ -24,7 +56,12 @@ rule figure_clipping:
         runs=f"{TABLES}/runs.parquet",
         steps=f"{TABLES}/steps.parquet",
     output:
-        png=f"{FIGURES}/fig6_clipping.png",
+        png=report(
+            f"{FIGURES}/fig6_clipping.png",
+            caption="../report/fig6_clipping.rst",
+            category=SECTIONS["exploratory"],
+            labels={"item": "Figure 6"},
+        ),
         pdf=f"{FIGURES}/fig6_clipping.pdf",
     benchmark:
         f"{RESULTS}/benchmarks/figure_clipping.tsv"
@@ -42,7 +79,12 @@ rule figure_icl_curves:
         runs=f"{TABLES}/runs.parquet",
         scores=f"{TABLES}/scores.parquet",
     output:
-        png=f"{FIGURES}/icl_curves.png",
+        png=report(
+            f"{FIGURES}/icl_curves.png",
+            caption="../report/icl_curves.rst",
+            category=SECTIONS["exploratory"],
+            labels={"item": "ICL curves"},
+        ),
         pdf=f"{FIGURES}/icl_curves.pdf",
     benchmark:
         f"{RESULTS}/benchmarks/figure_icl_curves.tsv"

@@ -1,0 +1,26 @@
+"""Fixtures shared by test files: the smoke study, run once per test session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def smoke_study(tmp_path_factory) -> Path:
+    """Run the smoke study (config/smoke.yaml) once, end to end, into a temporary results
+    directory; the workflow tests and the report test read it."""
+    results = tmp_path_factory.mktemp("smoke")
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    snakemake = str(Path(sys.executable).with_name("snakemake"))
+    args = ["--cores", "2", "--configfile", "config/smoke.yaml", "--config", f"results={results}"]
+    proc = subprocess.run([snakemake, *args], cwd=REPO, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise AssertionError(f"the smoke study failed:\n{proc.stdout}\n{proc.stderr}")
+    return results

@@ -1,0 +1,117 @@
+# The study report: `make report` runs the study's missing jobs, then
+# `snakemake --report results/report.html` gathers every output marked report()
+# into one self-contained HTML file. It opens on the summary written here
+# (audit verdict, confirmatory tests, runs); the figures are marked where they
+# are made (figures.smk), the tables' pages here.
+from analysis.lock import study_paths  # noqa: E402
+from analysis.report_summary import SECTIONS  # noqa: E402
+
+REPORT = f"{RESULTS}/report"
+DEVIATIONS = str(study_paths(config).deviations)
+
+# What the report opens on; written by rule report_summary, read by `--report`.
+report: str(Path(REPORT, "summary.rst").resolve())
+
+
+rule report_summary:
+    input:
+        audit=f"{RESULTS}/audit.json",
+        t1=f"{TABLES}/t1_confirmatory.csv",
+        t2=f"{TABLES}/t2_inventory.csv",
+        deviations=DEVIATIONS,
+    output:
+        f"{REPORT}/summary.rst",
+    benchmark:
+        f"{RESULTS}/benchmarks/report_summary.tsv"
+    log:
+        f"{RESULTS}/logs/report_summary.log",
+    localrule: True
+    conda:
+        ENV
+    script:
+        "../scripts/report_summary.py"
+
+
+rule report_pages:
+    input:
+        audit=f"{RESULTS}/audit.md",
+        t1=f"{TABLES}/t1_confirmatory.md",
+        h1=f"{TABLES}/h1.md",
+        t3=f"{TABLES}/t3_equivalence.md",
+        t4=f"{TABLES}/t4_loss_matching.md",
+        sensitivity=f"{TABLES}/sensitivity.md",
+        power=f"{TABLES}/power.md",
+        t2=f"{TABLES}/t2_inventory.md",
+        deviations=DEVIATIONS,
+        plan=config["plan"],
+        meta=run_files("meta.json"),
+    output:
+        audit=report(
+            f"{REPORT}/audit.html",
+            caption="../report/audit.rst",
+            category=SECTIONS["verdict"],
+            labels={"item": "Audit"},
+        ),
+        t1=report(
+            f"{REPORT}/t1_confirmatory.html",
+            caption="../report/t1_confirmatory.rst",
+            category=SECTIONS["verdict"],
+            labels={"item": "Table T1"},
+        ),
+        h1=report(
+            f"{REPORT}/h1.html",
+            caption="../report/h1.rst",
+            category=SECTIONS["H1"],
+            labels={"item": "Table H1"},
+        ),
+        t3=report(
+            f"{REPORT}/t3_equivalence.html",
+            caption="../report/t3_equivalence.rst",
+            category=SECTIONS["H3"],
+            labels={"item": "Table T3"},
+        ),
+        t4=report(
+            f"{REPORT}/t4_loss_matching.html",
+            caption="../report/t4_loss_matching.rst",
+            category=SECTIONS["H3"],
+            labels={"item": "Table T4"},
+        ),
+        sensitivity=report(
+            f"{REPORT}/sensitivity.html",
+            caption="../report/sensitivity.rst",
+            category=SECTIONS["exploratory"],
+            labels={"item": "Estimator sensitivity"},
+        ),
+        power=report(
+            f"{REPORT}/power.html",
+            caption="../report/power.rst",
+            category=SECTIONS["exploratory"],
+            labels={"item": "Power"},
+        ),
+        t2=report(
+            f"{REPORT}/t2_inventory.html",
+            caption="../report/t2_inventory.rst",
+            category=SECTIONS["inventory"],
+            labels={"item": "Table T2"},
+        ),
+        deviations=report(
+            f"{REPORT}/deviations.html",
+            caption="../report/deviations.rst",
+            category=SECTIONS["deviations"],
+            labels={"item": "Deviations log"},
+        ),
+        software=report(
+            f"{REPORT}/software.html",
+            caption="../report/software.rst",
+            category=SECTIONS["software"],
+            labels={"item": "Software versions"},
+        ),
+    benchmark:
+        f"{RESULTS}/benchmarks/report_pages.tsv"
+    log:
+        f"{RESULTS}/logs/report_pages.log",
+    localrule: True
+    conda:
+        ENV
+    script:
+        "../scripts/report_pages.py"
