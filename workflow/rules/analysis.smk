@@ -14,7 +14,7 @@ rule collect_runs:
         f"{RESULTS}/logs/collect_runs.log",
     params:
         traces=TRACES,
-        run_keys=RUN_KEYS,
+        scale=config["scale"],
     localrule: True
     conda:
         ENV
