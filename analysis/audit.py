@@ -4,7 +4,10 @@ Checks, in order: the plan is valid and plan.md agrees with it; the plan matches
 its lock; the trace files are readable; every run recorded the locked plan hash;
 the executed design (condition x seed set and each run's settings) equals the
 registered one for the scale; every exclusion follows a registered rule (the
-predicates are evaluated again); every registered test ran exactly as registered
+predicates are evaluated again); every registered run's files are present and
+consistent, each row of the runs table is what they give (status and exclusion
+derived from the trace and the rules, ``analysis.audit_runs``) and no directory
+holds records of an unregistered run; every registered test ran exactly as registered
 (test, outcome, sidedness, alpha, margin, family, label, decision criterion) and
 nothing unregistered is labelled confirmatory. A difference passes only when an
 entry of ``deviations.yaml`` declares it; otherwise the audit fails and the message
@@ -30,6 +33,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from analysis.audit_report import AuditResult, Check
+from analysis.audit_runs import check_run_files, traces_dir
 from analysis.deviations import Deviation, DeviationLog, load_deviations
 from analysis.lock import StudyPaths, read_config, read_lock, study_paths
 from analysis.plan import (
@@ -90,9 +94,9 @@ def _check_lock(paths: StudyPaths, result: AuditResult, check: Check) -> None:
         )
 
 
-def _check_traces(paths: StudyPaths, hashes: _Hashes, check: Check) -> None:
-    """Every JSON and Parquet file under <results>/runs is readable; meta hashes agree."""
-    files = sorted(p for p in (paths.results / "runs").glob("**/*") if p.is_file())
+def _check_traces(traces: Path, hashes: _Hashes, check: Check) -> None:
+    """Every JSON and Parquet file under the traces directory is readable; meta hashes agree."""
+    files = sorted(p for p in traces.glob("**/*") if p.is_file())
     unhashed = 0
     for path in files:
         try:
@@ -108,7 +112,7 @@ def _check_traces(paths: StudyPaths, hashes: _Hashes, check: Check) -> None:
                 pq.ParquetFile(path).metadata  # noqa: B018 (reads the footer: fails if truncated)
         except Exception as exc:  # json, pyarrow and OS errors alike mean an unreadable trace
             check.fail(f"{path}: corrupt or truncated ({type(exc).__name__}: {exc})")
-    check.notes.append(f"{len(files)} trace file(s) under {paths.results / 'runs'}")
+    check.notes.append(f"{len(files)} trace file(s) under {traces}")
     if unhashed:
         check.notes.append(f"{unhashed} meta.json file(s) record no plan_hash (not compared)")
 
@@ -347,13 +351,13 @@ def run_audit(config: dict, write: bool = True, source: str | Path = "config") -
         check.fail(str(exc))
         plan = None
     if plan is not None:
-        _audit_study(plan, paths, result)
+        _audit_study(plan, paths, traces_dir(config, paths), result)
     if write:
         result.write(paths.results)
     return result
 
 
-def _audit_study(plan: dict, paths: StudyPaths, result: AuditResult) -> None:
+def _audit_study(plan: dict, paths: StudyPaths, traces: Path, result: AuditResult) -> None:
     _check_lock(paths, result, result.add("lock", "plan matches its lock"))
     check = result.add("deviations", "deviations log is valid")
     try:
@@ -366,11 +370,15 @@ def _audit_study(plan: dict, paths: StudyPaths, result: AuditResult) -> None:
         return
     earlier = {frm: dev for frm, _, dev in log.plan_changes() if frm and frm != result.lock_sha256}
     hashes = _Hashes(result.lock_sha256, earlier)
-    _check_traces(paths, hashes, result.add("traces", "trace files are readable"))
+    _check_traces(traces, hashes, result.add("traces", "trace files are readable"))
 
     runs_check = result.add("runs", "runs table is readable and recorded the locked plan hash")
     design = result.add("design", f"executed design equals design.scales.{paths.scale}")
     exclusions = result.add("exclusions", "every exclusion follows a registered rule")
+    files = result.add(
+        "files", "the runs table is what every registered run's files give; no unregistered run"
+    )
+    runs = None
     try:
         runs = read_table(paths.runs_table, "runs")
     except TableError as exc:
@@ -381,6 +389,7 @@ def _audit_study(plan: dict, paths: StudyPaths, result: AuditResult) -> None:
         _check_hashes(runs, paths.runs_table, hashes, runs_check)
         _check_design(runs, plan, paths, log, design)
         _check_exclusions(runs, plan, paths, log, exclusions)
+    check_run_files(runs, plan, paths, traces, log, files)
 
     tests = result.add(
         "tests", "every registered test ran as registered, nothing else confirmatory"

@@ -21,15 +21,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.plan import apply_exclusions, load_plan
-from analysis.run_checks import (
-    RunFilesError,
-    RunRecord,
-    read_run,
-    required_measure_problems,
-    unregistered_records,
-)
-from analysis.tables import columns, write_table
+from analysis.plan import load_plan
+from analysis.run_checks import RunFilesError, RunRecord, derive_runs, unregistered_records
+from analysis.tables import write_table
 from training.conditions import expand_design
 
 
@@ -41,18 +35,7 @@ def build_runs(
     Raises ``RunFilesError`` listing every problem of every run (so one pass shows
     them all), each naming the file and the key, column or rows.
     """
-    records, problems = [], []
-    for spec in expand_design(plan, scale, str(plan_path)):
-        record, found = read_run(traces, spec)
-        problems += found
-        if record is not None:
-            records.append(record)
-    if problems:
-        raise RunFilesError(problems)
-    runs = pd.DataFrame([r.row for r in records])
-    runs = apply_exclusions(runs, plan)[columns("runs")]
-    directories = {r.row["run_id"]: r.directory for r in records}
-    problems = required_measure_problems(runs, plan, directories)
+    runs, records, problems = derive_runs(traces, plan, expand_design(plan, scale, str(plan_path)))
     if problems:
         raise RunFilesError(problems)
     return runs, records

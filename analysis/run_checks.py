@@ -23,7 +23,6 @@ the analysis fails.
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +30,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.plan import apply_exclusions
 from analysis.run_status import EXPOSURES, derive_ending, meta_problems, trace_problems
-from analysis.tables import TableError, columns, read_table
+from analysis.tables import TableError, columns, empty_table, read_table
 from training.evaluate import summarize_scores
 
 REQUIRED_FILES = ("meta.json", "trace.parquet", "scores.parquet")
@@ -70,6 +70,7 @@ class RunRecord:
     """A registered run as its files show it: its runs-table row, trace and scores."""
 
     directory: Path
+    meta: dict
     row: dict  # runs-table columns except excluded / exclusion_reason
     trace: pd.DataFrame
     scores: pd.DataFrame
@@ -199,7 +200,7 @@ def read_run(traces: str | Path, spec) -> tuple[RunRecord | None, list[str]]:
     row = {k: meta[k] for k in META_TYPES if k not in ("status", "steps", "tokens")}
     row |= {"status": ending.status, "steps": ending.steps, "tokens": ending.tokens}
     row |= {"final_val_loss": ending.final_val_loss} | ending.exposure | summarize_scores(scores)
-    return RunRecord(directory, row, trace, scores), []
+    return RunRecord(directory, meta, row, trace, scores), []
 
 
 def _layers_problems(layers: pd.DataFrame, trace: pd.DataFrame, spec, directory: Path) -> list:
@@ -266,6 +267,39 @@ def required_measure_problems(
     return problems
 
 
-def finite_or_nan(value: object) -> float:
-    """A number of a table cell as float (NaN for a missing one)."""
-    return math.nan if value is None or pd.isna(value) else float(value)
+def recorded_exclusion_problems(runs: pd.DataFrame, records: list[RunRecord]) -> list[str]:
+    """A meta.json that records an exclusion other than the registered rules give."""
+    problems = []
+    for record, row in zip(records, runs.itertuples(index=False), strict=True):
+        for key in ("excluded", "exclusion_reason"):
+            if key in record.meta and record.meta[key] != getattr(row, key):
+                problems.append(
+                    f"{record.directory / 'meta.json'}: {key} is {record.meta[key]!r}, but the "
+                    f"registered exclusion rules give {getattr(row, key)!r} for run {row.run_id}"
+                )
+    return problems
+
+
+def derive_runs(
+    traces: str | Path, plan: dict, specs
+) -> tuple[pd.DataFrame, list[RunRecord], list[str]]:
+    """The runs table of the readable registered runs, their records, and every problem.
+
+    The table holds one row per run whose files passed ``read_run``, exclusions
+    applied by the plan's rules; the problems list every run that did not, every
+    recorded exclusion the rules contradict, and every required measure missing
+    from an included run.
+    """
+    records, problems = [], []
+    for spec in specs:
+        record, found = read_run(traces, spec)
+        problems += found
+        if record is not None:
+            records.append(record)
+    if not records:
+        return empty_table("runs"), records, problems
+    runs = apply_exclusions(pd.DataFrame([r.row for r in records]), plan)[columns("runs")]
+    directories = {r.row["run_id"]: r.directory for r in records}
+    problems += recorded_exclusion_problems(runs, records)
+    problems += required_measure_problems(runs, plan, directories)
+    return runs, records, problems
