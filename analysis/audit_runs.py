@@ -36,6 +36,11 @@ def _record_id(directory: Path, traces: Path) -> str:
     return f"{rel[0]}_s{int(seed.group(1))}" if seed else str(directory)
 
 
+def _show(value) -> str:
+    """A table cell as Python writes it (NumPy scalars as the value they hold)."""
+    return repr(value.item() if hasattr(value, "item") else value)
+
+
 def _same(recorded, derived) -> bool:
     if isinstance(derived, float) or isinstance(recorded, float):
         try:
@@ -95,6 +100,6 @@ def check_run_files(
                 if column in ("excluded", "exclusion_reason"):
                     source = f"{source} and the plan's exclusion rules"
                 check.fail(
-                    f"{paths.runs_table}: run {row['run_id']}: {column} is {row[column]!r}, "
-                    f"but its files give {want[column]!r} (from {source})"
+                    f"{paths.runs_table}: run {row['run_id']}: {column} is {_show(row[column])}, "
+                    f"but its files give {_show(want[column])} (from {source})"
                 )

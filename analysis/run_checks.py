@@ -82,13 +82,14 @@ def run_dir(traces: str | Path, condition: str, seed: int) -> Path:
 
 def missing_run_files(traces: str | Path, specs) -> list[str]:
     """One message per registered run that lacks required files, naming them."""
-    out = []
-    for spec in specs:
-        directory = run_dir(traces, spec.condition, spec.seed)
-        absent = [name for name in REQUIRED_FILES if not (directory / name).is_file()]
-        if absent:
-            out.append(f"registered run {spec.run_id}: {directory} lacks {', '.join(absent)}")
-    return out
+    return [p for p in (_absent(traces, spec) for spec in specs) if p]
+
+
+def _absent(traces: str | Path, spec) -> str:
+    """'registered run <id>: file(s) not found: <paths>', or '' when all are there."""
+    directory = run_dir(traces, spec.condition, spec.seed)
+    absent = [str(directory / name) for name in REQUIRED_FILES if not (directory / name).is_file()]
+    return f"registered run {spec.run_id}: file(s) not found: {', '.join(absent)}" if absent else ""
 
 
 def unregistered_records(traces: str | Path, specs) -> list[Path]:
@@ -173,9 +174,9 @@ def _read(path: Path, table: str, problems: list[str]) -> pd.DataFrame | None:
 def read_run(traces: str | Path, spec) -> tuple[RunRecord | None, list[str]]:
     """The run's record from its files, or (None, problems) naming files and rows."""
     directory = run_dir(traces, spec.condition, spec.seed)
-    absent = [name for name in REQUIRED_FILES if not (directory / name).is_file()]
+    absent = _absent(traces, spec)
     if absent:
-        return None, [f"registered run {spec.run_id}: {directory} lacks {', '.join(absent)}"]
+        return None, [absent]
     meta, problems = read_meta(directory / "meta.json")
     trace = _read(directory / "trace.parquet", "steps", problems)
     scores = _read(directory / "scores.parquet", "scores", problems)
@@ -257,7 +258,7 @@ def required_measure_problems(
     for column, logged in required_measures(plan).items():
         values = included[column].to_numpy(dtype=float)
         bad = ~np.isfinite(values) | (logged & ~(values > 0))
-        for run_id, value in zip(included["run_id"][bad], values[bad], strict=True):
+        for run_id, value in zip(included["run_id"][bad], values[bad].tolist(), strict=True):
             need = "finite and > 0 (a registered test takes its log)" if logged else "finite"
             problems.append(
                 f"{directories[run_id] / source_file(column)}: run {run_id} is included by "

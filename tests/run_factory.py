@@ -22,7 +22,7 @@ import yaml
 from analysis.audit import run_audit
 from analysis.collect import collect
 from analysis.lock import lock_plan, study_paths
-from analysis.plan import load_plan, plan_hash
+from analysis.plan import decide, load_plan, plan_hash, registered_tests
 from analysis.plan_doc import write_markdown
 from analysis.run_status import max_steps
 from analysis.tables import columns, write_table
@@ -120,6 +120,33 @@ def write_run(traces: Path, spec: RunSpec, sha: str, status: str = "reached_targ
     return directory
 
 
+def t1_frame(plan: dict) -> pd.DataFrame:
+    """Table T1 as the analysis writes it: H1, H4 and the control ran; H2, H3 not run."""
+    results = {  # estimate, p, p_holm of the tests that ran
+        "H1": (0.10, 0.004, 0.016),
+        "H4": (-0.05, 0.20, 0.60),
+        "loss_matching": (0.001, 0.01, np.nan),
+    }
+    rows = []
+    for reg in registered_tests(plan, SCALE).to_dict("records"):
+        est, p, p_holm = results.get(reg["hypothesis"], (np.nan, np.nan, np.nan))
+        row = {k: reg[k] for k in ["hypothesis", "label", "test", "outcome", "sidedness"]}
+        row |= {k: reg[k] for k in ["alpha", "margin", "family"]}
+        row |= {"estimate": est, "ci_low": est - 0.1, "ci_high": est + 0.1, "p": p}
+        row |= {"p_holm": p_holm, "n_runs": 0 if np.isnan(p) else 7, "decision": ""}
+        if np.isnan(p):
+            row["decision"] = f"not run (no runs of arm {reg['arms']})"
+        else:
+            row["decision"] = decide(plan, row)
+        rows.append(row)
+    rows.append(
+        rows[0]
+        | {"hypothesis": "H1 spearman", "label": "exploratory", "test": "spearman"}
+        | {"family": "", "p_holm": np.nan, "decision": "exploratory"}
+    )
+    return pd.DataFrame(rows)
+
+
 class Study:
     """A smoke-scale study on disk: plan, lock, deviations, per-run files and tables."""
 
@@ -172,6 +199,9 @@ class Study:
             self.tables / "scores.parquet",
         )
         return runs
+
+    def write_t1(self) -> None:
+        write_table(t1_frame(load_plan(self.plan)), "tests", self.t1)
 
     def audit(self):
         return run_audit(self.config)

@@ -16,13 +16,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from run_factory import D1, SCALE, Study
+from run_factory import D1, Study
 
 from analysis.audit import _main as audit_main
 from analysis.audit import read_tests_csv
 from analysis.audit_report import AuditError
 from analysis.lock import lock_plan, study_paths
-from analysis.plan import decide, load_plan, plan_hash, registered_tests
+from analysis.plan import plan_hash
 from analysis.plan_doc import write_markdown
 from analysis.tables import read_table, write_table
 
@@ -38,37 +38,11 @@ class AuditStudy(Study):
         write_table(change(read_tests_csv(self.t1)), "tests", self.t1)
 
 
-def _t1(plan: dict) -> pd.DataFrame:
-    results = {  # estimate, p, p_holm of the tests that ran
-        "H1": (0.10, 0.004, 0.016),
-        "H4": (-0.05, 0.20, 0.60),
-        "loss_matching": (0.001, 0.01, np.nan),
-    }
-    rows = []
-    for reg in registered_tests(plan, SCALE).to_dict("records"):
-        est, p, p_holm = results.get(reg["hypothesis"], (np.nan, np.nan, np.nan))
-        row = {k: reg[k] for k in ["hypothesis", "label", "test", "outcome", "sidedness"]}
-        row |= {k: reg[k] for k in ["alpha", "margin", "family"]}
-        row |= {"estimate": est, "ci_low": est - 0.1, "ci_high": est + 0.1, "p": p}
-        row |= {"p_holm": p_holm, "n_runs": 0 if np.isnan(p) else 7, "decision": ""}
-        if np.isnan(p):
-            row["decision"] = f"not run (no runs of arm {reg['arms']})"
-        else:
-            row["decision"] = decide(plan, row)
-        rows.append(row)
-    rows.append(
-        rows[0]
-        | {"hypothesis": "H1 spearman", "label": "exploratory", "test": "spearman"}
-        | {"family": "", "p_holm": np.nan, "decision": "exploratory"}
-    )
-    return pd.DataFrame(rows)
-
-
 @pytest.fixture
 def study(tmp_path) -> AuditStudy:
     s = AuditStudy.create(tmp_path, {DIVERGED: "diverged"})
     s.collect()
-    write_table(_t1(load_plan(s.plan)), "tests", s.t1)
+    s.write_t1()
     return s
 
 
