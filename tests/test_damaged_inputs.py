@@ -17,14 +17,18 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from run_factory import Study
+import yaml
+from run_factory import REPO, Study
 
 from analysis.run_checks import RunFilesError
 from analysis.tables import read_table, write_table
@@ -468,3 +472,42 @@ def _collect_with_unregistered(study: Study):
         tables / "steps.parquet",
         tables / "scores.parquet",
     )
+
+
+# --- `make analysis`: Snakemake with analysis_only=True and --forceall ------------------
+
+
+def _analysis_only(study: Study, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
+    """What `make analysis` runs, on ``study`` (its plan, lock, results and traces)."""
+    config = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
+    config |= {"plan": str(study.plan), "lock": str(study.lock), "results": str(study.results)}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    args = ["--configfile", str(path), "--config", "analysis_only=True", "--forceall", *extra]
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    snakemake = str(Path(sys.executable).with_name("snakemake"))
+    return subprocess.run(
+        [snakemake, "--cores", "2", *args], cwd=REPO, capture_output=True, text=True, env=env
+    )
+
+
+def test_analysis_with_a_removed_run_fails_naming_it(study: Study, tmp_path: Path):
+    """The runs table of the earlier collection is on disk; it must not be used."""
+    directory = study.run_dir(RUN)
+    shutil.rmtree(directory)
+    proc = _analysis_only(study, tmp_path, "--dry-run")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert f"registered run {RUN}: file(s) not found: {directory / 'meta.json'}, " in out
+    assert str(directory / "scores.parquet") in out
+
+
+def test_analysis_with_a_damaged_run_fails_and_keeps_no_stale_table(study: Study, tmp_path):
+    trace = study.run_dir(RUN) / TRACE
+    truncate(TRACE)(study.run_dir(RUN))
+    proc = _analysis_only(study, tmp_path)
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    log = (study.results / "logs" / "collect_runs.log").read_text()
+    assert str(trace) in log and "cannot be read as table 'steps'" in log
+    assert not study.runs.exists(), "the runs table of the earlier collection was left in place"
+    assert "Error in rule collect_runs" in proc.stdout + proc.stderr
