@@ -22,7 +22,6 @@ failure, listing the problems on stderr)::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from dataclasses import dataclass
@@ -30,10 +29,9 @@ from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.parquet as pq
 
 from analysis.audit_report import AuditResult, Check
-from analysis.audit_runs import check_run_files, traces_dir
+from analysis.audit_runs import check_run_files, check_trace_files, traces_dir
 from analysis.deviations import Deviation, DeviationLog, load_deviations
 from analysis.lock import StudyPaths, read_config, read_lock, study_paths
 from analysis.plan import (
@@ -92,29 +90,6 @@ def _check_lock(paths: StudyPaths, result: AuditResult, check: Check) -> None:
             f"after its lock. Restore it, or declare the change in {paths.deviations} and run "
             "`python -m analysis.plan lock`"
         )
-
-
-def _check_traces(traces: Path, hashes: _Hashes, check: Check) -> None:
-    """Every JSON and Parquet file under the traces directory is readable; meta hashes agree."""
-    files = sorted(p for p in traces.glob("**/*") if p.is_file())
-    unhashed = 0
-    for path in files:
-        try:
-            if path.suffix == ".json":
-                meta = json.loads(path.read_text())
-                if path.name == "meta.json" and not isinstance(meta, dict):
-                    check.fail(f"{path}: expected a JSON object")
-                elif path.name == "meta.json" and "plan_hash" in meta:
-                    hashes.check(meta["plan_hash"], f"{path}: recorded", check)
-                elif path.name == "meta.json":
-                    unhashed += 1
-            elif path.suffix == ".parquet":
-                pq.ParquetFile(path).metadata  # noqa: B018 (reads the footer: fails if truncated)
-        except Exception as exc:  # json, pyarrow and OS errors alike mean an unreadable trace
-            check.fail(f"{path}: corrupt or truncated ({type(exc).__name__}: {exc})")
-    check.notes.append(f"{len(files)} trace file(s) under {traces}")
-    if unhashed:
-        check.notes.append(f"{unhashed} meta.json file(s) record no plan_hash (not compared)")
 
 
 def _check_hashes(runs: pd.DataFrame, path: Path, hashes: _Hashes, check: Check) -> None:
@@ -370,7 +345,7 @@ def _audit_study(plan: dict, paths: StudyPaths, traces: Path, result: AuditResul
         return
     earlier = {frm: dev for frm, _, dev in log.plan_changes() if frm and frm != result.lock_sha256}
     hashes = _Hashes(result.lock_sha256, earlier)
-    _check_traces(traces, hashes, result.add("traces", "trace files are readable"))
+    check_trace_files(traces, hashes, result.add("traces", "trace files are readable"))
 
     runs_check = result.add("runs", "runs table is readable and recorded the locked plan hash")
     design = result.add("design", f"executed design equals design.scales.{paths.scale}")

@@ -11,11 +11,13 @@ declares it under ``covers.extra_runs``).
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from analysis.audit_report import Check
 from analysis.deviations import DeviationLog
@@ -27,6 +29,32 @@ from analysis.tables import columns
 def traces_dir(config: dict, paths: StudyPaths) -> Path:
     """Where the per-run files are: config key ``traces``, by default <results>/runs."""
     return Path(config.get("traces") or paths.results / "runs")
+
+
+def check_trace_files(traces: Path, hashes, check: Check) -> None:
+    """Every JSON and Parquet file under ``traces`` is readable; meta.json hashes agree.
+
+    ``hashes.check(value, what, check)`` judges a recorded plan hash (analysis.audit).
+    """
+    files = sorted(p for p in traces.glob("**/*") if p.is_file())
+    unhashed = 0
+    for path in files:
+        try:
+            if path.suffix == ".json":
+                meta = json.loads(path.read_text())
+                if path.name == "meta.json" and not isinstance(meta, dict):
+                    check.fail(f"{path}: expected a JSON object")
+                elif path.name == "meta.json" and "plan_hash" in meta:
+                    hashes.check(meta["plan_hash"], f"{path}: recorded", check)
+                elif path.name == "meta.json":
+                    unhashed += 1
+            elif path.suffix == ".parquet":
+                pq.ParquetFile(path).metadata  # noqa: B018 (reads the footer: fails if truncated)
+        except Exception as exc:  # json, pyarrow and OS errors alike mean an unreadable trace
+            check.fail(f"{path}: corrupt or truncated ({type(exc).__name__}: {exc})")
+    check.notes.append(f"{len(files)} trace file(s) under {traces}")
+    if unhashed:
+        check.notes.append(f"{unhashed} meta.json file(s) record no plan_hash (not compared)")
 
 
 def _record_id(directory: Path, traces: Path) -> str:
