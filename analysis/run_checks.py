@@ -190,6 +190,12 @@ def read_run(traces: str | Path, spec) -> tuple[RunRecord | None, list[str]]:
     problems += place_problems(meta, spec, directory / "meta.json")
     problems += trace_problems(trace, spec, block, directory / "trace.parquet")
     problems += scores_problems(scores, spec, directory / "scores.parquet")
+    logged = sorted(set(trace["global_batch"].tolist()))
+    if logged and logged != [meta["global_batch"]]:
+        problems.append(
+            f"{directory / 'meta.json'}: global_batch {meta['global_batch']!r}, but the trace "
+            f"logged global_batch {logged}"
+        )
     if "layers.parquet" in extra:
         problems += _layers_problems(extra["layers.parquet"], trace, spec, directory)
     ending, found = derive_ending(trace, spec, block, directory / "trace.parquet")

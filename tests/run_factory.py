@@ -4,7 +4,8 @@
 trace.parquet, scores.parquet, layers.parquet), with the trainer's invariants: the
 trace ends at the stop step (a validation step, or the diverging step of a
 diverged run), tokens = step * global_batch * block_size, integrated exposures
-grow. ``Study`` lays out a smoke-scale study (plan copy, lock, deviations, per-run
+grow, and rows of logging steps that are not validation steps carry NaN val_loss.
+``Study`` lays out a smoke-scale study (plan copy, lock, deviations, per-run
 files, tables from ``analysis.collect``) in a temporary directory.
 """
 
@@ -55,8 +56,9 @@ def _val_losses(spec: RunSpec, status: str, n: int) -> list[float]:
 def trace_frame(spec: RunSpec, status: str) -> pd.DataFrame:
     """A trace of ``spec`` that ends as ``status`` says (table ``steps``)."""
     cap = max_steps(spec.token_cap, spec.global_batch, BLOCK)
-    steps = [1, 5, cap] if status == "token_cap" else [1, 5, 10]
+    steps = [1, 3, 5, cap if status == "token_cap" else 10]
     val = _val_losses(spec, status, len(steps))
+    val[1] = math.nan  # a logging step that is not a validation step
     rng = np.random.default_rng(spec.seed * 1000 + spec.global_batch)
     pne = rng.uniform(0.5, 1.5, len(steps))
     data = {c: np.full(len(steps), 0.5) for c in columns("steps")}
@@ -65,7 +67,7 @@ def trace_frame(spec: RunSpec, status: str) -> pd.DataFrame:
         "step": steps,
         "tokens": [s * spec.global_batch * BLOCK for s in steps],
         "global_batch": [spec.global_batch] * len(steps),
-        "train_loss": [v + 0.05 for v in val],
+        "train_loss": [v + 0.05 for v in _val_losses(spec, "token_cap", len(steps))],
         "val_loss": val,
         "pne": pne,
         "pne_star": pne / 10,

@@ -191,6 +191,12 @@ CASES = {
     "meta final loss not finite": Damage(
         META, edit_meta(final_val_loss=math.inf), "final_val_loss inf, but the last finite"
     ),
+    "meta final loss null": Damage(
+        META, edit_meta(final_val_loss=None), "final_val_loss nan, but the last finite val_loss"
+    ),
+    "meta global batch differs from the trace": Damage(
+        META, edit_meta(global_batch=4), "global_batch 4, but the trace logged global_batch [8]"
+    ),
     "meta steps differ": Damage(META, edit_meta(steps=9), "steps 9, but the trace gives 10"),
     "meta tokens differ": Damage(META, edit_meta(tokens=1), "tokens 1, but the trace gives"),
     "meta records exclusion without rule": Damage(
@@ -212,7 +218,7 @@ CASES = {
     "trace of another run": Damage(
         TRACE,
         edit_table(TRACE, lambda df: df.assign(run_id="bs8_sqrt_s0")),
-        "column 'run_id' is ['bs8_sqrt_s0'] at rows [0, 1, 2]",
+        "column 'run_id' is ['bs8_sqrt_s0'] at rows [0, 1, 2, 3]",
     ),
     "trace row of another run": Damage(
         TRACE, edit_table(TRACE, set_cell("run_id", 1, "bs4_sqrt_s1")), "at rows [1]"
@@ -224,7 +230,7 @@ CASES = {
         "repeats a step at rows [1, 2]",
     ),
     "trace steps not increasing": Damage(
-        TRACE, edit_table(TRACE, lambda df: df.iloc[[1, 0, 2]]), "'step' decreases at rows [1]"
+        TRACE, edit_table(TRACE, lambda df: df.iloc[[1, 0, 2, 3]]), "'step' decreases at rows [1]"
     ),
     "trace negative exposure": Damage(
         TRACE, edit_table(TRACE, _scale("int_pne_star", -1.0)), "'int_pne_star' is negative"
@@ -241,7 +247,7 @@ CASES = {
         "'int_pne_star' is not finite at rows [1]",
     ),
     "trace exposure inf at the end": Damage(
-        TRACE, edit_table(TRACE, set_cell("int_pne_star", 2, math.inf)), "are not finite"
+        TRACE, edit_table(TRACE, set_cell("int_pne_star", -1, math.inf)), "are not finite"
     ),
     "trace tokens wrong": Damage(
         TRACE, edit_table(TRACE, set_cell("tokens", 2, 5)), "'tokens' is not step * global"
@@ -250,7 +256,7 @@ CASES = {
         TRACE, edit_table(TRACE, set_cell("global_batch", 0, 4)), "'global_batch' differs"
     ),
     "trace loses its last rows": Damage(
-        TRACE, edit_table(TRACE, lambda df: df.iloc[:2]), "neither reached the target"
+        TRACE, edit_table(TRACE, lambda df: df.iloc[:3]), "neither reached the target"
     ),
     "trace goes on after the target": Damage(
         TRACE,
@@ -263,11 +269,14 @@ CASES = {
     "trace non-finite loss mid-run": Damage(
         TRACE, edit_table(TRACE, set_cell("train_loss", 1, math.inf)), "is not the last row"
     ),
+    "trace val loss inf mid-run": Damage(
+        TRACE, edit_table(TRACE, set_cell("val_loss", 2, math.inf)), "is not the last row"
+    ),
     "trace train loss NaN": Damage(
         TRACE, edit_table(TRACE, set_cell("train_loss", 1, math.nan)), "'train_loss'"
     ),
     "trace last val loss NaN (diverged), meta says reached": Damage(
-        META, edit_table(TRACE, set_cell("val_loss", 2, math.nan)), "the trace gives 'diverged'"
+        META, edit_table(TRACE, set_cell("val_loss", -1, math.nan)), "the trace gives 'diverged'"
     ),
     "trace beyond the token cap": Damage(
         TRACE,
@@ -362,7 +371,7 @@ KEPT = {
     "diverged on validation loss": (
         RUN,
         both(
-            edit_table(TRACE, set_cell("val_loss", 2, math.inf)),
+            edit_table(TRACE, set_cell("val_loss", -1, math.inf)),
             edit_meta(status="diverged", final_val_loss=None),
         ),
         "diverged",
@@ -370,7 +379,7 @@ KEPT = {
     "diverged with non-finite exposures and no ICL scores": (
         DIVERGED,
         both(
-            edit_table(TRACE, set_cell("int_pne_star", 2, math.inf)),
+            edit_table(TRACE, set_cell("int_pne_star", -1, math.inf)),
             edit_table(SCORES, lambda df: df[df.measure != "icl_accuracy"]),
         ),
         "diverged",
@@ -391,10 +400,10 @@ def test_failed_run_is_kept_excluded_with_its_reason(study: Study, case: str):
 
 
 def test_diverged_exposure_is_the_last_finite_one(study: Study):
-    edit_table(TRACE, set_cell("int_pne_star", 2, math.inf))(study.run_dir(DIVERGED))
+    edit_table(TRACE, set_cell("int_pne_star", -1, math.inf))(study.run_dir(DIVERGED))
     runs = study.collect().set_index("run_id")
     trace = pd.read_parquet(study.run_dir(DIVERGED) / TRACE)
-    assert runs.loc[DIVERGED, "int_pne_star"] == trace["int_pne_star"].iloc[1]
+    assert runs.loc[DIVERGED, "int_pne_star"] == trace["int_pne_star"].iloc[-2]
 
 
 @pytest.mark.parametrize(
