@@ -235,6 +235,11 @@ CASES = {
     "trace negative exposure": Damage(
         TRACE, edit_table(TRACE, _scale("int_pne_star", -1.0)), "'int_pne_star' is negative"
     ),
+    "trace exposure zero (log undefined)": Damage(
+        TRACE,
+        edit_table(TRACE, _scale("int_pne_star", 0.0)),
+        "its 'int_pne_star' is 0.0; a registered test needs it finite and > 0",
+    ),
     "trace exposure decreasing": Damage(
         TRACE, edit_table(TRACE, set_cell("int_pne", 1, 0.0)), "'int_pne' decreases at rows [1]"
     ),
@@ -289,6 +294,16 @@ CASES = {
     "scores truncated": Damage(SCORES, truncate(SCORES), "as table 'scores'"),
     "scores of another run": Damage(
         SCORES, edit_table(SCORES, lambda df: df.assign(run_id="bs8_sqrt_s0")), "'run_id' is"
+    ),
+    "scores file of another run copied in": Damage(
+        SCORES,
+        lambda d: shutil.copyfile(d.parent / "seed0" / SCORES, d / SCORES),
+        "column 'run_id' is ['bs8_sqrt_s0']",
+    ),
+    "trace file of another run copied in": Damage(
+        TRACE,
+        lambda d: shutil.copyfile(d.parent / "seed0" / TRACE, d / TRACE),
+        "column 'run_id' is ['bs8_sqrt_s0']",
     ),
     "scores lack a column": Damage(
         SCORES, edit_table(SCORES, lambda df: df.drop(columns="value")), "lacks column(s)"
