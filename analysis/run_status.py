@@ -141,7 +141,7 @@ def derive_ending(
             f"{path}: the last step {steps} is beyond max_steps = {cap} "
             f"(token cap {spec.token_cap} // ({spec.global_batch} * {block_size}))"
         )
-    early = [i for i in finite_val[:-1] if val[i] <= spec.target_val_loss]
+    early = [i for i in finite_val if i < len(trace) - 1 and val[i] <= spec.target_val_loss]
     if early:
         i = int(early[0])
         problems.append(

@@ -268,6 +268,12 @@ CASES = {
         edit_table(TRACE, lambda df: pd.concat([df, df.iloc[[-1]].assign(step=15, tokens=3840)])),
         "the run stops at its first validation loss at or below the target",
     ),
+    "diverged run went on after reaching the target": Damage(
+        TRACE,
+        edit_table(TRACE, set_cell("val_loss", 2, 3.7)),
+        "the run stops at its first validation loss at or below the target",
+        run=DIVERGED,
+    ),
     "trace final loss above target, meta says reached": Damage(
         TRACE, edit_table(TRACE, _val_above_target), "neither reached the target"
     ),
