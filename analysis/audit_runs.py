@@ -22,8 +22,8 @@ import pyarrow.parquet as pq
 from analysis.audit_report import Check
 from analysis.deviations import DeviationLog
 from analysis.lock import StudyPaths
-from analysis.run_checks import derive_runs, source_file, unregistered_records
-from analysis.tables import columns
+from analysis.run_checks import RunRecord, derive_runs, source_file, unregistered_records
+from analysis.tables import TableError, columns, read_table
 
 
 def traces_dir(config: dict, paths: StudyPaths) -> Path:
@@ -114,6 +114,7 @@ def check_run_files(
     check.notes.append(
         f"{len(records)} of {len(specs)} registered run(s) read from {traces} and re-derived"
     )
+    _check_gathered(paths, {r.row["run_id"]: r for r in records}, check)
     if runs is None:
         return
     by_id = {r.row["run_id"]: r.directory for r in records}
@@ -131,3 +132,34 @@ def check_run_files(
                     f"{paths.runs_table}: run {row['run_id']}: {column} is {_show(row[column])}, "
                     f"but its files give {_show(want[column])} (from {source})"
                 )
+
+
+def _check_gathered(paths: StudyPaths, records: dict[str, RunRecord], check: Check) -> None:
+    """The study's steps and scores tables hold exactly the per-run traces and scores."""
+    tables = paths.runs_table.parent
+    for table, name, source in (
+        ("steps", "steps.parquet", "trace"),
+        ("scores", "scores.parquet", "scores"),
+    ):
+        path = tables / name
+        try:
+            gathered = read_table(path, table)
+        except TableError as exc:
+            check.fail(str(exc))
+            continue
+        unknown = sorted(set(gathered["run_id"]) - set(records))
+        if unknown:
+            check.fail(
+                f"{path}: rows of run(s) {unknown}, not registered runs read from their files"
+            )
+        for run_id, record in records.items():
+            mine = gathered[gathered["run_id"] == run_id].reset_index(drop=True)
+            theirs = getattr(record, source)
+            file = record.directory / f"{source}.parquet"
+            if len(mine) != len(theirs):
+                check.fail(f"{path}: {len(mine)} row(s) of run {run_id}, {file} has {len(theirs)}")
+                continue
+            for column in columns(table):
+                if not all(map(_same, mine[column].tolist(), theirs[column].tolist())):
+                    check.fail(f"{path}: column '{column}' of run {run_id} differs from {file}")
+                    break

@@ -449,6 +449,28 @@ def test_tampered_runs_table_fails_the_audit(study: Study, column: str, value, e
     assert str(study.runs) in files and f"run {RUN}: {expect}" in files, files
 
 
+@pytest.mark.parametrize(
+    "name, change, expect",
+    [
+        ("steps.parquet", set_cell("int_pne_star", 5, 9.0), "column 'int_pne_star' of run"),
+        ("steps.parquet", lambda df: df.iloc[1:], "3 row(s) of run bs4_fixed_s0"),
+        ("scores.parquet", lambda df: df.assign(run_id="bs8_sqrt_s9"), "['bs8_sqrt_s9']"),
+        ("scores.parquet", lambda df: df.iloc[:0], "0 row(s) of run"),
+    ],
+)
+def test_tampered_gathered_table_fails_the_audit(study: Study, name: str, change, expect: str):
+    path = study.tables / name
+    change(pd.read_parquet(path)).to_parquet(path, index=False)
+    files = _failures(study.audit(), "files")
+    assert str(path) in files and expect in files, files
+
+
+def test_missing_gathered_table_fails_the_audit(study: Study):
+    (study.tables / "steps.parquet").unlink()
+    files = _failures(study.audit(), "files")
+    assert f"{study.tables / 'steps.parquet'}: file not found" in files
+
+
 def test_exclusion_without_rule_in_runs_table_fails(study: Study):
     runs = read_table(study.runs, "runs")
     runs.loc[runs.run_id == RUN, ["excluded", "exclusion_reason"]] = [True, "outlier"]
