@@ -150,7 +150,8 @@ def _check_gathered(paths: StudyPaths, records: dict[str, RunRecord], check: Che
         unknown = sorted(set(gathered["run_id"]) - set(records))
         if unknown:
             check.fail(
-                f"{path}: rows of run(s) {unknown}, of which no registered run's files could be read"
+                f"{path}: rows of run(s) {unknown}, of which no registered run's files "
+                "could be read"
             )
         for run_id, record in records.items():
             mine = gathered[gathered["run_id"] == run_id].reset_index(drop=True)
