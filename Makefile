@@ -28,6 +28,8 @@ test: venv
 	$(PY) -m pytest -q
 
 ## Only the analysis, tables, figures and audit, on existing traces (no training job).
+## Every table is rebuilt from the per-run files; a registered run whose files are missing
+## stops it at once, naming the run and the files (workflow/rules/common.smk).
 analysis: venv
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --config analysis_only=True --forceall --printshellcmds
 

@@ -4,7 +4,10 @@ Checks, in order: the plan is valid and plan.md agrees with it; the plan matches
 its lock; the trace files are readable; every run recorded the locked plan hash;
 the executed design (condition x seed set and each run's settings) equals the
 registered one for the scale; every exclusion follows a registered rule (the
-predicates are evaluated again); every registered test ran exactly as registered
+predicates are evaluated again); every registered run's files are present and
+consistent, each row of the runs table is what they give (status and exclusion
+derived from the trace and the rules, ``analysis.audit_runs``) and no directory
+holds records of an unregistered run; every registered test ran exactly as registered
 (test, outcome, sidedness, alpha, margin, family, label, decision criterion) and
 nothing unregistered is labelled confirmatory. A difference passes only when an
 entry of ``deviations.yaml`` declares it; otherwise the audit fails and the message
@@ -19,7 +22,6 @@ failure, listing the problems on stderr)::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from dataclasses import dataclass
@@ -27,9 +29,9 @@ from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.parquet as pq
 
 from analysis.audit_report import AuditResult, Check
+from analysis.audit_runs import check_run_files, check_trace_files, traces_dir
 from analysis.deviations import Deviation, DeviationLog, load_deviations
 from analysis.lock import StudyPaths, read_config, read_lock, study_paths
 from analysis.plan import (
@@ -88,29 +90,6 @@ def _check_lock(paths: StudyPaths, result: AuditResult, check: Check) -> None:
             f"after its lock. Restore it, or declare the change in {paths.deviations} and run "
             "`python -m analysis.plan lock`"
         )
-
-
-def _check_traces(paths: StudyPaths, hashes: _Hashes, check: Check) -> None:
-    """Every JSON and Parquet file under <results>/runs is readable; meta hashes agree."""
-    files = sorted(p for p in (paths.results / "runs").glob("**/*") if p.is_file())
-    unhashed = 0
-    for path in files:
-        try:
-            if path.suffix == ".json":
-                meta = json.loads(path.read_text())
-                if path.name == "meta.json" and not isinstance(meta, dict):
-                    check.fail(f"{path}: expected a JSON object")
-                elif path.name == "meta.json" and "plan_hash" in meta:
-                    hashes.check(meta["plan_hash"], f"{path}: recorded", check)
-                elif path.name == "meta.json":
-                    unhashed += 1
-            elif path.suffix == ".parquet":
-                pq.ParquetFile(path).metadata  # noqa: B018 (reads the footer: fails if truncated)
-        except Exception as exc:  # json, pyarrow and OS errors alike mean an unreadable trace
-            check.fail(f"{path}: corrupt or truncated ({type(exc).__name__}: {exc})")
-    check.notes.append(f"{len(files)} trace file(s) under {paths.results / 'runs'}")
-    if unhashed:
-        check.notes.append(f"{unhashed} meta.json file(s) record no plan_hash (not compared)")
 
 
 def _check_hashes(runs: pd.DataFrame, path: Path, hashes: _Hashes, check: Check) -> None:
@@ -347,13 +326,13 @@ def run_audit(config: dict, write: bool = True, source: str | Path = "config") -
         check.fail(str(exc))
         plan = None
     if plan is not None:
-        _audit_study(plan, paths, result)
+        _audit_study(plan, paths, traces_dir(config, paths), result)
     if write:
         result.write(paths.results)
     return result
 
 
-def _audit_study(plan: dict, paths: StudyPaths, result: AuditResult) -> None:
+def _audit_study(plan: dict, paths: StudyPaths, traces: Path, result: AuditResult) -> None:
     _check_lock(paths, result, result.add("lock", "plan matches its lock"))
     check = result.add("deviations", "deviations log is valid")
     try:
@@ -366,11 +345,15 @@ def _audit_study(plan: dict, paths: StudyPaths, result: AuditResult) -> None:
         return
     earlier = {frm: dev for frm, _, dev in log.plan_changes() if frm and frm != result.lock_sha256}
     hashes = _Hashes(result.lock_sha256, earlier)
-    _check_traces(paths, hashes, result.add("traces", "trace files are readable"))
+    check_trace_files(traces, hashes, result.add("traces", "trace files are readable"))
 
     runs_check = result.add("runs", "runs table is readable and recorded the locked plan hash")
     design = result.add("design", f"executed design equals design.scales.{paths.scale}")
     exclusions = result.add("exclusions", "every exclusion follows a registered rule")
+    files = result.add(
+        "files", "the runs table is what every registered run's files give; no unregistered run"
+    )
+    runs = None
     try:
         runs = read_table(paths.runs_table, "runs")
     except TableError as exc:
@@ -381,6 +364,7 @@ def _audit_study(plan: dict, paths: StudyPaths, result: AuditResult) -> None:
         _check_hashes(runs, paths.runs_table, hashes, runs_check)
         _check_design(runs, plan, paths, log, design)
         _check_exclusions(runs, plan, paths, log, exclusions)
+    check_run_files(runs, plan, paths, traces, log, files)
 
     tests = result.add(
         "tests", "every registered test ran as registered, nothing else confirmatory"

@@ -1,95 +1,63 @@
-"""Gather every run's trace, scores and metadata into the study's tidy tables.
+"""Gather every registered run's files into the study's tidy tables, every time from the files.
 
 Reads ``<traces>/<condition>/seed<seed>/{meta.json, trace.parquet, scores.parquet}``
-for every registered run and writes ``runs.parquet`` (one row per run, exclusions
-applied by the plan's registered rules, nothing dropped) and ``steps.parquet``
-(every logged step of every run). A missing, corrupt or truncated file stops with
-its path and the problem.
+(and checks ``layers.parquet`` when present) for every run that the plan registers
+at the scale, and writes ``runs.parquet`` (one row per run, exclusions applied by
+the plan's registered rules, nothing dropped), ``steps.parquet`` (every logged step
+of every run) and ``scores.parquet``.
+
+What the trace shows is derived from it, never taken from ``meta.json``: status,
+steps, tokens, final validation loss and exposures (``analysis.run_status``); a
+``meta.json`` that says otherwise is an error naming it. A missing, unreadable or
+inconsistent file, a file that contradicts its place (run id, condition, seed), or
+an included run without a finite measure a registered test needs stops the
+collection with one ``RunFilesError`` listing every problem, each naming the file
+(``analysis.run_checks``).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
-from analysis.plan import apply_exclusions, load_plan
-from analysis.tables import TableError, read_table, write_table
-from training.evaluate import summarize_scores
-
-META_FIELDS = (
-    "run_id",
-    "condition",
-    "arm",
-    "seed",
-    "global_batch",
-    "lr_peak",
-    "lr_rule",
-    "status",
-    "steps",
-    "tokens",
-    "final_val_loss",
-    "plan_hash",
-    "wall_time_s",
-)
-EXPOSURES = ("int_pne", "int_pne_star", "int_pne_eff", "int_pne_star_eff", "int_pne_eta2")
+from analysis.plan import load_plan
+from analysis.run_checks import RunFilesError, RunRecord, derive_runs, unregistered_records
+from analysis.tables import write_table
+from training.conditions import expand_design
 
 
-def run_dir(traces: str | Path, condition: str, seed: int) -> Path:
-    return Path(traces) / condition / f"seed{seed}"
+def build_runs(
+    traces: str | Path, plan: dict, scale: str, plan_path: str | Path = "plan"
+) -> tuple[pd.DataFrame, list[RunRecord]]:
+    """The runs table of every registered run from its files, exclusions applied.
 
-
-def read_meta(path: Path) -> dict:
-    try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise TableError(f"{path}: file not found (run metadata)") from exc
-    except json.JSONDecodeError as exc:
-        raise TableError(f"{path}: corrupt run metadata ({exc})") from exc
-    missing = [k for k in META_FIELDS if k not in meta]
-    if missing:
-        raise TableError(f"{path}: run metadata lacks {missing}")
-    return meta
-
-
-def run_row(directory: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
-    """One runs-table row, the run's steps and its scores, from its directory."""
-    meta = read_meta(directory / "meta.json")
-    trace = read_table(directory / "trace.parquet", "steps")
-    scores = read_table(directory / "scores.parquet", "scores")
-    if len(trace) == 0 and meta["status"] != "diverged":
-        raise TableError(
-            f"{directory / 'trace.parquet'}: no logged step in a run that did not diverge"
-        )
-    last = trace.iloc[-1] if len(trace) else None
-    exposure = {k: float(last[k]) if last is not None else float("nan") for k in EXPOSURES}
-    row = {k: meta[k] for k in META_FIELDS} | exposure | summarize_scores(scores)
-    row |= {"excluded": False, "exclusion_reason": ""}
-    return row, trace, scores
+    Raises ``RunFilesError`` listing every problem of every run (so one pass shows
+    them all), each naming the file and the key, column or rows.
+    """
+    runs, records, problems = derive_runs(traces, plan, expand_design(plan, scale, str(plan_path)))
+    if problems:
+        raise RunFilesError(problems)
+    return runs, records
 
 
 def collect(
     traces: str | Path,
     plan_path: str | Path,
-    run_ids: list[tuple[str, int]],
+    scale: str,
     runs_out: str | Path,
     steps_out: str | Path,
     scores_out: str | Path,
-) -> pd.DataFrame:
-    """Write runs, steps and scores tables for the (condition, seed) pairs listed."""
+) -> tuple[pd.DataFrame, list[Path]]:
+    """Write the runs, steps and scores tables of the registered runs of ``scale``.
+
+    Returns the runs table and the directories under ``traces`` that hold files of
+    no registered run (the audit fails on them; they are never read here).
+    """
     plan = load_plan(plan_path)
-    rows, traces_, scores_ = [], [], []
-    for condition, seed in run_ids:
-        row, trace, scores = run_row(run_dir(traces, condition, seed))
-        rows.append(row)
-        traces_.append(trace)
-        scores_.append(scores)
-    runs = apply_exclusions(pd.DataFrame(rows), plan)
-    runs["steps"] = runs["steps"].astype(int)
-    runs["tokens"] = runs["tokens"].astype(int)
-    runs["final_val_loss"] = runs["final_val_loss"].astype(float)
+    runs, records = build_runs(traces, plan, scale, plan_path)
     write_table(runs, "runs", runs_out)
-    write_table(pd.concat(traces_, ignore_index=True), "steps", steps_out)
-    write_table(pd.concat(scores_, ignore_index=True), "scores", scores_out)
-    return runs
+    write_table(pd.concat([r.trace for r in records], ignore_index=True), "steps", steps_out)
+    write_table(pd.concat([r.scores for r in records], ignore_index=True), "scores", scores_out)
+    specs = expand_design(plan, scale, str(plan_path))
+    return runs, unregistered_records(traces, specs)

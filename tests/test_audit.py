@@ -1,68 +1,35 @@
 """The audit passes a clean study and fails every undeclared difference, by name.
 
-A small smoke-scale study is built on disk from the repository's plan: the runs
-table from ``expand_design(plan, 'smoke')`` (schema RUNS), a T1 table from the
-registered tests (schema TESTS) with H2/H3 "not run" as deviation D1 declares, run
-metadata, and a lock. Each tamper case changes one thing and the audit must fail
+A small smoke-scale study is built on disk from the repository's plan
+(``run_factory.Study``): per-run files for every run of ``expand_design(plan,
+'smoke')`` (one of them diverged), the runs table collected from them, a T1 table
+from the registered tests (schema TESTS) with H2/H3 "not run" as deviation D1
+declares, and a lock. Each tamper case changes one thing and the audit must fail
 with a message that names the file and what is wrong.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from run_factory import D1, Study
 
 from analysis.audit import _main as audit_main
-from analysis.audit import read_tests_csv, run_audit
+from analysis.audit import read_tests_csv
 from analysis.audit_report import AuditError
 from analysis.lock import lock_plan, study_paths
-from analysis.plan import apply_exclusions, decide, load_plan, plan_hash, registered_tests
+from analysis.plan import plan_hash
 from analysis.plan_doc import write_markdown
-from analysis.tables import columns, read_table, write_table
-from training.conditions import expand_design
+from analysis.tables import read_table, write_table
 
-REPO = Path(__file__).resolve().parents[1]
-SCALE = "smoke"
-D1 = {
-    "id": "D1",
-    "what": "H2 and H3 not run: their arms are not implemented yet",
-    "why": "phase_schedule and noise_injection do not exist yet",
-    "when": "2026-11-24",
-    "data_seen": "none",
-    "covers": {"not_run": ["H2", "H3"]},
-}
+DIVERGED = "bs4_fixed_s0"  # the run that diverges: the registered rule must exclude it
 
 
-class Study:
-    """Paths and helpers of one study in a temporary directory."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.plan = root / "preregistration" / "plan.yaml"
-        self.lock = root / "preregistration" / "plan.lock.json"
-        self.deviations = root / "preregistration" / "deviations.yaml"
-        self.results = root / "results"
-        self.runs = self.results / "tables" / "runs.parquet"
-        self.t1 = self.results / "tables" / "t1_confirmatory.csv"
-        self.config = {
-            "scale": SCALE,
-            "plan": str(self.plan),
-            "lock": str(self.lock),
-            "results": str(self.results),
-        }
-
-    def audit(self):
-        return run_audit(self.config)
-
-    def write_deviations(self, *entries: dict) -> None:
-        self.deviations.write_text(yaml.safe_dump({"deviations": list(entries)}))
-
+class AuditStudy(Study):
     def edit_runs(self, change) -> None:
         runs = read_table(self.runs, "runs")
         write_table(change(runs), "runs", self.runs)
@@ -71,77 +38,11 @@ class Study:
         write_table(change(read_tests_csv(self.t1)), "tests", self.t1)
 
 
-def _runs(plan: dict, sha: str) -> pd.DataFrame:
-    rng = np.random.default_rng(0)
-    rows = []
-    for i, spec in enumerate(expand_design(plan, SCALE)):
-        diverged = i == 0  # one run diverges: the registered rule must exclude it
-        rows.append(
-            spec.as_dict()
-            | {
-                "status": "diverged" if diverged else "reached_target",
-                "excluded": False,
-                "exclusion_reason": "",
-                "steps": 100,
-                "tokens": 25_600,
-                "final_val_loss": np.nan if diverged else 3.8,
-                "icl_auc": rng.uniform(0.3, 0.6),
-                "icl_acc_max_shots": 0.6,
-                "icl_acc_zero_shot": 0.25,
-                "fact_recall": 0.4,
-                "in_weights_accuracy": 0.5,
-                "memorization": 0.45,
-                "induction_score": 0.2,
-                "plan_hash": sha,
-                "wall_time_s": 1.0,
-            }
-            | {c: rng.uniform(1, 2) for c in columns("runs") if c.startswith("int_pne")}
-        )
-    return apply_exclusions(pd.DataFrame(rows)[columns("runs")], plan)
-
-
-def _t1(plan: dict) -> pd.DataFrame:
-    results = {  # estimate, p, p_holm of the tests that ran
-        "H1": (0.10, 0.004, 0.016),
-        "H4": (-0.05, 0.20, 0.60),
-        "loss_matching": (0.001, 0.01, np.nan),
-    }
-    rows = []
-    for reg in registered_tests(plan, SCALE).to_dict("records"):
-        est, p, p_holm = results.get(reg["hypothesis"], (np.nan, np.nan, np.nan))
-        row = {k: reg[k] for k in ["hypothesis", "label", "test", "outcome", "sidedness"]}
-        row |= {k: reg[k] for k in ["alpha", "margin", "family"]}
-        row |= {"estimate": est, "ci_low": est - 0.1, "ci_high": est + 0.1, "p": p}
-        row |= {"p_holm": p_holm, "n_runs": 0 if np.isnan(p) else 7, "decision": ""}
-        if np.isnan(p):
-            row["decision"] = f"not run (no runs of arm {reg['arms']})"
-        else:
-            row["decision"] = decide(plan, row)
-        rows.append(row)
-    rows.append(
-        rows[0]
-        | {"hypothesis": "H1 spearman", "label": "exploratory", "test": "spearman"}
-        | {"family": "", "p_holm": np.nan, "decision": "exploratory"}
-    )
-    return pd.DataFrame(rows)
-
-
 @pytest.fixture
-def study(tmp_path: Path) -> Study:
-    s = Study(tmp_path)
-    s.plan.parent.mkdir(parents=True)
-    shutil.copyfile(REPO / "preregistration" / "plan.yaml", s.plan)
-    write_markdown(s.plan)
-    s.write_deviations(D1)
-    lock_plan(study_paths(s.config))
-    plan, sha = load_plan(s.plan), plan_hash(s.plan)
-    runs = _runs(plan, sha)
-    write_table(runs, "runs", s.runs)
-    write_table(_t1(plan), "tests", s.t1)
-    for run_id in runs["run_id"]:
-        meta = s.results / "runs" / SCALE / run_id / "meta.json"
-        meta.parent.mkdir(parents=True)
-        meta.write_text(json.dumps({"run_id": run_id, "plan_hash": sha}))
+def study(tmp_path) -> AuditStudy:
+    s = AuditStudy.create(tmp_path, {DIVERGED: "diverged"})
+    s.collect()
+    s.write_t1()
     return s
 
 

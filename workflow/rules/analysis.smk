@@ -15,7 +15,7 @@ rule collect_runs:
     params:
         # <traces>/<condition>/seed<seed>/meta.json -> <traces>
         traces=lambda wildcards, input: str(Path(input.meta[0]).parents[2]),
-        run_keys=RUN_KEYS,
+        scale=config["scale"],
     localrule: True
     conda:
         ENV

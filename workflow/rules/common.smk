@@ -3,6 +3,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -10,6 +11,7 @@ min_version("9.0")
 sys.path.insert(0, workflow.basedir)
 
 from analysis.plan import load_plan  # noqa: E402
+from analysis.run_checks import missing_run_files  # noqa: E402
 from training.conditions import expand_design  # noqa: E402
 
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
@@ -20,6 +22,14 @@ TRACES = config.get("traces") or f"{RESULTS}/runs"
 PLAN = load_plan(config["plan"])
 RUN_SPECS = expand_design(PLAN, config["scale"], config["plan"])
 RUN_KEYS = [(s.condition, s.seed) for s in RUN_SPECS]
+if ANALYSIS_ONLY:
+    # No rule makes run files here: without this check Snakemake would skip
+    # collect_runs and reuse a runs table of an earlier collection.
+    _MISSING = missing_run_files(TRACES, RUN_SPECS)
+    if _MISSING:
+        raise WorkflowError(
+            "analysis_only: registered runs lack their files:\n  " + "\n  ".join(_MISSING)
+        )
 TABLES = f"{RESULTS}/tables"
 # One environment for every rule (the pins of environment.yml), used with `--sdm conda`.
 ENV = "../envs/study.yaml"

@@ -1,0 +1,203 @@
+"""What a run's trace says about how it ended: status, steps, tokens, final loss, exposure.
+
+The analysis and the audit derive these from ``trace.parquet`` and the run's
+registered spec, never from what ``meta.json`` claims (DESIGN §3 stopping; plan
+``stopping``). With L the trace's last row, T the scale's ``target_val_loss`` and
+``max_steps = max(1, token_cap // (global_batch * block_size))``:
+
+- ``final_val_loss`` is the last finite ``val_loss`` of the trace (the stop step's
+  validation; rows of logging steps that were not validation steps carry NaN);
+- ``diverged``        when L's ``train_loss`` or ``val_loss`` is not finite (the
+  trainer ends a diverged run's trace with the row of the diverging step);
+- ``reached_target``  else when ``final_val_loss <= T``;
+- ``token_cap``       else when ``L.step == max_steps``;
+- otherwise the trace contradicts the stopping rule (it ends before the cap without
+  reaching the target), and so does a trace that goes on after a non-finite loss or
+  after a validation loss <= T.
+
+``steps = L.step`` and ``tokens = steps * global_batch * block_size``. The run's
+integrated exposures are those of L; for a diverged run, those of the last row whose
+exposures are all finite (the integral through the last finite estimate; 0 when the
+run diverged at its first logged step).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+EXPOSURES = ("int_pne", "int_pne_star", "int_pne_eff", "int_pne_star_eff", "int_pne_eta2")
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a run ended, as its trace shows it."""
+
+    status: str  # reached_target | token_cap | diverged
+    steps: int
+    tokens: int
+    final_val_loss: float  # NaN when no validation loss is finite
+    exposure: dict[str, float]  # EXPOSURES -> integrated value at the end
+
+
+def _rows(mask: np.ndarray, limit: int = 8) -> str:
+    idx = np.flatnonzero(mask).tolist()
+    return str(idx[:limit]) + (f" and {len(idx) - limit} more" if len(idx) > limit else "")
+
+
+def max_steps(token_cap: int, global_batch: int, block_size: int) -> int:
+    """Optimizer steps a run may take before its token cap: max(1, cap // (B * block))."""
+    return max(1, token_cap // (global_batch * block_size))
+
+
+def trace_problems(trace: pd.DataFrame, spec, block_size: int, path: Path) -> list[str]:
+    """Everything in a trace that contradicts its run or the trainer's invariants.
+
+    ``spec`` is the run's registered spec (``training.conditions.RunSpec``). Each
+    problem names ``path``, the column and the rows (0-based).
+    """
+    problems = []
+    other = (trace["run_id"] != spec.run_id).to_numpy()
+    if other.any():
+        found = sorted(set(trace.loc[other, "run_id"]))[:3]
+        problems.append(
+            f"{path}: column 'run_id' is {found} at rows {_rows(other)}; this file belongs "
+            f"to run {spec.run_id!r} (its directory)"
+        )
+    batch = (trace["global_batch"] != spec.global_batch).to_numpy()
+    if batch.any():
+        problems.append(
+            f"{path}: column 'global_batch' differs from the registered {spec.global_batch} "
+            f"of {spec.run_id} at rows {_rows(batch)}"
+        )
+    step = trace["step"].to_numpy()
+    if (step < 1).any():
+        problems.append(f"{path}: column 'step' is < 1 at rows {_rows(step < 1)}")
+    dup = trace["step"].duplicated(keep=False).to_numpy()
+    if dup.any():
+        problems.append(f"{path}: column 'step' repeats a step at rows {_rows(dup)}")
+    back = np.r_[False, np.diff(step) < 0]
+    if back.any():
+        problems.append(f"{path}: column 'step' decreases at rows {_rows(back)}")
+    tokens = step * spec.global_batch * block_size
+    wrong = trace["tokens"].to_numpy() != tokens
+    if wrong.any():
+        problems.append(
+            f"{path}: column 'tokens' is not step * global_batch * block_size "
+            f"(= step * {spec.global_batch} * {block_size}) at rows {_rows(wrong)}"
+        )
+    last = len(trace) - 1
+    not_last = np.arange(len(trace)) < last
+    train = trace["train_loss"].to_numpy(dtype=float)
+    val = trace["val_loss"].to_numpy(dtype=float)
+    bad_loss = not_last & (~np.isfinite(train) | np.isinf(val))
+    if bad_loss.any():
+        problems.append(
+            f"{path}: a non-finite train_loss or val_loss at rows {_rows(bad_loss)} is not the "
+            "last row: a diverged run's trace ends with its diverging step"
+        )
+    for name in EXPOSURES:
+        values = trace[name].to_numpy(dtype=float)
+        finite = np.isfinite(values)
+        if (not_last & ~finite).any():
+            problems.append(
+                f"{path}: column '{name}' is not finite at rows {_rows(not_last & ~finite)}"
+            )
+        if (finite & (values < 0)).any():
+            problems.append(
+                f"{path}: column '{name}' is negative at rows {_rows(finite & (values < 0))}; "
+                "an integrated exposure is a sum of non-negative terms"
+            )
+        kept = np.flatnonzero(finite)
+        falls = np.zeros(len(trace), dtype=bool)
+        falls[kept[1:]] = np.diff(values[kept]) < 0
+        if falls.any():
+            problems.append(
+                f"{path}: column '{name}' decreases at rows {_rows(falls)}; an integrated "
+                "exposure never decreases"
+            )
+    return problems
+
+
+def derive_ending(
+    trace: pd.DataFrame, spec, block_size: int, path: Path
+) -> tuple[Ending | None, list[str]]:
+    """The run's ``Ending`` by the rules of the module docstring, or the problems found."""
+    if len(trace) == 0:
+        return None, [f"{path}: no logged step; every run logs its stop step"]
+    last = trace.iloc[-1]
+    steps = int(last["step"])
+    cap = max_steps(spec.token_cap, spec.global_batch, block_size)
+    val = trace["val_loss"].to_numpy(dtype=float)
+    finite_val = np.flatnonzero(np.isfinite(val))
+    final = float(val[finite_val[-1]]) if len(finite_val) else math.nan
+    problems = []
+    if steps > cap:
+        problems.append(
+            f"{path}: the last step {steps} is beyond max_steps = {cap} "
+            f"(token cap {spec.token_cap} // ({spec.global_batch} * {block_size}))"
+        )
+    early = [i for i in finite_val if i < len(trace) - 1 and val[i] <= spec.target_val_loss]
+    if early:
+        i = int(early[0])
+        problems.append(
+            f"{path}: val_loss {val[i]!r} <= target {spec.target_val_loss} at row {i} "
+            f"(step {int(trace['step'].iloc[i])}) but the trace goes on to step {steps}: "
+            "the run stops at its first validation loss at or below the target"
+        )
+    diverged = not (math.isfinite(float(last["train_loss"])) and math.isfinite(last["val_loss"]))
+    if diverged:
+        status = "diverged"
+    elif final <= spec.target_val_loss:
+        status = "reached_target"
+    elif steps == cap:
+        status = "token_cap"
+    else:
+        return None, problems + [
+            f"{path}: the trace ends at step {steps}, before max_steps = {cap}, with final "
+            f"val_loss {final!r} above the target {spec.target_val_loss}: it neither reached "
+            "the target nor the token cap (a truncated trace?)"
+        ]
+    exposure = trace[list(EXPOSURES)].to_numpy(dtype=float)
+    complete = np.flatnonzero(np.isfinite(exposure).all(axis=1))
+    if status != "diverged" and complete[-1:].tolist() != [len(trace) - 1]:
+        problems.append(f"{path}: the last row's exposures {list(EXPOSURES)} are not finite")
+    at_end = exposure[complete[-1]] if len(complete) else np.zeros(len(EXPOSURES))
+    ending = Ending(
+        status=status,
+        steps=steps,
+        tokens=steps * spec.global_batch * block_size,
+        final_val_loss=final,
+        exposure=dict(zip(EXPOSURES, map(float, at_end), strict=True)),
+    )
+    return (None, problems) if problems else (ending, [])
+
+
+def meta_problems(meta: dict, ending: Ending, path: Path) -> list[str]:
+    """Where ``meta.json`` says otherwise than the trace about how the run ended."""
+    problems = []
+    if meta["status"] != ending.status:
+        problems.append(
+            f"{path}: status {meta['status']!r}, but the trace gives {ending.status!r} "
+            f"(last step {ending.steps}, final val_loss {ending.final_val_loss!r})"
+        )
+    for key in ("steps", "tokens"):
+        if meta[key] != getattr(ending, key):
+            problems.append(
+                f"{path}: {key} {meta[key]!r}, but the trace gives {getattr(ending, key)!r}"
+            )
+    recorded = meta["final_val_loss"]
+    recorded = math.nan if recorded is None else float(recorded)
+    same = (math.isnan(recorded) and math.isnan(ending.final_val_loss)) or math.isclose(
+        recorded, ending.final_val_loss, rel_tol=1e-9
+    )
+    if not same and not (ending.status == "diverged" and not math.isfinite(recorded)):
+        problems.append(
+            f"{path}: final_val_loss {recorded!r}, but the last finite val_loss of the trace "
+            f"is {ending.final_val_loss!r}"
+        )
+    return problems
