@@ -30,9 +30,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from analysis.audit_report import AuditResult, Check
-from analysis.deviations import Deviation, DeviationLog, load_deviations
-from analysis.lock import StudyPaths, read_config, read_lock, study_paths
-from analysis.plan import (
+from preregistration.design import expand_design
+from preregistration.deviations import Deviation, DeviationLog, load_deviations
+from preregistration.lock import StudyPaths, read_config, read_lock, study_paths
+from preregistration.plan import (
     REGISTERED_FIELDS,
     PlanError,
     apply_exclusions,
@@ -42,8 +43,8 @@ from analysis.plan import (
     registered_tests,
     scale_design,
 )
-from analysis.plan_doc import check_markdown
-from analysis.tables import SCHEMAS, TableError, read_table, validate
+from preregistration.plan_doc import check_markdown
+from preregistration.tables import SCHEMAS, TableError, read_table, validate
 
 _DECIDED = ("supported", "not supported")
 
@@ -86,7 +87,7 @@ def _check_lock(paths: StudyPaths, result: AuditResult, check: Check) -> None:
             f"{paths.plan}: sha256 {result.plan_sha256} does not match the lock {paths.lock} "
             f"(sha256 {lock['sha256']}, locked at {lock['locked_at']}): the plan was edited "
             f"after its lock. Restore it, or declare the change in {paths.deviations} and run "
-            "`python -m analysis.plan lock`"
+            "`python -m preregistration lock`"
         )
 
 
@@ -121,9 +122,6 @@ def _check_hashes(runs: pd.DataFrame, path: Path, hashes: _Hashes, check: Check)
 def _check_design(
     runs: pd.DataFrame, plan: dict, paths: StudyPaths, log: DeviationLog, check: Check
 ) -> None:
-    # Imported here: training.conditions imports analysis.plan.
-    from training.conditions import expand_design
-
     where = paths.runs_table
     specs = {(s.condition, s.seed): s for s in expand_design(plan, paths.scale, str(paths.plan))}
     keys = list(zip(runs["condition"], runs["seed"].astype(int), strict=True))

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.plan import apply_exclusions, load_plan
-from analysis.tables import TableError, read_table, write_table
-from training.evaluate import summarize_scores
+from preregistration.plan import apply_exclusions, load_plan
+from preregistration.scores import summarize_scores
+from preregistration.tables import TableError, read_table, write_table
 
 META_FIELDS = (
     "run_id",

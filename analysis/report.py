@@ -4,7 +4,7 @@
 for people):
 
 - ``h1.csv/.md``              every H1 analysis (confirmatory slope, exploratory rest)
-- ``t1_confirmatory.csv/.md`` one row per test (schema ``analysis.tables.TESTS``);
+- ``t1_confirmatory.csv/.md`` one row per test (schema ``preregistration.tables.TESTS``);
                               Holm over the registered family, registered decisions
 - ``t2_inventory.csv/.md``    every run, excluded ones included with their reason
 - ``t3_equivalence.csv/.md``  H3 paired TOSTs (ICL, and final loss as control)
@@ -32,7 +32,8 @@ from analysis.h2_phase import late_minus_early
 from analysis.h3_equivalence import EQUIVALENCE_COLUMNS, paired_tost, tost_against_target
 from analysis.h4_tradeoff import memorization_slope
 from analysis.multiplicity import holm
-from analysis.plan import (
+from preregistration.design import expand_design
+from preregistration.plan import (
     REGISTERED_FIELDS,
     PlanError,
     decide,
@@ -41,8 +42,7 @@ from analysis.plan import (
     resolve_margin,
     scale_design,
 )
-from analysis.tables import columns, read_table, validate, write_table
-from training.conditions import expand_design
+from preregistration.tables import columns, read_table, validate, write_table
 
 INVENTORY_COLUMNS = [
     "run_id", "condition", "arm", "seed", "global_batch", "lr_rule", "lr_peak", "status",
@@ -110,8 +110,8 @@ def tests_table(
 ) -> pd.DataFrame:
     """Table T1 (schema TESTS): registered hypotheses and controls, then exploratory rows.
 
-    The registered fields of each row come from ``analysis.plan.registered_tests``;
-    decisions from ``analysis.plan.decide`` (the plan's ``supported_if``).
+    The registered fields of each row come from ``preregistration.plan.registered_tests``;
+    decisions from ``preregistration.plan.decide`` (the plan's ``supported_if``).
     """
     registered = registered_tests(plan, scale)
     rows = []

@@ -14,18 +14,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.plan import load_plan
-from analysis.tables import TESTS, TableError, read_table, validate
 from figures.fig1_pne_icl import plot_fig1
 from figures.fig2_phase import plot_fig2
 from figures.fig3_equivalence import plot_fig3
 from figures.fig4_frontier import plot_fig4
+from preregistration.plan import load_plan
+from preregistration.tables import TESTS, TableError, read_table, validate
 
 
 def read_tests_csv(path: Path) -> pd.DataFrame:
     """T1 from CSV, validated as ``tests``, with empty strings kept as '' (not NaN).
 
-    ``analysis.tables.read_table`` reads CSV with pandas' default NA strings, which
+    ``preregistration.tables.read_table`` reads CSV with pandas' default NA strings, which
     turn the empty ``family`` of non-family rows into NaN.
     """
     if not path.exists():

@@ -21,11 +21,11 @@ import yaml
 from analysis.audit import _main as audit_main
 from analysis.audit import read_tests_csv, run_audit
 from analysis.audit_report import AuditError
-from analysis.lock import lock_plan, study_paths
-from analysis.plan import apply_exclusions, decide, load_plan, plan_hash, registered_tests
-from analysis.plan_doc import write_markdown
-from analysis.tables import columns, read_table, write_table
-from training.conditions import expand_design
+from preregistration.design import expand_design
+from preregistration.lock import lock_plan, study_paths
+from preregistration.plan import apply_exclusions, decide, load_plan, plan_hash, registered_tests
+from preregistration.plan_doc import write_markdown
+from preregistration.tables import columns, read_table, write_table
 
 REPO = Path(__file__).resolve().parents[1]
 SCALE = "smoke"

@@ -18,9 +18,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from analysis.deviations import load_deviations
-from analysis.lock import lock_plan, read_lock, study_paths
-from analysis.plan import (
+from preregistration.design import expand_design
+from preregistration.deviations import load_deviations
+from preregistration.lock import lock_plan, read_lock, study_paths
+from preregistration.plan import (
     PlanError,
     apply_exclusions,
     decide,
@@ -29,8 +30,7 @@ from analysis.plan import (
     registered_tests,
     scale_design,
 )
-from analysis.plan_doc import check_markdown, write_markdown
-from training.conditions import expand_design
+from preregistration.plan_doc import check_markdown, write_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 PLAN = REPO / "preregistration" / "plan.yaml"
@@ -65,14 +65,14 @@ def test_repository_plan_is_valid_and_expands_every_scale():
 
 
 def test_repository_plan_md_agrees_with_plan_yaml():
-    assert check_markdown(PLAN) == [], "run: python -m analysis.plan render"
+    assert check_markdown(PLAN) == [], "run: python -m preregistration render"
 
 
 def test_repository_lock_matches_plan_yaml():
     lock = read_lock(REPO / "preregistration" / "plan.lock.json")
     assert lock["sha256"] == plan_hash(PLAN), (
-        "plan.yaml changed since its lock: python -m analysis.plan render && "
-        "python -m analysis.plan lock --config config/config.yaml"
+        "plan.yaml changed since its lock: python -m preregistration render && "
+        "python -m preregistration lock --config config/config.yaml"
     )
 
 
@@ -180,7 +180,7 @@ def test_plan_md_check_catches_either_side_edited(plan_file):
     write_markdown(plan_file)
     plan_file.write_text(plan_file.read_text().replace("alpha: 0.05", "alpha: 0.01", 1))
     problems = check_markdown(plan_file)
-    assert problems and str(md) in problems[0] and "analysis.plan render" in problems[0]
+    assert problems and str(md) in problems[0] and "preregistration render" in problems[0]
 
 
 # --- the lock -------------------------------------------------------------------------

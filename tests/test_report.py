@@ -19,12 +19,12 @@ import pytest
 from statsmodels.stats.multitest import multipletests
 
 from analysis.h1_monotonicity import h1_summary
-from analysis.plan import decide, load_plan
 from analysis.report import build_tables
 from analysis.simulate import simulate_runs
-from analysis.tables import columns, write_table
 from figures.make import build_figures, read_tests_csv
-from training.conditions import expand_design
+from preregistration.design import expand_design
+from preregistration.plan import decide, load_plan
+from preregistration.tables import columns, write_table
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAN = ROOT / "preregistration" / "plan.yaml"

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.plan import load_plan
 from analysis.power import seeds_needed
 from analysis.report import write_csv_and_markdown
-from analysis.tables import read_table
+from preregistration.plan import load_plan
+from preregistration.tables import read_table
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
 runs = read_table(snakemake.input.runs, "runs")  # noqa: F821
