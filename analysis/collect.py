@@ -89,7 +89,7 @@ def collect(
     runs["steps"] = runs["steps"].astype(int)
     runs["tokens"] = runs["tokens"].astype(int)
     runs["final_val_loss"] = runs["final_val_loss"].astype(float)
-    write_table(runs, "runs", runs_out)
+    write_table(runs, "runs", runs_out, plan=plan)
     write_table(pd.concat(traces_, ignore_index=True), "steps", steps_out)
     write_table(pd.concat(scores_, ignore_index=True), "scores", scores_out)
     return runs

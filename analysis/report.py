@@ -44,11 +44,7 @@ from preregistration.plan import (
 )
 from preregistration.tables import columns, read_table, validate, write_table
 
-INVENTORY_COLUMNS = [
-    "run_id", "condition", "arm", "seed", "global_batch", "lr_rule", "lr_peak", "status",
-    "steps", "tokens", "final_val_loss", "int_pne_star", "icl_auc", "memorization",
-    "excluded", "exclusion_reason", "in_design", "plan_hash",
-]  # fmt: skip
+INVENTORY_COLUMNS = columns("inventory")  # T2
 # Extra runs-table columns the not-yet-implemented arms need (reported when absent).
 PHASE_COLUMNS = ("pne_budget", "phase")  # H2, arm phase_schedule
 PAIRING_COLUMN = "reference_condition"  # H3: the batch-sweep condition an injected run matches
@@ -242,16 +238,14 @@ def write_csv_and_markdown(
     stem: str,
     title: str,
     notes: list[str],
-    table: str | None = None,
+    table: str,
+    plan: dict | None = None,
 ) -> list[Path]:
-    """Write ``stem``.csv (full precision; validated as ``table`` when one is named) and
+    """Write ``stem``.csv (full precision, validated as the contract ``table``) and
     ``stem``.md (rounded, for people) under ``out_dir``."""
     out_dir = Path(out_dir)
     csv, md = out_dir / f"{stem}.csv", out_dir / f"{stem}.md"
-    if table is not None:
-        write_table(df, table, csv)
-    else:
-        df.to_csv(csv, index=False)
+    write_table(df, table, csv, plan=plan)
     shown = df.copy()
     if "plan_hash" in shown:  # the CSV keeps the full SHA-256
         shown["plan_hash"] = shown["plan_hash"].str.slice(0, 12)
@@ -277,7 +271,7 @@ def build_tables(
     design = scale_design(plan, scale, plan_path)
     if random_state is None:
         random_state = int(plan.get("random_seeds", {}).get("analysis", 0))
-    runs = read_table(runs_path, "runs")
+    runs = read_table(runs_path, "runs", plan=plan)
     included = runs[~runs["excluded"].astype(bool)]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -303,7 +297,7 @@ def build_tables(
         "confirmatory: the registered test (plan hypotheses.H1), p one-sided "
         f"({h1_hyp['sidedness']}), CI two-sided {1 - alpha:.0%}; Holm-adjusted p in T1.",
         "exploratory: not registered as a test; companions the plan lists as exploratory.",
-    ])  # fmt: skip
+    ], table="h1")  # fmt: skip
     paths += write_csv_and_markdown(t1, out_dir, "t1_confirmatory", "T1: statistical tests", [
         f"Holm over the registered family {plan['correction']['family']}; a member not run "
         "enters with p = 1 so the family size stays as registered.",
@@ -315,16 +309,16 @@ def build_tables(
     paths += write_csv_and_markdown(t2, out_dir, "t2_inventory", "T2: run inventory", [
         f"{len(runs)} runs, {int(runs['excluded'].sum())} excluded by a registered rule.",
         "Registered runs without a record: " + (", ".join(missing) if missing else "none") + ".",
-    ])  # fmt: skip
+    ], table="inventory", plan=plan)  # fmt: skip
     paths += write_csv_and_markdown(t3, out_dir, "t3_equivalence", "T3: equivalence tests (H3)", [
         "Paired TOST by seed; CI at 1 - 2 alpha (90%) against +- margin.",
         "final_val_loss rows: loss-matching control of each pairing (margin: target tolerance).",
-    ])  # fmt: skip
+    ], table="equivalence")  # fmt: skip
     paths += write_csv_and_markdown(t4, out_dir, "t4_loss_matching", "T4: loss matching", [
         f"One-sample TOST of each condition's final validation loss against the target "
         f"{design['target_val_loss']} +- {tolerance} (plan controls.loss_matching), "
         "included runs only; CI at 90%.",
-    ])  # fmt: skip
+    ], table="loss_matching")  # fmt: skip
     return paths
 
 

@@ -24,4 +24,4 @@ write_csv_and_markdown(table, out.parent, out.stem, "Power of H1 and H3 by seeds
     "on this study's included runs, treated as a pilot. H1: effect = the pilot slope",
     "(optimistic). H3: paired TOST with the plan's margin under no true difference.",
     "1000 simulated studies per row (mc_se: Monte-Carlo SE).",
-])  # fmt: skip
+], table="power")  # fmt: skip

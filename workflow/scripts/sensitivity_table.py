@@ -14,4 +14,4 @@ table = sensitivity_table(steps, runs)  # leaves excluded runs out, and says so 
 out = Path(snakemake.output.csv)  # noqa: F821
 write_csv_and_markdown(table, out.parent, out.stem, "Estimator sensitivity (exploratory)", [
     "Curvature proxy (empirical Fisher vs Hutchinson), eta vs eta^2, clipping.",
-])  # fmt: skip
+], table="sensitivity")  # fmt: skip
