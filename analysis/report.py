@@ -1,15 +1,16 @@
 """The study's tables, regenerated from the runs table and the plan (DESIGN §5).
 
 ``build_tables`` writes under ``out_dir`` (CSV at full precision, Markdown rounded
-for people):
+for people); every CSV is written through its contract in
+``preregistration/report_tables.py``, named in brackets:
 
-- ``h1.csv/.md``              every H1 analysis (confirmatory slope, exploratory rest)
-- ``t1_confirmatory.csv/.md`` one row per test (schema ``preregistration.tables.TESTS``);
+- ``h1.csv/.md``              every H1 analysis (confirmatory slope, exploratory rest) [h1]
+- ``t1_confirmatory.csv/.md`` one row per test [tests];
                               Holm over the registered family, registered decisions
-- ``t2_inventory.csv/.md``    every run, excluded ones included with their reason
-- ``t3_equivalence.csv/.md``  H3 paired TOSTs (ICL, and final loss as control)
+- ``t2_inventory.csv/.md``    every run, excluded ones included with their reason [inventory]
+- ``t3_equivalence.csv/.md``  H3 paired TOSTs (ICL, and final loss as control) [equivalence]
 - ``t4_loss_matching.csv/.md`` loss-matching control: TOST of each condition's
-                              final loss against target +- tolerance
+                              final loss against target +- tolerance [loss_matching]
 
 Excluded runs never enter a test. A hypothesis whose registered arms have no
 included run is reported as "not run (no runs of arm X)". Only the plan's

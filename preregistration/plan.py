@@ -196,7 +196,7 @@ def registered_tests(plan: dict, scale: str) -> pd.DataFrame:
     Returns
     -------
     DataFrame with columns ``hypothesis`` and ``REGISTERED_FIELDS`` (label, test,
-    outcome, sidedness, alpha, margin, family), typed as in preregistration/tables.py
+    outcome, sidedness, alpha, margin, family), typed as in preregistration/report_tables.py
     TESTS; ``supported_if`` (the decision criterion) and ``arms`` (comma-separated)
     follow. Margins naming a scale key are resolved for ``scale``.
     """
