@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from preregistration.__main__ import main as cli_main
 from preregistration.design import expand_design
 from preregistration.deviations import load_deviations
 from preregistration.lock import lock_plan, read_lock, study_paths
@@ -79,6 +80,16 @@ def test_repository_lock_matches_plan_yaml():
 def test_repository_deviations_declare_h2_h3_not_run():
     log = load_deviations(REPO / "preregistration" / "deviations.yaml")
     assert log.covering("not_run", "H2", "cpu") and log.covering("not_run", "H3", "cpu")
+
+
+def test_command_line_hash_and_check(plan_file, capsys):
+    """`python -m preregistration hash|check` (preregistration/__main__.py)."""
+    assert cli_main(["hash", "--plan", str(plan_file)]) == 0
+    assert capsys.readouterr().out.strip() == plan_hash(plan_file)
+    assert cli_main(["check", "--plan", str(plan_file)]) == 0
+    plan_file.with_suffix(".md").write_text("edited by hand\n")
+    assert cli_main(["check", "--plan", str(plan_file)]) == 1
+    assert "preregistration render" in capsys.readouterr().err
 
 
 def test_plan_hash_is_sha256_of_the_bytes():
