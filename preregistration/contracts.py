@@ -11,13 +11,16 @@ and the offending rows.
 Types are checked by the kind of the stored values, not coerced: ``int`` accepts
 integer dtypes (and, for a nullable column, floats whose non-missing values are
 whole numbers, which is how pandas stores an integer column with NaN); ``float``
-accepts integer and float dtypes; ``str`` requires every value to be a Python
-string; ``bool`` requires a boolean dtype. Nothing is converted, so validating a
-table never changes a written number.
+accepts integer and float dtypes; ``str`` requires every present value to be a
+Python string; ``bool`` requires a boolean dtype (or, nullable, booleans beside
+missing values). Missing values are the nullability check's business, and in a
+nullable text column '' counts as missing (that is how CSV stores it). Nothing is
+converted, so validating a table never changes a written number.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+import yaml
 from pandera.errors import SchemaError, SchemaErrors
 
 # At most this many offending rows (and values) are listed per failing check.
@@ -63,28 +67,25 @@ class Domain:
     pattern: str | None = None
 
     def checks(self, plan: dict | None, nullable: bool = False) -> list[pa.Check]:
-        """The pandera checks; in a nullable text column '' counts as missing (CSV)."""
+        """The pandera check; in a nullable text column '' counts as missing (CSV)."""
+        if not (self.plan_key or self.allowed or self.pattern is not None):
+            return [pa.Check(_numeric_test(self), name=self.description)]
         name = self.description
-        if self.plan_key or self.allowed or self.pattern is not None:
-            if self.plan_key:
-                values = plan_values(plan, self.plan_key)
-                name, self_test = f"one of {', '.join(values)}", _isin(values)
-            elif self.allowed:
-                self_test = _isin(list(self.allowed))
+        if self.plan_key:
+            values = plan_values(plan, self.plan_key)
+            name = f"one of {', '.join(values)}"
+        else:
+            values = list(self.allowed)
+        pattern = self.pattern
+
+        def test(series: pd.Series) -> pd.Series:
+            if pattern is not None:
+                ok = series.astype(str).str.fullmatch(pattern).fillna(False).astype(bool)
             else:
-                pattern = self.pattern
-                self_test = lambda s: s.astype(str).str.fullmatch(pattern)  # noqa: E731
+                ok = series.isin(values)
+            return ok | (series == "") if nullable else ok
 
-            def test(series: pd.Series) -> pd.Series:
-                ok = self_test(series).fillna(False).astype(bool)
-                return ok | (series == "") if nullable else ok
-
-            return [pa.Check(test, name=name)]
-        return [pa.Check(_numeric_test(self), name=name)]
-
-
-def _isin(values: list[str]) -> Callable[[pd.Series], pd.Series]:
-    return lambda series: series.isin(values)
+        return [pa.Check(test, name=name)]
 
 
 def _numeric_test(domain: Domain) -> Callable[[pd.Series], pd.Series]:
@@ -127,19 +128,17 @@ def matching(pattern: str, description: str) -> Domain:
 # The plan every config names by default, for contracts that refer to it when the
 # caller has not passed the plan it works under.
 DEFAULT_PLAN = Path(__file__).resolve().parent / "plan.yaml"
-_default_plan: dict | None = None
+
+
+@functools.cache
+def _default_plan() -> dict:
+    # Only read here; preregistration.plan validates the plan wherever it is loaded.
+    return yaml.safe_load(DEFAULT_PLAN.read_text())
 
 
 def plan_values(plan: dict | None, key: Sequence[str]) -> list[str]:
     """The list at ``key`` of ``plan`` (default: ``preregistration/plan.yaml``)."""
-    global _default_plan
-    if plan is None:
-        if _default_plan is None:
-            import yaml  # the plan is validated by preregistration.plan; here only read
-
-            _default_plan = yaml.safe_load(DEFAULT_PLAN.read_text())
-        plan = _default_plan
-    node = plan
+    node = _default_plan() if plan is None else plan
     for part in key:
         if not isinstance(node, dict) or part not in node:
             raise TableError(f"plan: no key {'.'.join(key)!r} (a table contract refers to it)")
@@ -213,7 +212,11 @@ def check_frame(df: pd.DataFrame, schema: pa.DataFrameSchema, source: str | Path
 
 
 def _message(cases: pd.DataFrame, df: pd.DataFrame, table: str, source: str | Path) -> str:
-    """One line per (column, check): the rows (0-based positions) and their values."""
+    """One line per (column, check): the rows and their values.
+
+    Rows are the frame's index labels: for a table read from a file, 0-based data rows
+    (CSV line = row + 2).
+    """
     lines = []
     for (column, check), group in cases.groupby(["column", "check"], sort=False, dropna=False):
         if check == "column_in_dataframe":
@@ -223,7 +226,7 @@ def _message(cases: pd.DataFrame, df: pd.DataFrame, table: str, source: str | Pa
         if column is None or (isinstance(column, float) and np.isnan(column)):
             lines.append(f"{check}: {list(group['failure_case'])[:_MAX_ROWS_SHOWN]}")
             continue
-        rows = [int(i) for i in group["index"].dropna()]
+        rows = [_label(i) for i in group["index"].dropna()]
         values = list(group["failure_case"])
         what = "missing values" if check == "not_nullable" else f"expected {check}"
         shown = ", ".join(str(r) for r in rows[:_MAX_ROWS_SHOWN])
@@ -235,6 +238,11 @@ def _message(cases: pd.DataFrame, df: pd.DataFrame, table: str, source: str | Pa
             lines.append(f"column '{column}': {what}, found dtype {df[column].dtype}")
     listed = "\n  ".join(lines)
     return f"{source}: table '{table}' does not match its contract:\n  {listed}"
+
+
+def _label(index: object) -> object:
+    """A row label as written in messages: 3, not 3.0 (pandera mixes None into them)."""
+    return int(index) if isinstance(index, int | float | np.number) else index
 
 
 def empty_frame(columns: Sequence[Column]) -> pd.DataFrame:
