@@ -45,10 +45,11 @@ audit: venv
 
 ## Write the pre-registration lock (refuses once confirmatory traces exist).
 lock: venv
-	$(PY) -m analysis.plan lock --config $(CONFIG)
+	$(PY) -m preregistration lock --config $(CONFIG)
 
+## Ruff (lint and format) and the import contracts of pyproject.toml (the stages' layers).
 lint: venv
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
 
 bench: venv
 	$(PY) bench/stage_times.py

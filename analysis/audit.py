@@ -32,9 +32,10 @@ import pandas as pd
 
 from analysis.audit_report import AuditResult, Check
 from analysis.audit_runs import check_run_files, check_trace_files, traces_dir
-from analysis.deviations import Deviation, DeviationLog, load_deviations
-from analysis.lock import StudyPaths, read_config, read_lock, study_paths
-from analysis.plan import (
+from preregistration.design import expand_design
+from preregistration.deviations import Deviation, DeviationLog, load_deviations
+from preregistration.lock import StudyPaths, read_config, read_lock, study_paths
+from preregistration.plan import (
     REGISTERED_FIELDS,
     PlanError,
     apply_exclusions,
@@ -44,8 +45,8 @@ from analysis.plan import (
     registered_tests,
     scale_design,
 )
-from analysis.plan_doc import check_markdown
-from analysis.tables import SCHEMAS, TableError, read_table, validate
+from preregistration.plan_doc import check_markdown
+from preregistration.tables import TableError, read_table
 
 _DECIDED = ("supported", "not supported")
 
@@ -88,7 +89,7 @@ def _check_lock(paths: StudyPaths, result: AuditResult, check: Check) -> None:
             f"{paths.plan}: sha256 {result.plan_sha256} does not match the lock {paths.lock} "
             f"(sha256 {lock['sha256']}, locked at {lock['locked_at']}): the plan was edited "
             f"after its lock. Restore it, or declare the change in {paths.deviations} and run "
-            "`python -m analysis.plan lock`"
+            "`python -m preregistration lock`"
         )
 
 
@@ -100,9 +101,6 @@ def _check_hashes(runs: pd.DataFrame, path: Path, hashes: _Hashes, check: Check)
 def _check_design(
     runs: pd.DataFrame, plan: dict, paths: StudyPaths, log: DeviationLog, check: Check
 ) -> None:
-    # Imported here: training.conditions imports analysis.plan.
-    from training.conditions import expand_design
-
     where = paths.runs_table
     specs = {(s.condition, s.seed): s for s in expand_design(plan, paths.scale, str(paths.plan))}
     keys = list(zip(runs["condition"], runs["seed"].astype(int), strict=True))
@@ -272,29 +270,6 @@ def _check_tests(
     check.notes.append(f"{len(registered)} registered test(s), {n_expl} exploratory row(s)")
 
 
-def read_tests_csv(path: Path) -> pd.DataFrame:
-    """Read T1 as table 'tests', keeping empty strings (a control's family is '').
-
-    ``read_table`` lets pandas turn an empty CSV field into NaN, which then fails
-    the 'str' check; here text columns are read as text and only numeric columns
-    take missing values.
-    """
-    if not path.exists():
-        raise TableError(f"{path}: file not found (expected table 'tests')")
-    text = [c.name for c in SCHEMAS["tests"] if c.dtype == "str"]
-    numeric = [c.name for c in SCHEMAS["tests"] if c.dtype != "str"]
-    try:
-        df = pd.read_csv(
-            path,
-            dtype={c: str for c in text},
-            keep_default_na=False,
-            na_values={c: ["", "NaN", "nan", "NA"] for c in numeric},
-        )
-    except Exception as exc:  # pandas raises several types for malformed CSV
-        raise TableError(f"{path}: cannot be read as table 'tests' ({exc})") from exc
-    return validate(df, "tests", source=path)
-
-
 def _check_software(plan: dict, check: Check) -> None:
     for name, pinned in plan["software"]["pins"].items():
         try:
@@ -370,7 +345,7 @@ def _audit_study(plan: dict, paths: StudyPaths, traces: Path, result: AuditResul
         "tests", "every registered test ran as registered, nothing else confirmatory"
     )
     try:
-        table = read_tests_csv(paths.tests_table)
+        table = read_table(paths.tests_table, "tests")
     except TableError as exc:
         tests.fail(str(exc))
     else:

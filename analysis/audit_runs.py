@@ -20,10 +20,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from analysis.audit_report import Check
-from analysis.deviations import DeviationLog
-from analysis.lock import StudyPaths
 from analysis.run_checks import RunRecord, derive_runs, source_file, unregistered_records
-from analysis.tables import TableError, columns, read_table
+from preregistration.design import expand_design
+from preregistration.deviations import DeviationLog
+from preregistration.lock import StudyPaths
+from preregistration.tables import TableError, columns, read_table
 
 
 def traces_dir(config: dict, paths: StudyPaths) -> Path:
@@ -92,9 +93,6 @@ def check_run_files(
     ``runs`` is the runs table as read (None when it could not be read: the files
     are still checked).
     """
-    # Imported here: training.conditions imports analysis.plan.
-    from training.conditions import expand_design
-
     specs = expand_design(plan, paths.scale, str(paths.plan))
     derived, records, problems = derive_runs(traces, plan, specs)
     for problem in problems:

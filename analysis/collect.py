@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.plan import load_plan
 from analysis.run_checks import RunFilesError, RunRecord, derive_runs, unregistered_records
-from analysis.tables import write_table
-from training.conditions import expand_design
+from preregistration.design import expand_design
+from preregistration.plan import load_plan
+from preregistration.tables import write_table
 
 
 def build_runs(

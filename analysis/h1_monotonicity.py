@@ -30,6 +30,7 @@ from analysis.inputs import (
 )
 from analysis.isotonic import isotonic_fit, isotonic_permutation_test  # noqa: F401
 from analysis.trend import condition_order, jonckheere_terpstra, page_trend  # noqa: F401
+from preregistration.tables import columns
 
 # Optimisers tried in turn: on a few dozen runs statsmodels' default (L-BFGS) often
 # meets a singular X'V^-1X on its way and raises; BFGS on the same objective does not.
@@ -279,12 +280,8 @@ def spearman_bootstrap(
     )
 
 
-# Columns of h1.csv, the H1 results table (report.build_tables).
-H1_COLUMNS = [
-    "hypothesis", "analysis", "label", "outcome", "predictor", "estimate", "ci_low",
-    "ci_high", "ci_level", "statistic", "df", "p", "alternative", "n_runs", "n_groups",
-    "method",
-]  # fmt: skip
+# Columns of h1.csv, the H1 results table (report.build_tables; contract "h1").
+H1_COLUMNS = columns("h1")
 
 # Exploratory variants of the slope the plan lists (plan ``exploratory``).
 EXPLORATORY_SLOPES = (

@@ -19,12 +19,10 @@ import pingouin as pg
 from scipy import stats
 
 from analysis.inputs import complete_rows, require_columns, require_frame, require_probability
+from preregistration.tables import columns
 
-# Columns of t3_equivalence.csv (report.build_tables).
-EQUIVALENCE_COLUMNS = [
-    "hypothesis", "label", "outcome", "condition_a", "condition_b", "n_pairs", "estimate",
-    "ci_low", "ci_high", "ci_level", "margin", "p", "equivalent", "method",
-]  # fmt: skip
+# Columns of t3_equivalence.csv (report.build_tables; contract "equivalence").
+EQUIVALENCE_COLUMNS = columns("equivalence")
 
 
 def _tost_row(x: np.ndarray, y: np.ndarray | float, margin: float, alpha: float) -> dict:

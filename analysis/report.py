@@ -1,15 +1,16 @@
 """The study's tables, regenerated from the runs table and the plan (DESIGN §5).
 
 ``build_tables`` writes under ``out_dir`` (CSV at full precision, Markdown rounded
-for people):
+for people); every CSV is written through its contract in
+``preregistration/report_tables.py``, named in brackets:
 
-- ``h1.csv/.md``              every H1 analysis (confirmatory slope, exploratory rest)
-- ``t1_confirmatory.csv/.md`` one row per test (schema ``analysis.tables.TESTS``);
+- ``h1.csv/.md``              every H1 analysis (confirmatory slope, exploratory rest) [h1]
+- ``t1_confirmatory.csv/.md`` one row per test [tests];
                               Holm over the registered family, registered decisions
-- ``t2_inventory.csv/.md``    every run, excluded ones included with their reason
-- ``t3_equivalence.csv/.md``  H3 paired TOSTs (ICL, and final loss as control)
+- ``t2_inventory.csv/.md``    every run, excluded ones included with their reason [inventory]
+- ``t3_equivalence.csv/.md``  H3 paired TOSTs (ICL, and final loss as control) [equivalence]
 - ``t4_loss_matching.csv/.md`` loss-matching control: TOST of each condition's
-                              final loss against target +- tolerance
+                              final loss against target +- tolerance [loss_matching]
 
 Excluded runs never enter a test. A hypothesis whose registered arms have no
 included run is reported as "not run (no runs of arm X)". Only the plan's
@@ -32,7 +33,8 @@ from analysis.h2_phase import late_minus_early
 from analysis.h3_equivalence import EQUIVALENCE_COLUMNS, paired_tost, tost_against_target
 from analysis.h4_tradeoff import memorization_slope
 from analysis.multiplicity import holm
-from analysis.plan import (
+from preregistration.design import expand_design
+from preregistration.plan import (
     REGISTERED_FIELDS,
     PlanError,
     decide,
@@ -41,14 +43,9 @@ from analysis.plan import (
     resolve_margin,
     scale_design,
 )
-from analysis.tables import columns, read_table, validate, write_table
-from training.conditions import expand_design
+from preregistration.tables import columns, read_table, validate, write_table
 
-INVENTORY_COLUMNS = [
-    "run_id", "condition", "arm", "seed", "global_batch", "lr_rule", "lr_peak", "status",
-    "steps", "tokens", "final_val_loss", "int_pne_star", "icl_auc", "memorization",
-    "excluded", "exclusion_reason", "in_design", "plan_hash",
-]  # fmt: skip
+INVENTORY_COLUMNS = columns("inventory")  # T2
 # Extra runs-table columns the not-yet-implemented arms need (reported when absent).
 PHASE_COLUMNS = ("pne_budget", "phase")  # H2, arm phase_schedule
 PAIRING_COLUMN = "reference_condition"  # H3: the batch-sweep condition an injected run matches
@@ -110,8 +107,8 @@ def tests_table(
 ) -> pd.DataFrame:
     """Table T1 (schema TESTS): registered hypotheses and controls, then exploratory rows.
 
-    The registered fields of each row come from ``analysis.plan.registered_tests``;
-    decisions from ``analysis.plan.decide`` (the plan's ``supported_if``).
+    The registered fields of each row come from ``preregistration.plan.registered_tests``;
+    decisions from ``preregistration.plan.decide`` (the plan's ``supported_if``).
     """
     registered = registered_tests(plan, scale)
     rows = []
@@ -242,16 +239,14 @@ def write_csv_and_markdown(
     stem: str,
     title: str,
     notes: list[str],
-    table: str | None = None,
+    table: str,
+    plan: dict | None = None,
 ) -> list[Path]:
-    """Write ``stem``.csv (full precision; validated as ``table`` when one is named) and
+    """Write ``stem``.csv (full precision, validated as the contract ``table``) and
     ``stem``.md (rounded, for people) under ``out_dir``."""
     out_dir = Path(out_dir)
     csv, md = out_dir / f"{stem}.csv", out_dir / f"{stem}.md"
-    if table is not None:
-        write_table(df, table, csv)
-    else:
-        df.to_csv(csv, index=False)
+    write_table(df, table, csv, plan=plan)
     shown = df.copy()
     if "plan_hash" in shown:  # the CSV keeps the full SHA-256
         shown["plan_hash"] = shown["plan_hash"].str.slice(0, 12)
@@ -277,7 +272,7 @@ def build_tables(
     design = scale_design(plan, scale, plan_path)
     if random_state is None:
         random_state = int(plan.get("random_seeds", {}).get("analysis", 0))
-    runs = read_table(runs_path, "runs")
+    runs = read_table(runs_path, "runs", plan=plan)
     included = runs[~runs["excluded"].astype(bool)]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -303,7 +298,7 @@ def build_tables(
         "confirmatory: the registered test (plan hypotheses.H1), p one-sided "
         f"({h1_hyp['sidedness']}), CI two-sided {1 - alpha:.0%}; Holm-adjusted p in T1.",
         "exploratory: not registered as a test; companions the plan lists as exploratory.",
-    ])  # fmt: skip
+    ], table="h1")  # fmt: skip
     paths += write_csv_and_markdown(t1, out_dir, "t1_confirmatory", "T1: statistical tests", [
         f"Holm over the registered family {plan['correction']['family']}; a member not run "
         "enters with p = 1 so the family size stays as registered.",
@@ -315,16 +310,16 @@ def build_tables(
     paths += write_csv_and_markdown(t2, out_dir, "t2_inventory", "T2: run inventory", [
         f"{len(runs)} runs, {int(runs['excluded'].sum())} excluded by a registered rule.",
         "Registered runs without a record: " + (", ".join(missing) if missing else "none") + ".",
-    ])  # fmt: skip
+    ], table="inventory", plan=plan)  # fmt: skip
     paths += write_csv_and_markdown(t3, out_dir, "t3_equivalence", "T3: equivalence tests (H3)", [
         "Paired TOST by seed; CI at 1 - 2 alpha (90%) against +- margin.",
         "final_val_loss rows: loss-matching control of each pairing (margin: target tolerance).",
-    ])  # fmt: skip
+    ], table="equivalence")  # fmt: skip
     paths += write_csv_and_markdown(t4, out_dir, "t4_loss_matching", "T4: loss matching", [
         f"One-sample TOST of each condition's final validation loss against the target "
         f"{design['target_val_loss']} +- {tolerance} (plan controls.loss_matching), "
         "included runs only; CI at 90%.",
-    ])  # fmt: skip
+    ], table="loss_matching")  # fmt: skip
     return paths
 
 

@@ -31,10 +31,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.audit import read_tests_csv
-from analysis.deviations import load_deviations
-from analysis.plan import PlanError, load_plan
-from analysis.tables import TableError
+from preregistration.deviations import load_deviations
+from preregistration.plan import PlanError, load_plan
+from preregistration.tables import TableError, read_table
 
 # The report's categories, in reading order (the report sorts them by name).
 SECTIONS = {
@@ -198,7 +197,7 @@ def summary_rst(
     link that opens the category.
     """
     audit = read_audit(audit_path)
-    t1 = read_tests_csv(Path(t1_path))
+    t1 = read_table(Path(t1_path), "tests")
     t2 = _read_inventory(t2_path)
     deviations = load_deviations(deviations_path).entries
     checks = audit["checks"]

@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.plan import apply_exclusions
 from analysis.run_status import EXPOSURES, derive_ending, meta_problems, trace_problems
-from analysis.tables import TableError, columns, empty_table, read_table
-from training.evaluate import summarize_scores
+from preregistration.plan import apply_exclusions
+from preregistration.scores import summarize_scores
+from preregistration.tables import TableError, columns, empty_table, read_table
 
 REQUIRED_FILES = ("meta.json", "trace.parquet", "scores.parquet")
 OPTIONAL_TABLES = {"layers.parquet": "layers"}

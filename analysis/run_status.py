@@ -5,10 +5,12 @@ registered spec, never from what ``meta.json`` claims (DESIGN §3 stopping; plan
 ``stopping``). With L the trace's last row, T the scale's ``target_val_loss`` and
 ``max_steps = max(1, token_cap // (global_batch * block_size))``:
 
-- ``final_val_loss`` is the last finite ``val_loss`` of the trace (the stop step's
-  validation; rows of logging steps that were not validation steps carry NaN);
-- ``diverged``        when L's ``train_loss`` or ``val_loss`` is not finite (the
-  trainer ends a diverged run's trace with the row of the diverging step);
+- ``diverged``        when L is a divergence row (``preregistration.tables.divergence_rows``:
+  a non-finite training loss or gradient norm, or a validation that gave a non-finite
+  loss; the trainer ends a diverged run's trace with the row of the diverging step);
+- ``final_val_loss`` is otherwise the last finite ``val_loss`` of the trace (the stop
+  step's validation; rows of logging steps that were not validations carry NaN), and
+  NaN for a diverged run (its last model has no meaningful loss);
 - ``reached_target``  else when ``final_val_loss <= T``;
 - ``token_cap``       else when ``L.step == max_steps``;
 - otherwise the trace contradicts the stopping rule (it ends before the cap without
@@ -16,9 +18,8 @@ registered spec, never from what ``meta.json`` claims (DESIGN §3 stopping; plan
   after a validation loss <= T.
 
 ``steps = L.step`` and ``tokens = steps * global_batch * block_size``. The run's
-integrated exposures are those of L; for a diverged run, those of the last row whose
-exposures are all finite (the integral through the last finite estimate; 0 when the
-run diverged at its first logged step).
+integrated exposures are those of L (a divergence row holds the exposure integrated
+up to the step that diverged, which applied no update).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from preregistration.tables import divergence_rows
 
 EXPOSURES = ("int_pne", "int_pne_star", "int_pne_eff", "int_pne_star_eff", "int_pne_eta2")
 
@@ -57,7 +60,7 @@ def max_steps(token_cap: int, global_batch: int, block_size: int) -> int:
 def trace_problems(trace: pd.DataFrame, spec, block_size: int, path: Path) -> list[str]:
     """Everything in a trace that contradicts its run or the trainer's invariants.
 
-    ``spec`` is the run's registered spec (``training.conditions.RunSpec``). Each
+    ``spec`` is the run's registered spec (``preregistration.design.RunSpec``). Each
     problem names ``path``, the column and the rows (0-based).
     """
     problems = []
@@ -92,21 +95,17 @@ def trace_problems(trace: pd.DataFrame, spec, block_size: int, path: Path) -> li
         )
     last = len(trace) - 1
     not_last = np.arange(len(trace)) < last
-    train = trace["train_loss"].to_numpy(dtype=float)
-    val = trace["val_loss"].to_numpy(dtype=float)
-    bad_loss = not_last & (~np.isfinite(train) | np.isinf(val))
+    bad_loss = not_last & divergence_rows(trace).to_numpy()
     if bad_loss.any():
         problems.append(
-            f"{path}: a non-finite train_loss or val_loss at rows {_rows(bad_loss)} is not the "
-            "last row: a diverged run's trace ends with its diverging step"
+            f"{path}: a diverged step (non-finite loss or gradient norm) at rows "
+            f"{_rows(bad_loss)} is not the last row: a diverged run's trace ends with it"
         )
     for name in EXPOSURES:
         values = trace[name].to_numpy(dtype=float)
         finite = np.isfinite(values)
-        if (not_last & ~finite).any():
-            problems.append(
-                f"{path}: column '{name}' is not finite at rows {_rows(not_last & ~finite)}"
-            )
+        if (~finite).any():
+            problems.append(f"{path}: column '{name}' is not finite at rows {_rows(~finite)}")
         if (finite & (values < 0)).any():
             problems.append(
                 f"{path}: column '{name}' is negative at rows {_rows(finite & (values < 0))}; "
@@ -149,9 +148,8 @@ def derive_ending(
             f"(step {int(trace['step'].iloc[i])}) but the trace goes on to step {steps}: "
             "the run stops at its first validation loss at or below the target"
         )
-    diverged = not (math.isfinite(float(last["train_loss"])) and math.isfinite(last["val_loss"]))
-    if diverged:
-        status = "diverged"
+    if divergence_rows(trace).iloc[-1]:
+        status, final = "diverged", math.nan
     elif final <= spec.target_val_loss:
         status = "reached_target"
     elif steps == cap:
@@ -162,11 +160,9 @@ def derive_ending(
             f"val_loss {final!r} above the target {spec.target_val_loss}: it neither reached "
             "the target nor the token cap (a truncated trace?)"
         ]
-    exposure = trace[list(EXPOSURES)].to_numpy(dtype=float)
-    complete = np.flatnonzero(np.isfinite(exposure).all(axis=1))
-    if status != "diverged" and complete[-1:].tolist() != [len(trace) - 1]:
+    at_end = trace[list(EXPOSURES)].iloc[-1].to_numpy(dtype=float)
+    if not np.isfinite(at_end).all():
         problems.append(f"{path}: the last row's exposures {list(EXPOSURES)} are not finite")
-    at_end = exposure[complete[-1]] if len(complete) else np.zeros(len(EXPOSURES))
     ending = Ending(
         status=status,
         steps=steps,

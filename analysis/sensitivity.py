@@ -102,8 +102,8 @@ def sensitivity_table(
 
     Parameters
     ----------
-    steps : the steps table (``analysis.tables.STEPS``), one row per logged step.
-    runs : the runs table (``analysis.tables.RUNS``), for condition, exclusion and ``dv``.
+    steps : the steps table (``preregistration.tables.STEPS``), one row per logged step.
+    runs : the runs table (``preregistration.tables.RUNS``), for condition, exclusion and ``dv``.
     dv : the outcome ranked against each exposure (default the primary ICL metric).
     n_boot, ci, random_state : the bootstrap of the rank correlations.
 

@@ -2,8 +2,8 @@
 
 Used to check the analysis where the truth is known (tests of size and power,
 ``analysis.power``) and to exercise the report and figures before any real run
-exists. The table follows ``analysis.tables.RUNS`` and the registered condition
-names of ``training.conditions.expand_design``.
+exists. The table follows ``preregistration.tables.RUNS`` and the registered condition
+names of ``preregistration.design.expand_design``.
 
 Generative model (per run i of condition c and seed s):
 
@@ -23,8 +23,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from analysis.tables import validate
-from training.conditions import expand_design
+from preregistration.design import expand_design
+from preregistration.tables import validate
 
 
 def simulate_runs(
@@ -40,7 +40,7 @@ def simulate_runs(
     seeds: list[int] | None = None,
     random_state: int = 0,
 ) -> pd.DataFrame:
-    """A runs table (``analysis.tables.RUNS``) of the registered design with simulated outcomes.
+    """A runs table (``preregistration.tables.RUNS``) of the design with simulated outcomes.
 
     Parameters
     ----------

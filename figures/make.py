@@ -12,34 +12,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import pandas as pd
-
-from analysis.plan import load_plan
-from analysis.tables import TESTS, TableError, read_table, validate
 from figures.fig1_pne_icl import plot_fig1
 from figures.fig2_phase import plot_fig2
 from figures.fig3_equivalence import plot_fig3
 from figures.fig4_frontier import plot_fig4
-
-
-def read_tests_csv(path: Path) -> pd.DataFrame:
-    """T1 from CSV, validated as ``tests``, with empty strings kept as '' (not NaN).
-
-    ``analysis.tables.read_table`` reads CSV with pandas' default NA strings, which
-    turn the empty ``family`` of non-family rows into NaN.
-    """
-    if not path.exists():
-        raise TableError(f"{path}: file not found (run analysis.report first)")
-    text_cols = [c.name for c in TESTS if c.dtype == "str"]
-    na = {c.name: ["", "nan", "NaN"] for c in TESTS if c.dtype != "str"}
-    df = pd.read_csv(path, dtype={c: str for c in text_cols}, keep_default_na=False, na_values=na)
-    return validate(df, "tests", source=path)
-
-
-def _read_csv(path: Path) -> pd.DataFrame:
-    if not path.exists():
-        raise TableError(f"{path}: file not found (run analysis.report first)")
-    return pd.read_csv(path)
+from preregistration.plan import load_plan
+from preregistration.tables import read_table
 
 
 def build_figures(
@@ -55,10 +33,10 @@ def build_figures(
         random_state = int(plan.get("random_seeds", {}).get("analysis", 0))
     runs = read_table(runs_path, "runs")
     tables_dir = Path(tables_dir)
-    t1 = read_tests_csv(tables_dir / "t1_confirmatory.csv")
-    h1 = _read_csv(tables_dir / "h1.csv")
-    t3 = _read_csv(tables_dir / "t3_equivalence.csv")
-    t4 = _read_csv(tables_dir / "t4_loss_matching.csv")
+    t1 = read_table(tables_dir / "t1_confirmatory.csv", "tests")
+    h1 = read_table(tables_dir / "h1.csv", "h1")
+    t3 = read_table(tables_dir / "t3_equivalence.csv", "equivalence")
+    t4 = read_table(tables_dir / "t4_loss_matching.csv", "loss_matching")
     hyps = plan["hypotheses"]
     paths = plot_fig1(runs, h1, hyps["H1"], out_dir, random_state=random_state)
     paths += plot_fig2(runs, t1, hyps["H2"], out_dir)

@@ -22,12 +22,12 @@ import yaml
 
 from analysis.audit import run_audit
 from analysis.collect import collect
-from analysis.lock import lock_plan, study_paths
-from analysis.plan import decide, load_plan, plan_hash, registered_tests
-from analysis.plan_doc import write_markdown
 from analysis.run_status import max_steps
-from analysis.tables import columns, write_table
-from training.conditions import RunSpec, expand_design
+from preregistration.design import RunSpec, expand_design
+from preregistration.lock import lock_plan, study_paths
+from preregistration.plan import decide, load_plan, plan_hash, registered_tests
+from preregistration.plan_doc import write_markdown
+from preregistration.tables import columns, write_table
 
 REPO = Path(__file__).resolve().parents[1]
 SCALE = "smoke"
@@ -69,6 +69,7 @@ def trace_frame(spec: RunSpec, status: str) -> pd.DataFrame:
         "global_batch": [spec.global_batch] * len(steps),
         "train_loss": [v + 0.05 for v in _val_losses(spec, "token_cap", len(steps))],
         "val_loss": val,
+        "validated": [not math.isnan(v) for v in val],
         "pne": pne,
         "pne_star": pne / 10,
     }
@@ -112,7 +113,7 @@ def write_run(traces: Path, spec: RunSpec, sha: str, status: str = "reached_targ
         "status": status,
         "steps": last,
         "tokens": last * spec.global_batch * BLOCK,
-        "final_val_loss": float(finite[-1]) if len(finite) else None,
+        "final_val_loss": float(finite[-1]) if len(finite) and status != "diverged" else None,
         "wall_time_s": 1.5,
         "plan_hash": sha,
         "world_size": 1,

@@ -19,12 +19,11 @@ import yaml
 from run_factory import D1, Study
 
 from analysis.audit import _main as audit_main
-from analysis.audit import read_tests_csv
 from analysis.audit_report import AuditError
-from analysis.lock import lock_plan, study_paths
-from analysis.plan import plan_hash
-from analysis.plan_doc import write_markdown
-from analysis.tables import read_table, write_table
+from preregistration.lock import lock_plan, study_paths
+from preregistration.plan import plan_hash
+from preregistration.plan_doc import write_markdown
+from preregistration.tables import read_table, write_table
 
 DIVERGED = "bs4_fixed_s0"  # the run that diverges: the registered rule must exclude it
 
@@ -35,7 +34,7 @@ class AuditStudy(Study):
         write_table(change(runs), "runs", self.runs)
 
     def edit_t1(self, change) -> None:
-        write_table(change(read_tests_csv(self.t1)), "tests", self.t1)
+        write_table(change(read_table(self.t1, "tests")), "tests", self.t1)
 
 
 @pytest.fixture

@@ -25,13 +25,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from run_factory import REPO, Study
 
 from analysis.run_checks import RunFilesError
-from analysis.tables import read_table, write_table
+from preregistration.tables import read_table, write_table
 
 DIVERGED, CAPPED, RUN = "bs4_fixed_s0", "bs8_fixed_s1", "bs8_sqrt_s1"
 STATUSES = {DIVERGED: "diverged", CAPPED: "token_cap"}
@@ -233,7 +234,7 @@ CASES = {
         TRACE, edit_table(TRACE, lambda df: df.iloc[[1, 0, 2, 3]]), "'step' decreases at rows [1]"
     ),
     "trace negative exposure": Damage(
-        TRACE, edit_table(TRACE, _scale("int_pne_star", -1.0)), "'int_pne_star' is negative"
+        TRACE, edit_table(TRACE, _scale("int_pne_star", -1.0)), "'int_pne_star': expected finite"
     ),
     "trace exposure zero (log undefined)": Damage(
         TRACE,
@@ -249,10 +250,10 @@ CASES = {
     "trace exposure inf mid-run": Damage(
         TRACE,
         edit_table(TRACE, set_cell("int_pne_star", 1, math.inf)),
-        "'int_pne_star' is not finite at rows [1]",
+        "'int_pne_star': expected finite and >= 0; row(s) 1;",
     ),
     "trace exposure inf at the end": Damage(
-        TRACE, edit_table(TRACE, set_cell("int_pne_star", -1, math.inf)), "are not finite"
+        TRACE, edit_table(TRACE, set_cell("int_pne_star", -1, math.inf)), "'int_pne_star': expected"
     ),
     "trace tokens wrong": Damage(
         TRACE, edit_table(TRACE, set_cell("tokens", 2, 5)), "'tokens' is not step * global"
@@ -284,7 +285,9 @@ CASES = {
         TRACE, edit_table(TRACE, set_cell("val_loss", 2, math.inf)), "is not the last row"
     ),
     "trace train loss NaN": Damage(
-        TRACE, edit_table(TRACE, set_cell("train_loss", 1, math.nan)), "'train_loss'"
+        TRACE,
+        edit_table(TRACE, set_cell("train_loss", 1, math.nan)),
+        "a diverged step (non-finite loss or gradient norm) at rows [1] is not the last row",
     ),
     "trace last val loss NaN (diverged), meta says reached": Damage(
         META, edit_table(TRACE, set_cell("val_loss", -1, math.nan)), "the trace gives 'diverged'"
@@ -312,7 +315,7 @@ CASES = {
         "column 'run_id' is ['bs8_sqrt_s0']",
     ),
     "scores lack a column": Damage(
-        SCORES, edit_table(SCORES, lambda df: df.drop(columns="value")), "lacks column(s)"
+        SCORES, edit_table(SCORES, lambda df: df.drop(columns="value")), "missing column(s)"
     ),
     "scores shots as float": Damage(
         SCORES, edit_table(SCORES, lambda df: df.astype({"shots": float})), "column 'shots'"
@@ -331,7 +334,7 @@ CASES = {
         SCORES, edit_table(SCORES, set_cell("value", 2, math.nan)), "column 'value'"
     ),
     "scores accuracy inf": Damage(
-        SCORES, edit_table(SCORES, set_cell("value", 2, math.inf)), "not an accuracy in [0, 1]"
+        SCORES, edit_table(SCORES, set_cell("value", 2, math.inf)), "'value': expected finite"
     ),
     "scores accuracy above 1": Damage(
         SCORES, edit_table(SCORES, set_cell("value", 0, 1.5)), "not an accuracy in [0, 1]"
@@ -397,12 +400,9 @@ KEPT = {
         ),
         "diverged",
     ),
-    "diverged with non-finite exposures and no ICL scores": (
+    "diverged with no ICL scores": (
         DIVERGED,
-        both(
-            edit_table(TRACE, set_cell("int_pne_star", -1, math.inf)),
-            edit_table(SCORES, lambda df: df[df.measure != "icl_accuracy"]),
-        ),
+        edit_table(SCORES, lambda df: df[df.measure != "icl_accuracy"]),
         "diverged",
     ),
 }
@@ -420,11 +420,13 @@ def test_failed_run_is_kept_excluded_with_its_reason(study: Study, case: str):
     assert _failures(result, "files") == "" and _failures(result, "exclusions") == ""
 
 
-def test_diverged_exposure_is_the_last_finite_one(study: Study):
-    edit_table(TRACE, set_cell("int_pne_star", -1, math.inf))(study.run_dir(DIVERGED))
+def test_diverged_exposure_is_its_last_row(study: Study):
+    # the diverging step applied no update: its row holds the exposure integrated so far
     runs = study.collect().set_index("run_id")
     trace = pd.read_parquet(study.run_dir(DIVERGED) / TRACE)
-    assert runs.loc[DIVERGED, "int_pne_star"] == trace["int_pne_star"].iloc[-2]
+    assert runs.loc[DIVERGED, "int_pne_star"] == trace["int_pne_star"].iloc[-1]
+    assert runs.loc[DIVERGED, "status"] == "diverged"
+    assert np.isnan(runs.loc[DIVERGED, "final_val_loss"])
 
 
 @pytest.mark.parametrize(

@@ -18,9 +18,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from analysis.deviations import load_deviations
-from analysis.lock import lock_plan, read_lock, study_paths
-from analysis.plan import (
+from preregistration.__main__ import main as cli_main
+from preregistration.design import expand_design
+from preregistration.deviations import load_deviations
+from preregistration.lock import lock_plan, read_lock, study_paths
+from preregistration.plan import (
     PlanError,
     apply_exclusions,
     decide,
@@ -29,8 +31,7 @@ from analysis.plan import (
     registered_tests,
     scale_design,
 )
-from analysis.plan_doc import check_markdown, write_markdown
-from training.conditions import expand_design
+from preregistration.plan_doc import check_markdown, write_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 PLAN = REPO / "preregistration" / "plan.yaml"
@@ -65,20 +66,30 @@ def test_repository_plan_is_valid_and_expands_every_scale():
 
 
 def test_repository_plan_md_agrees_with_plan_yaml():
-    assert check_markdown(PLAN) == [], "run: python -m analysis.plan render"
+    assert check_markdown(PLAN) == [], "run: python -m preregistration render"
 
 
 def test_repository_lock_matches_plan_yaml():
     lock = read_lock(REPO / "preregistration" / "plan.lock.json")
     assert lock["sha256"] == plan_hash(PLAN), (
-        "plan.yaml changed since its lock: python -m analysis.plan render && "
-        "python -m analysis.plan lock --config config/config.yaml"
+        "plan.yaml changed since its lock: python -m preregistration render && "
+        "python -m preregistration lock --config config/config.yaml"
     )
 
 
 def test_repository_deviations_declare_h2_h3_not_run():
     log = load_deviations(REPO / "preregistration" / "deviations.yaml")
     assert log.covering("not_run", "H2", "cpu") and log.covering("not_run", "H3", "cpu")
+
+
+def test_command_line_hash_and_check(plan_file, capsys):
+    """`python -m preregistration hash|check` (preregistration/__main__.py)."""
+    assert cli_main(["hash", "--plan", str(plan_file)]) == 0
+    assert capsys.readouterr().out.strip() == plan_hash(plan_file)
+    assert cli_main(["check", "--plan", str(plan_file)]) == 0
+    plan_file.with_suffix(".md").write_text("edited by hand\n")
+    assert cli_main(["check", "--plan", str(plan_file)]) == 1
+    assert "preregistration render" in capsys.readouterr().err
 
 
 def test_plan_hash_is_sha256_of_the_bytes():
@@ -180,7 +191,7 @@ def test_plan_md_check_catches_either_side_edited(plan_file):
     write_markdown(plan_file)
     plan_file.write_text(plan_file.read_text().replace("alpha: 0.05", "alpha: 0.01", 1))
     problems = check_markdown(plan_file)
-    assert problems and str(md) in problems[0] and "analysis.plan render" in problems[0]
+    assert problems and str(md) in problems[0] and "preregistration render" in problems[0]
 
 
 # --- the lock -------------------------------------------------------------------------

@@ -17,9 +17,9 @@ from scipy import stats
 
 from analysis.h1_monotonicity import mixed_slope
 from analysis.h3_equivalence import paired_tost
-from analysis.plan import load_plan
 from analysis.power import power_h1, power_h3, seeds_needed, variance_components
 from analysis.simulate import simulate_runs
+from preregistration.plan import load_plan
 
 PLAN = Path(__file__).resolve().parents[1] / "preregistration" / "plan.yaml"
 SLOPE, SD_SEED, SD_RESID = 0.006, 0.02, 0.02

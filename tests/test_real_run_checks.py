@@ -20,10 +20,10 @@ import torch
 import yaml
 from run_factory import REPO, SCALE
 
-from analysis.plan import load_plan
 from analysis.run_checks import read_run, run_dir
-from analysis.tables import write_table
-from training.conditions import expand_design
+from preregistration.design import expand_design
+from preregistration.plan import load_plan
+from preregistration.tables import write_table
 from training.data import build_corpus
 from training.evaluate import score_model
 from training.model import GPT, GPTConfig
@@ -116,7 +116,7 @@ DAMAGE = {
     "trace exposure negated": (
         "trace.parquet",
         lambda d: _edit(d, "trace.parquet", lambda df: df.assign(int_pne=-df.int_pne)),
-        "'int_pne' is negative",
+        "'int_pne': expected finite and >= 0",
     ),
     "scores of another run": (
         "scores.parquet",

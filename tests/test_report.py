@@ -19,12 +19,12 @@ import pytest
 from statsmodels.stats.multitest import multipletests
 
 from analysis.h1_monotonicity import h1_summary
-from analysis.plan import decide, load_plan
 from analysis.report import build_tables
 from analysis.simulate import simulate_runs
-from analysis.tables import columns, write_table
-from figures.make import build_figures, read_tests_csv
-from training.conditions import expand_design
+from figures.make import build_figures
+from preregistration.design import expand_design
+from preregistration.plan import decide, load_plan
+from preregistration.tables import columns, read_table, write_table
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAN = ROOT / "preregistration" / "plan.yaml"
@@ -74,7 +74,7 @@ def test_every_table_and_figure_is_written(cpu_study):
 
 def test_t1_follows_schema_and_plan(cpu_study, plan):
     _, tables, _ = cpu_study
-    t1 = read_tests_csv(tables / "t1_confirmatory.csv")
+    t1 = read_table(tables / "t1_confirmatory.csv", "tests")
     assert list(t1.columns[: len(columns("tests"))]) == columns("tests")
     confirmatory = t1[t1["label"] == "confirmatory"]
     assert list(confirmatory["hypothesis"]) == list(plan["hypotheses"])
@@ -92,7 +92,7 @@ def test_t1_follows_schema_and_plan(cpu_study, plan):
 
 def test_holm_keeps_registered_family_size(cpu_study, plan):
     _, tables, _ = cpu_study
-    t1 = read_tests_csv(tables / "t1_confirmatory.csv").set_index("hypothesis")
+    t1 = read_table(tables / "t1_confirmatory.csv", "tests").set_index("hypothesis")
     family = plan["correction"]["family"]
     padded = t1.loc[family, "p"].fillna(1.0).to_numpy()
     expected = multipletests(padded, method="holm")[1]
@@ -102,7 +102,7 @@ def test_holm_keeps_registered_family_size(cpu_study, plan):
 
 def test_decisions_follow_registered_criterion(cpu_study, plan):
     _, tables, _ = cpu_study
-    t1 = read_tests_csv(tables / "t1_confirmatory.csv")
+    t1 = read_table(tables / "t1_confirmatory.csv", "tests")
     for _, row in t1[t1["label"].isin(["confirmatory", "control"])].iterrows():
         if not row["decision"].startswith("not run"):
             assert row["decision"] == decide(plan, row)
@@ -160,7 +160,7 @@ def test_arm_without_included_runs_still_renders(plan, tmp_path):
     runs["excluded"], runs["status"] = True, "diverged"
     runs["exclusion_reason"] = "diverged"
     tables, figs = _build(tmp_path, runs, scale="smoke")
-    t1 = read_tests_csv(tables / "t1_confirmatory.csv").set_index("hypothesis")
+    t1 = read_table(tables / "t1_confirmatory.csv", "tests").set_index("hypothesis")
     assert t1.loc["H1", "decision"] == "not run (no runs of arm batch_sweep)"
     assert np.isnan(t1.loc["H1", "p"])
     assert "not run (no runs of arm batch_sweep)" in (tables / "h1.md").read_text()
@@ -201,7 +201,7 @@ def test_smoke_scale_and_cli(plan, tmp_path):
     subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True)
     assert sorted(p.name for p in (tmp_path / "tables").iterdir()) == sorted(TABLE_FILES)
     assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == sorted(FIGURE_FILES)
-    t1 = read_tests_csv(tmp_path / "tables" / "t1_confirmatory.csv").set_index("hypothesis")
+    t1 = read_table(tmp_path / "tables" / "t1_confirmatory.csv", "tests").set_index("hypothesis")
     assert t1.loc["H1", "n_runs"] == len(runs) - 1
     # two seeds: the mixed model cannot be fitted, the fallback says so
     h1 = pd.read_csv(tmp_path / "tables" / "h1.csv")
@@ -254,7 +254,7 @@ def test_phase_and_injection_arms_are_analysed_once_they_have_runs(plan, tmp_pat
     runs = simulate_runs(plan, "cpu", icl_slope=0.03, sd_seed=0.01, sd_resid=0.005)
     runs = _extra_arms(runs, np.random.default_rng(1))
     tables, figs = _build(tmp_path, runs)
-    t1 = read_tests_csv(tables / "t1_confirmatory.csv").set_index("hypothesis")
+    t1 = read_table(tables / "t1_confirmatory.csv", "tests").set_index("hypothesis")
     assert t1.loc["H2", "estimate"] == pytest.approx(0.04, abs=0.02)  # late - early
     assert t1.loc["H2", "decision"] in ("supported", "not supported")
     assert t1.loc["H2", "n_runs"] == 12  # the early and late runs of 3 seeds x 2 budgets

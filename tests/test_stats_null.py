@@ -21,9 +21,9 @@ from analysis.h2_phase import late_minus_early
 from analysis.h3_equivalence import paired_tost, tost_against_target
 from analysis.h4_tradeoff import memorization_slope
 from analysis.multiplicity import holm
-from analysis.plan import load_plan
 from analysis.power import simulate_slope_tests, simulate_tost
 from analysis.simulate import simulate_runs
+from preregistration.plan import load_plan
 
 PLAN = Path(__file__).resolve().parents[1] / "preregistration" / "plan.yaml"
 ALPHA = 0.05

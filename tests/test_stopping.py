@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import yaml
 
-from analysis.plan import load_plan
-from analysis.tables import TableError, divergence_rows, read_table, write_table
-from training.conditions import expand_design
+from preregistration.design import expand_design
+from preregistration.plan import load_plan
+from preregistration.tables import TableError, divergence_rows, read_table, write_table
 from training.data import build_corpus
 from training.run import trace_table
 from training.stopping import ValidationSchedule
@@ -118,5 +118,5 @@ def test_diverged_run_ends_with_the_row_that_shows_it(smoke, tmp_path):
     # the same NaN in a row that did not diverge is refused, naming the file
     broken = again.copy()
     broken.loc[0, "trace_pcp"] = np.nan
-    with pytest.raises(TableError, match="trace.parquet.*trace_pcp"):
+    with pytest.raises(TableError, match=r"(?s)trace.parquet.*trace_pcp.*row\(s\) 0"):
         write_table(broken, "steps", tmp_path / "trace.parquet")

@@ -29,7 +29,7 @@ from analysis.report_summary import (
     software_table,
     summary_rst,
 )
-from analysis.tables import write_table
+from preregistration.tables import write_table
 
 REPO = Path(__file__).resolve().parents[1]
 

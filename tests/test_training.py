@@ -11,8 +11,8 @@ import pytest
 import torch
 import yaml
 
-from analysis.plan import load_plan
-from training.conditions import expand_design
+from preregistration.design import expand_design
+from preregistration.plan import load_plan
 from training.data import CorpusGenerator, build_corpus, mapping_hash
 from training.train import batch_indices, train_run
 

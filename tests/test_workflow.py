@@ -12,9 +12,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from analysis.plan import load_plan
-from analysis.tables import read_table
-from training.conditions import expand_design
+from preregistration.design import expand_design
+from preregistration.plan import load_plan
+from preregistration.tables import read_table
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))

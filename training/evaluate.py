@@ -30,14 +30,6 @@ def answer_accuracy(
     return float((pred == targets).float().mean())
 
 
-def icl_auc(shots: list[int], accuracy: list[float]) -> float:
-    """Trapezoid area under accuracy vs log2(1 + shots), divided by the x-range: in [0, 1]."""
-    x = np.log2(1 + np.asarray(shots, dtype=float))
-    y = np.asarray(accuracy, dtype=float)
-    order = np.argsort(x)
-    return float(np.trapezoid(y[order], x[order]) / (x.max() - x.min()))
-
-
 @torch.no_grad()
 def induction_score(model: GPT, gen: CorpusGenerator, n: int, seed: int) -> float:
     """Mean loss on a copy segment's first occurrence minus its loss on the repeats (nats/token).
@@ -59,7 +51,11 @@ def induction_score(model: GPT, gen: CorpusGenerator, n: int, seed: int) -> floa
 
 
 def score_model(model: GPT, corpus: dict, eval_cfg: dict, run_id: str) -> pd.DataFrame:
-    """All scores of one model as a tidy table (analysis.tables SCORES)."""
+    """All scores of one model as a tidy table (preregistration.tables SCORES).
+
+    Its run-level summaries (ICL AUC, memorization, ...) are
+    ``preregistration.scores.summarize_scores``.
+    """
     model.eval()
     data_cfg = corpus["data_cfg"]
     gen = CorpusGenerator(data_cfg, seq_len=corpus["block_size"] + 1)
@@ -95,19 +91,3 @@ def score_model(model: GPT, corpus: dict, eval_cfg: dict, run_id: str) -> pd.Dat
     df = pd.DataFrame(rows, columns=["measure", "shots", "value", "chance", "n_items"])
     df.insert(0, "run_id", run_id)
     return df
-
-
-def summarize_scores(scores: pd.DataFrame) -> dict[str, float]:
-    """Run-level summaries of a scores table (the score columns of the runs table)."""
-    icl = scores[scores.measure == "icl_accuracy"].sort_values("shots")
-    one = scores.set_index("measure")["value"]
-    fact, iw = float(one.get("fact_recall", np.nan)), float(one.get("in_weights_accuracy", np.nan))
-    return {
-        "icl_auc": icl_auc(icl.shots.tolist(), icl.value.tolist()) if len(icl) > 1 else np.nan,
-        "icl_acc_max_shots": float(icl.value.iloc[-1]) if len(icl) else np.nan,
-        "icl_acc_zero_shot": float(icl[icl.shots == 0].value.mean()) if len(icl) else np.nan,
-        "fact_recall": fact,
-        "in_weights_accuracy": iw,
-        "memorization": (fact + iw) / 2,
-        "induction_score": float(one.get("induction_score", np.nan)),
-    }

@@ -28,8 +28,8 @@ four places::
 Under DDP the K micro-backwards of a logging step must run under ``no_sync()``
 (so the logger sees each worker's own micro-batches) and the loop averages the
 gradients itself afterwards. The record's keys are the P-NE columns of
-``analysis.tables.STEPS``; its ``layers`` entry is a list of per-module rows, the
-``analysis.tables.LAYERS`` table.
+``preregistration.tables.STEPS``; its ``layers`` entry is a list of per-module rows, the
+``preregistration.tables.LAYERS`` table.
 
 Cost: on non-logging steps nothing but a few float additions. On a logging step
 (K + 1) flat fp32 copies of the gradient (memory 4 (K + 1) D bytes), one

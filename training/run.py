@@ -19,9 +19,9 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 
-from analysis.plan import load_plan, plan_hash
-from analysis.tables import columns, write_table
-from training.conditions import expand_design
+from preregistration.design import expand_design
+from preregistration.plan import load_plan, plan_hash
+from preregistration.tables import columns, write_table
 from training.train import init_distributed, package_versions, save_checkpoint, train_run
 
 

@@ -32,7 +32,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from training.conditions import RunSpec
+from preregistration.design import RunSpec
 from training.model import GPT, GPTConfig, lm_loss
 from training.pne import NoiseLogger
 from training.stopping import ValidationSchedule
@@ -47,7 +47,7 @@ class RunResult:
     tokens: int
     final_val_loss: float
     wall_time_s: float
-    trace: pd.DataFrame  # one row per logged step (analysis.tables STEPS)
+    trace: pd.DataFrame  # one row per logged step (preregistration.tables STEPS)
     layers: pd.DataFrame  # per-layer breakdown at logged steps (may be empty)
 
 

@@ -10,9 +10,9 @@ min_version("9.0")
 
 sys.path.insert(0, workflow.basedir)
 
-from analysis.plan import load_plan  # noqa: E402
 from analysis.run_checks import missing_run_files  # noqa: E402
-from training.conditions import expand_design  # noqa: E402
+from preregistration.design import expand_design  # noqa: E402
+from preregistration.plan import load_plan  # noqa: E402
 
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 

@@ -3,7 +3,7 @@
 # into one self-contained HTML file. It opens on the summary written here
 # (audit verdict, confirmatory tests, runs); the figures are marked where they
 # are made (figures.smk), the tables' pages here.
-from analysis.lock import study_paths  # noqa: E402
+from preregistration.lock import study_paths  # noqa: E402
 from analysis.report_summary import SECTIONS  # noqa: E402
 
 REPORT = f"{RESULTS}/report"

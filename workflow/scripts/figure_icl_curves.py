@@ -3,8 +3,8 @@
 import sys
 from pathlib import Path
 
-from analysis.tables import read_table
 from figures.icl_curves import plot_icl_curves
+from preregistration.tables import read_table
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
 runs = read_table(snakemake.input.runs, "runs")  # noqa: F821

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.plan import load_plan
 from analysis.power import seeds_needed
 from analysis.report import write_csv_and_markdown
-from analysis.tables import read_table
+from preregistration.plan import load_plan
+from preregistration.tables import read_table
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
 runs = read_table(snakemake.input.runs, "runs")  # noqa: F821
@@ -24,4 +24,4 @@ write_csv_and_markdown(table, out.parent, out.stem, "Power of H1 and H3 by seeds
     "on this study's included runs, treated as a pilot. H1: effect = the pilot slope",
     "(optimistic). H3: paired TOST with the plan's margin under no true difference.",
     "1000 simulated studies per row (mc_se: Monte-Carlo SE).",
-])  # fmt: skip
+], table="power")  # fmt: skip

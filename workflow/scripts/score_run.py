@@ -4,7 +4,7 @@ import sys
 
 import torch
 
-from analysis.tables import write_table
+from preregistration.tables import write_table
 from training.evaluate import score_model
 from training.model import GPT, GPTConfig
 

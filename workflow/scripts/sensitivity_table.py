@@ -5,7 +5,7 @@ from pathlib import Path
 
 from analysis.report import write_csv_and_markdown
 from analysis.sensitivity import sensitivity_table
-from analysis.tables import read_table
+from preregistration.tables import read_table
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
 runs = read_table(snakemake.input.runs, "runs")  # noqa: F821
@@ -14,4 +14,4 @@ table = sensitivity_table(steps, runs)  # leaves excluded runs out, and says so 
 out = Path(snakemake.output.csv)  # noqa: F821
 write_csv_and_markdown(table, out.parent, out.stem, "Estimator sensitivity (exploratory)", [
     "Curvature proxy (empirical Fisher vs Hutchinson), eta vs eta^2, clipping.",
-])  # fmt: skip
+], table="sensitivity")  # fmt: skip

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from analysis.plan import PlanError, scale_design
+from preregistration.plan import PlanError, scale_design
 
 LR_RULES = ("fixed", "sqrt", "linear")
 

@@ -13,31 +13,25 @@ data, evaluated here with pandas ``DataFrame.eval``:
 - ``hypotheses.<H>.decision.supported_if``: a predicate over a row of the
   confirmatory-tests table T1 (``decide``).
 
-Command line::
-
-    python -m analysis.plan render   # write preregistration/plan.md from plan.yaml
-    python -m analysis.plan check    # plan.md agrees with plan.yaml
-    python -m analysis.plan lock [--config config/config.yaml]
-    python -m analysis.plan hash     # print the plan's SHA-256
+Command line: ``python -m preregistration render | check | lock | hash``
+(``preregistration/__main__.py``).
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
 import re
-import sys
 from pathlib import Path
 
 import jsonschema
 import pandas as pd
 import yaml
 
-from analysis.tables import SCHEMAS, columns
+from preregistration.tables import SCHEMAS, columns
 
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "preregistration" / "plan.schema.json"
+SCHEMA_PATH = Path(__file__).resolve().parent / "plan.schema.json"
 DEFAULT_PLAN = Path("preregistration/plan.yaml")
 
 # The columns of T1 that identify a test as registered (the rest are its results).
@@ -202,7 +196,7 @@ def registered_tests(plan: dict, scale: str) -> pd.DataFrame:
     Returns
     -------
     DataFrame with columns ``hypothesis`` and ``REGISTERED_FIELDS`` (label, test,
-    outcome, sidedness, alpha, margin, family), typed as in analysis/tables.py
+    outcome, sidedness, alpha, margin, family), typed as in preregistration/report_tables.py
     TESTS; ``supported_if`` (the decision criterion) and ``arms`` (comma-separated)
     follow. Margins naming a scale key are resolved for ``scale``.
     """
@@ -280,54 +274,3 @@ def _predicate(frame: pd.DataFrame, expr: str, where: str) -> pd.Series:
     if not isinstance(result, pd.Series) or result.dtype.kind != "b":
         raise PlanError(f"{prefix}{expr!r} does not give one true/false value per row")
     return result.fillna(False).astype(bool)
-
-
-def _main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m analysis.plan", description=__doc__.split("\n")[0]
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, text in [
-        ("render", "write plan.md from plan.yaml"),
-        ("check", "plan.md agrees with plan.yaml"),
-        ("hash", "print the plan's SHA-256"),
-    ]:
-        cmd = sub.add_parser(name, help=text)
-        cmd.add_argument(
-            "--plan", default=str(DEFAULT_PLAN), help="plan YAML (default %(default)s)"
-        )
-    lock = sub.add_parser("lock", help="write the lock (refused once confirmatory traces exist)")
-    lock.add_argument(
-        "--config", default="config/config.yaml", help="config YAML (default %(default)s)"
-    )
-    args = parser.parse_args(argv)
-
-    # Imported here: both modules import this one.
-    from analysis.lock import lock_from_config
-    from analysis.plan_doc import check_markdown, write_markdown
-
-    try:
-        if args.command == "render":
-            print(f"wrote {write_markdown(args.plan)}")
-        elif args.command == "check":
-            problems = check_markdown(args.plan)
-            if problems:
-                print("\n".join(problems), file=sys.stderr)
-                return 1
-            print(f"{Path(args.plan).with_suffix('.md')} agrees with {args.plan}")
-        elif args.command == "hash":
-            load_plan(args.plan)
-            print(plan_hash(args.plan))
-        else:
-            print(lock_from_config(args.config))
-    except PlanError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    # Run the imported module's entry point so that one PlanError class is in play.
-    from analysis.plan import _main as main
-
-    sys.exit(main())

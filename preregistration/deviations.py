@@ -23,9 +23,9 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from analysis.plan import PlanError, read_yaml, schema_problems
+from preregistration.plan import PlanError, read_yaml, schema_problems
 
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "preregistration" / "deviations.schema.json"
+SCHEMA_PATH = Path(__file__).resolve().parent / "deviations.schema.json"
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from analysis.deviations import load_deviations
-from analysis.plan import PlanError, load_plan, plan_hash, read_yaml
-from analysis.plan_doc import check_markdown
+from preregistration.deviations import load_deviations
+from preregistration.plan import PlanError, load_plan, plan_hash, read_yaml
+from preregistration.plan_doc import check_markdown
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -73,7 +73,7 @@ def read_lock(path: str | Path) -> dict:
     """The lock record; errors name the file and what is wrong with it."""
     path = Path(path)
     if not path.exists():
-        raise PlanError(f"{path}: lock file not found; run `python -m analysis.plan lock`")
+        raise PlanError(f"{path}: lock file not found; run `python -m preregistration lock`")
     try:
         record = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -140,5 +140,5 @@ def lock_plan(paths: StudyPaths, now: dt.datetime | None = None) -> str:
 
 
 def lock_from_config(config_path: str | Path) -> str:
-    """``python -m analysis.plan lock --config ...``: lock the plan the config names."""
+    """``python -m preregistration lock --config ...``: lock the plan the config names."""
     return lock_plan(study_paths(read_config(config_path), config_path))

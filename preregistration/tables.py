@@ -1,10 +1,12 @@
 """The tidy tables through which the stages meet, declared once.
 
-Every table the pipeline writes or reads is declared here: its columns, their
-types, units and meanings. ``write_table`` checks a DataFrame against its
-declaration before writing; ``read_table`` checks a file after reading and names
-the file and the problem when it does not match. Nothing else in the project
-lists these columns.
+Every table the pipeline writes or reads is declared here (the analysis' reported
+tables in ``preregistration.report_tables``): its columns, their types, units and
+meanings, and the values each column may hold. ``schema`` turns a declaration into
+a pandera ``DataFrameSchema`` (``preregistration.contracts``); ``write_table``
+validates a DataFrame before writing; ``read_table`` validates a file after
+reading. A violation raises ``TableError`` naming the file, the column, what was
+expected and the offending rows. Nothing else in the project lists these columns.
 
 Tables
 ------
@@ -12,28 +14,39 @@ steps   one row per logged optimizer step of one run (the P-NE trace).
 scores  one row per (run, measure, shots) score of one trained model.
 runs    one row per run of the study: condition, seed, exposure, loss, scores,
         status and exclusion.
+layers  one row per (logged step, module) of one run: the per-layer P-NE breakdown.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pandera.pandas as pa
 
+from preregistration.contracts import (
+    COUNT,
+    FINITE,
+    NONNEGATIVE,
+    NONNEGATIVE_OR_INF,
+    POSITIVE_COUNT,
+    PROBABILITY,
+    Column,
+    Domain,
+    TableError,
+    check_frame,
+    dataframe_schema,
+    describe_columns,
+    empty_frame,
+    from_plan,
+    matching,
+    one_of,
+    read_frame,
+)
+from preregistration.report_tables import REPORT_SCHEMAS, REPORT_VALUES
 
-class TableError(ValueError):
-    """A table file is missing, unreadable, or does not match its schema."""
-
-
-@dataclass(frozen=True)
-class Column:
-    name: str
-    dtype: str  # "int", "float", "str" or "bool"
-    unit: str
-    meaning: str
-    nullable: bool = False
+__all__ = ["Column", "TableError", "columns", "describe", "read_table", "validate", "write_table"]
 
 
 def _c(name: str, dtype: str, unit: str, meaning: str, nullable: bool = False) -> Column:
@@ -261,34 +274,6 @@ RUNS = (
     _c("wall_time_s", "float", "s", "training wall time"),
 )
 
-# Table T1: one row per statistical test the analysis ran (confirmatory, control or
-# exploratory). The audit compares the registered tests of the plan with these rows.
-TESTS = (
-    _c("hypothesis", "str", "-", "plan key (H1..H4, a control name) or an exploratory label"),
-    _c("label", "str", "-", "confirmatory | control | exploratory"),
-    _c("test", "str", "-", "test name as registered in the plan"),
-    _c("outcome", "str", "-", "outcome column of the runs table"),
-    _c("sidedness", "str", "-", "greater | less | two-sided | equivalence"),
-    _c("alpha", "float", "-", "significance level used"),
-    _c(
-        "margin",
-        "float",
-        "-",
-        "equivalence margin (NaN when not an equivalence test)",
-        nullable=True,
-    ),
-    _c("family", "str", "-", "correction family ('' when none)"),
-    _c(
-        "estimate", "float", "-", "point estimate (slope, contrast, difference, rho)", nullable=True
-    ),
-    _c("ci_low", "float", "-", "lower confidence bound", nullable=True),
-    _c("ci_high", "float", "-", "upper confidence bound", nullable=True),
-    _c("p", "float", "-", "p-value as the test defines it", nullable=True),
-    _c("p_holm", "float", "-", "Holm-adjusted p within the family (NaN outside it)", nullable=True),
-    _c("n_runs", "int", "runs", "number of included runs the test used"),
-    _c("decision", "str", "-", "supported | not supported | not run (reason) | exploratory"),
-)
-
 # Per-layer breakdown of a logged step (added by the estimator, training/pne.py: the
 # ``layers`` entry of NoiseLogger's record). A layer is a module (parameter name without
 # its last component); trace_pcp, pne, pne_star and pne_eff sum over layers to the step's
@@ -311,84 +296,181 @@ SCHEMAS: dict[str, tuple[Column, ...]] = {
     "steps": STEPS,
     "scores": SCORES,
     "runs": RUNS,
-    "tests": TESTS,
     "layers": LAYERS,
+    **REPORT_SCHEMAS,
 }
 
-_PANDAS_KIND = {"int": "iu", "float": "fiu", "str": "OSU", "bool": "b"}
+# The values each column may hold (DESIGN §8); a column without an entry is checked
+# for its type and nullability only. Kept apart from the column lists above so that a
+# new column is one line there.
+_EXPOSURES = ("int_pne", "int_pne_star", "int_pne_eff", "int_pne_star_eff", "int_pne_eta2")
+VALUES: dict[str, dict[str, Domain]] = {
+    "steps": {
+        "step": POSITIVE_COUNT,
+        "tokens": COUNT,
+        "lr": NONNEGATIVE,
+        "train_loss": NONNEGATIVE,
+        "val_loss": NONNEGATIVE_OR_INF,  # +inf at the last row of a diverged run
+        "grad_norm": NONNEGATIVE,
+        "clip_coef": PROBABILITY,
+        "clip_rate": PROBABILITY,
+        "global_batch": POSITIVE_COUNT,
+        "trace_pcp": NONNEGATIVE,
+        "trace_pfp": NONNEGATIVE,
+        "pne": NONNEGATIVE,
+        "pne_star": NONNEGATIVE,
+        "pne_eff": NONNEGATIVE,
+        "pne_star_eff": NONNEGATIVE,
+        "pne_eta2": NONNEGATIVE,
+        "b_simple": NONNEGATIVE_OR_INF,  # +inf when the unbiased |G|^2 is <= 0
+        **{name: NONNEGATIVE for name in _EXPOSURES},
+        "trace_cov": NONNEGATIVE,
+        "grad_sq": FINITE,
+        "trace_pfp_fisher": NONNEGATIVE,
+        "pne_star_fisher": NONNEGATIVE,
+        "int_pne_star_fisher": NONNEGATIVE,
+        "trace_php_hutchinson": FINITE,  # a stochastic estimate: may be negative
+        "pne_star_hutchinson": NONNEGATIVE,
+        "int_pne_star_hutchinson": NONNEGATIVE,
+        "spectrum_top": NONNEGATIVE,
+        "spectrum_top_share": PROBABILITY,
+        "eff_rank": NONNEGATIVE,
+        "hill_tail_index": NONNEGATIVE,
+    },
+    "scores": {
+        "measure": one_of(
+            "icl_accuracy", "fact_recall", "in_weights_accuracy", "induction_score", "val_loss"
+        ),
+        "shots": Domain("a count >= 0, or -1 when not applicable", low=-1.0),
+        "value": FINITE,
+        "chance": PROBABILITY,
+        "n_items": COUNT,
+    },
+    "runs": {
+        "seed": COUNT,
+        "global_batch": POSITIVE_COUNT,
+        "lr_peak": NONNEGATIVE,
+        "lr_rule": one_of("fixed", "sqrt", "linear"),
+        "status": from_plan("stopping", "statuses"),
+        "steps": COUNT,
+        "tokens": COUNT,
+        "final_val_loss": NONNEGATIVE_OR_INF,  # +inf when a run diverged at its last check
+        **{name: NONNEGATIVE for name in _EXPOSURES},
+        "icl_auc": PROBABILITY,
+        "icl_acc_max_shots": PROBABILITY,
+        "icl_acc_zero_shot": PROBABILITY,
+        "fact_recall": PROBABILITY,
+        "in_weights_accuracy": PROBABILITY,
+        "memorization": PROBABILITY,
+        "induction_score": FINITE,
+        "plan_hash": matching(r"[0-9a-f]{64}", "a SHA-256 in hex"),
+        "wall_time_s": NONNEGATIVE,
+    },
+    "layers": {
+        "step": POSITIVE_COUNT,
+        "n_params": COUNT,
+        "trace_pcp": NONNEGATIVE,
+        "trace_pfp": NONNEGATIVE,
+        "trace_cov": NONNEGATIVE,
+        "grad_sq": FINITE,
+        "pne": NONNEGATIVE,
+        "pne_star": NONNEGATIVE,
+        "pne_eff": NONNEGATIVE,
+    },
+    **REPORT_VALUES,
+}
 
 
 def divergence_rows(steps: pd.DataFrame) -> pd.Series:
     """Rows of a steps table that record a diverged step: a non-finite training loss or
-    gradient norm, or a validation that gave a non-finite loss. A row of the first kind
-    has no estimate (its per-step P-NE columns are NaN); its integrated columns hold the
-    exposure up to that step."""
+    gradient norm, or a validation that gave a non-finite loss.
+
+    A row of the first kind has no estimate (its per-step P-NE columns are missing);
+    its integrated columns (``int_*``) hold the exposure up to that step. The trainer
+    writes such a row last (``training.train``); ``analysis.run_status`` checks that.
+    """
 
     def finite(column: str) -> np.ndarray:
-        return np.isfinite(pd.to_numeric(steps[column], errors="coerce").to_numpy(dtype=float))
+        values = pd.to_numeric(steps[column], errors="coerce").to_numpy(dtype=float)
+        return np.isfinite(values)
 
-    validated = steps["validated"].to_numpy(dtype=bool)
+    validated = (steps["validated"] == True).to_numpy(dtype=bool)  # noqa: E712
     bad = ~finite("train_loss") | ~finite("grad_norm") | (validated & ~finite("val_loss"))
     return pd.Series(bad, index=steps.index)
 
 
-def columns(table: str) -> list[str]:
-    """Column names of ``table`` in their declared order."""
-    return [c.name for c in _schema(table)]
+# Columns a divergence row of the steps table must still hold: where and when it is,
+# and the exposure integrated so far. Its losses may be non-finite, its estimates missing.
+_DIVERGENCE_KEPT = ("run_id", "step", "tokens", "lr", "global_batch", "validated")
+_DIVERGENCE_LOSSES = ("train_loss", "val_loss", "grad_norm")
 
 
-def _schema(table: str) -> tuple[Column, ...]:
+def divergence_schema(plan: dict | None = None) -> pa.DataFrameSchema:
+    """The contract of a steps table's divergence rows (``divergence_rows``)."""
+    kept = lambda name: name in _DIVERGENCE_KEPT or name.startswith("int_")  # noqa: E731
+    declared = tuple(
+        Column(c.name, c.dtype, c.unit, c.meaning, nullable=c.nullable or not kept(c.name))
+        for c in STEPS
+    )
+    domains = {k: v for k, v in VALUES["steps"].items() if k not in _DIVERGENCE_LOSSES}
+    domains |= dict.fromkeys(_DIVERGENCE_LOSSES, NONNEGATIVE_OR_INF)
+    return dataframe_schema("steps", declared, domains, plan)
+
+
+def _declared(table: str) -> tuple[Column, ...]:
     if table not in SCHEMAS:
         raise KeyError(f"unknown table {table!r}; known: {sorted(SCHEMAS)}")
     return SCHEMAS[table]
 
 
-def validate(df: pd.DataFrame, table: str, source: str | Path = "<DataFrame>") -> pd.DataFrame:
-    """Check ``df`` against the declaration of ``table``; return it with declared column order.
+def columns(table: str) -> list[str]:
+    """Column names of ``table`` in their declared order."""
+    return [c.name for c in _declared(table)]
 
-    Raises ``TableError`` naming ``source``, the column and what was expected.
-    Extra columns are kept after the declared ones (later stages may add measures).
+
+def schema(table: str, plan: dict | None = None) -> pa.DataFrameSchema:
+    """The pandera contract of ``table`` (``plan``: the plan whose lists it refers to;
+    default ``preregistration/plan.yaml``)."""
+    return dataframe_schema(table, _declared(table), VALUES.get(table, {}), plan)
+
+
+def validate(
+    df: pd.DataFrame,
+    table: str,
+    source: str | Path = "<DataFrame>",
+    plan: dict | None = None,
+) -> pd.DataFrame:
+    """Check ``df`` against the contract of ``table``; return it with declared column order.
+
+    Raises ``TableError`` naming ``source``, each failing column, what was expected
+    and the offending rows. Extra columns are kept after the declared ones (later
+    stages may add measures). Nothing is converted.
     """
-    schema = _schema(table)
-    missing = [c.name for c in schema if c.name not in df.columns]
-    if missing:
-        raise TableError(f"{source}: table '{table}' lacks column(s) {missing}")
-    for col in schema:
-        series = df[col.name]
-        if col.dtype == "str":
-            ok = series.map(lambda v: isinstance(v, str)).all() if len(series) else True
-        else:
-            ok = series.dtype.kind in _PANDAS_KIND[col.dtype]
-        if not ok:
-            raise TableError(
-                f"{source}: column '{col.name}' of table '{table}' should be {col.dtype}, "
-                f"found {series.dtype}"
-            )
-    exempt = divergence_rows(df) if table == "steps" else pd.Series(False, index=df.index)
-    for col in schema:
-        series = df[col.name]
-        empty = series.isna() & ~exempt.to_numpy() if col.dtype != "str" else None
-        if not col.nullable and empty is not None and empty.any():
-            row = int(empty.to_numpy().argmax())
-            raise TableError(
-                f"{source}: column '{col.name}' of table '{table}' is empty at row {row}"
-            )
-    extra = [c for c in df.columns if c not in {c.name for c in schema}]
-    return df[[c.name for c in schema] + extra]
+    if table == "steps" and {*_DIVERGENCE_LOSSES, "validated"} <= set(df.columns):
+        diverged = divergence_rows(df)
+        check_frame(df[~diverged], schema(table, plan), source)
+        check_frame(df[diverged], divergence_schema(plan), source)
+    else:
+        check_frame(df, schema(table, plan), source)
+    declared = columns(table)
+    return df[declared + [c for c in df.columns if c not in set(declared)]]
 
 
 def empty_table(table: str) -> pd.DataFrame:
     """A table with no rows and every declared column typed (e.g. a run that diverged at once)."""
-    kinds = {"int": "int64", "float": "float64", "str": "object", "bool": "bool"}
-    return pd.DataFrame({c.name: pd.Series(dtype=kinds[c.dtype]) for c in _schema(table)})
+    return empty_frame(_declared(table))
 
 
-def write_table(df: pd.DataFrame, table: str, path: str | Path) -> Path:
-    """Validate ``df`` as ``table`` and write it as Parquet (or CSV if the suffix says so)."""
+def write_table(df: pd.DataFrame, table: str, path: str | Path, plan: dict | None = None) -> Path:
+    """Validate ``df`` as ``table`` and write it as Parquet (or CSV if the suffix says so).
+
+    A frame without rows is written with every declared column, typed.
+    """
     path = Path(path)
-    if df.empty and len(df.columns) == 0:
-        df = empty_table(table)
-    df = validate(df.reset_index(drop=True), table, source=path)
+    if len(df) == 0:
+        extra = [c for c in df.columns if c not in set(columns(table))]
+        df = pd.concat([empty_table(table), df[extra].astype(object)], axis=1)
+    df = validate(df.reset_index(drop=True), table, source=path, plan=plan)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".csv":
         df.to_csv(path, index=False)
@@ -397,32 +479,12 @@ def write_table(df: pd.DataFrame, table: str, path: str | Path) -> Path:
     return path
 
 
-def read_table(path: str | Path, table: str) -> pd.DataFrame:
-    """Read ``path`` and validate it as ``table``; errors name the file and the problem."""
-    path = Path(path)
-    if not path.exists():
-        raise TableError(f"{path}: file not found (expected table '{table}')")
-    try:
-        df = _read_csv(path, table) if path.suffix == ".csv" else pd.read_parquet(path)
-    except Exception as exc:  # pyarrow raises several types for truncated or corrupt files
-        raise TableError(f"{path}: cannot be read as table '{table}' ({exc})") from exc
-    return validate(df, table, source=path)
-
-
-def _read_csv(path: Path, table: str) -> pd.DataFrame:
-    """CSV with empty strings kept as '' in text columns and read as NaN elsewhere."""
-    schema = _schema(table)
-    return pd.read_csv(
-        path,
-        dtype={c.name: str for c in schema if c.dtype == "str"},
-        keep_default_na=False,
-        na_values={c.name: ["", "NaN", "nan"] for c in schema if c.dtype != "str"},
-    )
+def read_table(path: str | Path, table: str, plan: dict | None = None) -> pd.DataFrame:
+    """Read ``path`` and validate it as ``table``; errors name the file, column and rows."""
+    df = read_frame(path, table, _declared(table))
+    return validate(df, table, source=path, plan=plan)
 
 
 def describe(table: str) -> str:
     """A Markdown table documenting ``table``'s columns (for README and docs)."""
-    lines = ["| column | type | unit | meaning |", "|---|---|---|---|"]
-    for c in _schema(table):
-        lines.append(f"| `{c.name}` | {c.dtype} | {c.unit} | {c.meaning} |")
-    return "\n".join(lines)
+    return describe_columns(_declared(table), VALUES.get(table, {}))

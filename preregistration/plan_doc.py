@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from analysis.plan import load_plan, plan_hash
+from preregistration.design import expand_design
+from preregistration.plan import load_plan, plan_hash
 
 # Order in which a test's registered fields are shown (statement is shown above).
 _FIELDS = (
@@ -60,9 +61,6 @@ def _test_section(key: str, spec: dict) -> list[str]:
 
 
 def _design_section(plan: dict) -> list[str]:
-    # Imported here: training.conditions imports analysis.plan.
-    from training.conditions import expand_design
-
     lines = ["## Design", "", "### Arms", ""]
     for arm, spec in plan["design"]["arms"].items():
         rules = f" LR rules: {_value(spec['lr_rules'])}." if "lr_rules" in spec else ""
@@ -106,7 +104,7 @@ def render_markdown(plan: dict, plan_file: str | Path) -> str:
     plan_file = Path(plan_file)
     correction = plan["correction"]
     lines = [
-        f"<!-- Generated from {plan_file.name} by `python -m analysis.plan render`; "
+        f"<!-- Generated from {plan_file.name} by `python -m preregistration render`; "
         "do not edit by hand. -->",
         "",
         f"# Pre-registration: {plan['title']}",
@@ -201,7 +199,7 @@ def write_markdown(plan_file: str | Path) -> Path:
 def check_markdown(plan_file: str | Path) -> list[str]:
     """Problems with plan.md against ``plan_file`` (empty when they agree)."""
     md = markdown_path(plan_file)
-    fix = f"run `python -m analysis.plan render --plan {plan_file}`"
+    fix = f"run `python -m preregistration render --plan {plan_file}`"
     if not md.exists():
         return [f"{md}: not found; {fix}"]
     expected = render_markdown(load_plan(plan_file), plan_file).splitlines()

@@ -1,0 +1,251 @@
+"""The tables the analysis reports (CSV beside a rounded Markdown copy), declared once.
+
+tests           T1, one row per statistical test the analysis ran (the audit reads it)
+h1              every H1 analysis, confirmatory and exploratory (``h1.csv``)
+inventory       T2, every run with its exclusion and whether the design lists it
+equivalence     T3, the H3 paired TOSTs (and their loss-matching control)
+loss_matching   T4, each condition's final loss against target +- tolerance
+sensitivity     the estimator-sensitivity table (curvature proxy, eta vs eta^2, clipping)
+power           simulated power of H1 and H3 by number of seeds
+
+A row of a test that did not run keeps its text columns and leaves
+the numbers missing, so most numeric columns here are nullable.
+"""
+
+from __future__ import annotations
+
+from preregistration.contracts import (
+    COUNT,
+    FINITE,
+    NONNEGATIVE,
+    PROBABILITY,
+    Column,
+    Domain,
+    from_plan,
+    matching,
+    one_of,
+)
+
+
+def _c(name: str, dtype: str, unit: str, meaning: str, nullable: bool = False) -> Column:
+    return Column(name, dtype, unit, meaning, nullable)
+
+
+# Table T1: one row per statistical test the analysis ran (confirmatory, control or
+# exploratory). The audit compares the registered tests of the plan with these rows.
+TESTS = (
+    _c("hypothesis", "str", "-", "plan key (H1..H4, a control name) or an exploratory label"),
+    _c("label", "str", "-", "confirmatory | control | exploratory"),
+    _c("test", "str", "-", "test name as registered in the plan"),
+    _c("outcome", "str", "-", "outcome column of the runs table"),
+    _c("sidedness", "str", "-", "greater | less | two-sided | equivalence"),
+    _c("alpha", "float", "-", "significance level used"),
+    _c(
+        "margin",
+        "float",
+        "-",
+        "equivalence margin (NaN when not an equivalence test)",
+        nullable=True,
+    ),
+    _c("family", "str", "-", "correction family ('' when none)"),
+    _c(
+        "estimate", "float", "-", "point estimate (slope, contrast, difference, rho)", nullable=True
+    ),
+    _c("ci_low", "float", "-", "lower confidence bound", nullable=True),
+    _c("ci_high", "float", "-", "upper confidence bound", nullable=True),
+    _c("p", "float", "-", "p-value as the test defines it", nullable=True),
+    _c("p_holm", "float", "-", "Holm-adjusted p within the family (NaN outside it)", nullable=True),
+    _c("n_runs", "int", "runs", "number of included runs the test used"),
+    _c("decision", "str", "-", "supported | not supported | not run (reason) | exploratory"),
+)
+TESTS_VALUES: dict[str, Domain] = {
+    "label": one_of("confirmatory", "control", "exploratory"),
+    "sidedness": one_of("greater", "less", "two-sided", "equivalence"),
+    "alpha": PROBABILITY,
+    "margin": NONNEGATIVE,
+    "ci_low": FINITE,
+    "ci_high": FINITE,
+    "p": PROBABILITY,
+    "p_holm": PROBABILITY,
+    "n_runs": COUNT,
+    "decision": matching(
+        r"supported|not supported|exploratory|not run \(.*\)",
+        "supported | not supported | not run (reason) | exploratory",
+    ),
+}
+
+_SIDES = ("greater", "less", "two-sided")
+_LABELS = ("confirmatory", "control", "exploratory")
+
+H1 = (
+    _c("hypothesis", "str", "-", "H1"),
+    _c("analysis", "str", "-", "which H1 analysis (mixed slope, isotonic, Page, Spearman, ...)",
+       nullable=True),
+    _c("label", "str", "-", "confirmatory (the registered test) | exploratory"),
+    _c("outcome", "str", "-", "outcome column of the runs table", nullable=True),
+    _c("predictor", "str", "-", "exposure column (log scale where the method says)",
+       nullable=True),
+    _c("estimate", "float", "-", "slope, trend statistic or rho", nullable=True),
+    _c("ci_low", "float", "-", "lower confidence bound", nullable=True),
+    _c("ci_high", "float", "-", "upper confidence bound", nullable=True),
+    _c("ci_level", "float", "fraction", "confidence level of the interval", nullable=True),
+    _c("statistic", "float", "-", "test statistic (z, L, ...)", nullable=True),
+    _c("df", "float", "-", "degrees of freedom, where the test has them", nullable=True),
+    _c("p", "float", "-", "p-value as the test defines it", nullable=True),
+    _c("alternative", "str", "-", "greater | less | two-sided", nullable=True),
+    _c("n_runs", "int", "runs", "included runs the analysis used", nullable=True),
+    _c("n_groups", "int", "-", "seeds (random-effect groups) or conditions", nullable=True),
+    _c("method", "str", "-", "the method, or why the analysis did not run"),
+)  # fmt: skip
+H1_VALUES: dict[str, Domain] = {
+    "label": one_of("confirmatory", "exploratory"),
+    "ci_low": FINITE,
+    "ci_high": FINITE,
+    "ci_level": PROBABILITY,
+    "p": PROBABILITY,
+    "alternative": one_of(*_SIDES),
+    "n_runs": COUNT,
+    "n_groups": COUNT,
+}
+
+INVENTORY = (
+    _c("run_id", "str", "-", "condition/seed identifier of the run"),
+    _c("condition", "str", "-", "registered condition name"),
+    _c("arm", "str", "-", "registered arm"),
+    _c("seed", "int", "-", "seed of initialization and data order"),
+    _c("global_batch", "int", "sequences", "B = m * K * W"),
+    _c("lr_rule", "str", "-", "fixed | sqrt | linear"),
+    _c("lr_peak", "float", "-", "peak learning rate"),
+    _c("status", "str", "-", "how training stopped (plan stopping.statuses)"),
+    _c("steps", "int", "optimizer steps", "optimizer steps taken"),
+    _c("tokens", "int", "tokens", "training tokens seen"),
+    _c("final_val_loss", "float", "nats/token", "validation loss at the end", nullable=True),
+    _c("int_pne_star", "float", "-", "integrated P-NE* (potential)"),
+    _c("icl_auc", "float", "-", "area under ICL accuracy vs log2(1+shots)", nullable=True),
+    _c("memorization", "float", "-", "mean of fact recall and in-weights accuracy",
+       nullable=True),
+    _c("excluded", "bool", "-", "excluded by a registered rule"),
+    _c("exclusion_reason", "str", "-", "the rule that excluded the run ('' if none)"),
+    _c("in_design", "bool", "-", "the plan's design lists this (condition, seed)"),
+    _c("plan_hash", "str", "-", "SHA-256 of the plan the run was trained under"),
+)  # fmt: skip
+INVENTORY_VALUES: dict[str, Domain] = {
+    "seed": COUNT,
+    "global_batch": COUNT,
+    "lr_rule": one_of("fixed", "sqrt", "linear"),
+    "lr_peak": NONNEGATIVE,
+    "status": from_plan("stopping", "statuses"),
+    "steps": COUNT,
+    "tokens": COUNT,
+    "final_val_loss": NONNEGATIVE,
+    "int_pne_star": NONNEGATIVE,
+    "icl_auc": PROBABILITY,
+    "memorization": PROBABILITY,
+}
+
+EQUIVALENCE = (
+    _c("hypothesis", "str", "-", "H3"),
+    _c("label", "str", "-", "confirmatory (ICL) | control (final loss)"),
+    _c("outcome", "str", "-", "outcome column of the runs table"),
+    _c("condition_a", "str", "-", "the small-batch condition of the pairing", nullable=True),
+    _c("condition_b", "str", "-", "the matched injected-noise condition", nullable=True),
+    _c("n_pairs", "int", "seeds", "seeds with both conditions", nullable=True),
+    _c("estimate", "float", "-", "mean paired difference a - b", nullable=True),
+    _c("ci_low", "float", "-", "lower bound of the 1 - 2 alpha CI", nullable=True),
+    _c("ci_high", "float", "-", "upper bound of the 1 - 2 alpha CI", nullable=True),
+    _c("ci_level", "float", "fraction", "1 - 2 alpha", nullable=True),
+    _c("margin", "float", "-", "equivalence margin delta"),
+    _c("p", "float", "-", "TOST p = max of the two one-sided p", nullable=True),
+    _c("equivalent", "bool", "-", "p < alpha", nullable=True),
+    _c("method", "str", "-", "the method, or why the test did not run"),
+)  # fmt: skip
+EQUIVALENCE_VALUES: dict[str, Domain] = {
+    "label": one_of(*_LABELS),
+    "n_pairs": COUNT,
+    "ci_level": PROBABILITY,
+    "margin": NONNEGATIVE,
+    "p": PROBABILITY,
+}
+
+LOSS_MATCHING = (
+    _c("condition", "str", "-", "registered condition name"),
+    _c("arm", "str", "-", "registered arm"),
+    _c("n_runs", "int", "runs", "included runs of the condition"),
+    _c("mean", "float", "nats/token", "mean final validation loss"),
+    _c("sd", "float", "nats/token", "standard deviation (NaN with one run)", nullable=True),
+    _c("target", "float", "nats/token", "registered target validation loss"),
+    _c("estimate", "float", "nats/token", "mean - target"),
+    _c("ci_low", "float", "nats/token", "lower bound of the 1 - 2 alpha CI", nullable=True),
+    _c("ci_high", "float", "nats/token", "upper bound of the 1 - 2 alpha CI", nullable=True),
+    _c("ci_level", "float", "fraction", "1 - 2 alpha"),
+    _c("margin", "float", "nats/token", "registered tolerance"),
+    _c("p", "float", "-", "TOST p (NaN with fewer than 2 runs)", nullable=True),
+    _c("equivalent", "bool", "-", "p < alpha"),
+)  # fmt: skip
+LOSS_MATCHING_VALUES: dict[str, Domain] = {
+    "n_runs": COUNT,
+    "mean": NONNEGATIVE,
+    "sd": NONNEGATIVE,
+    "target": NONNEGATIVE,
+    "estimate": FINITE,
+    "ci_level": PROBABILITY,
+    "margin": NONNEGATIVE,
+    "p": PROBABILITY,
+}
+
+SENSITIVITY = (
+    _c("analysis", "str", "-", "which estimator choice is compared"),
+    _c("scope", "str", "-", "per run, across runs, ..."),
+    _c("condition", "str", "-", "condition or run the row is about ('' across runs)",
+       nullable=True),
+    _c("measure", "str", "-", "what ``value`` is"),
+    _c("value", "float", "-", "the measure's value", nullable=True),
+    _c("ci_low", "float", "-", "lower bootstrap bound", nullable=True),
+    _c("ci_high", "float", "-", "upper bootstrap bound", nullable=True),
+    _c("n", "int", "-", "runs or steps the value uses"),
+    _c("note", "str", "-", "what the reader should know about the row", nullable=True),
+)  # fmt: skip
+SENSITIVITY_VALUES: dict[str, Domain] = {"n": COUNT}
+
+POWER = (
+    _c("hypothesis", "str", "-", "H1 | H3"),
+    _c("n_seeds", "int", "seeds", "seeds per condition (H1) or per pairing (H3)"),
+    _c("power", "float", "fraction", "share of simulated studies that reject (H1) or "
+       "show equivalence (H3)"),
+    _c("mc_se", "float", "fraction", "Monte-Carlo standard error of power"),
+    _c("effect", "float", "-", "simulated effect (slope, or difference for H3)"),
+    _c("effect_source", "str", "-", "pilot estimate | assumed | no difference"),
+    _c("sd_group", "float", "-", "seed intercept SD of the pilot mixed model"),
+    _c("sd_resid", "float", "-", "residual SD of the pilot mixed model"),
+    _c("target_power", "float", "fraction", "the power aimed at"),
+    _c("sufficient", "bool", "-", "power >= target_power"),
+    _c("chosen", "bool", "-", "the smallest sufficient number of seeds"),
+)  # fmt: skip
+POWER_VALUES: dict[str, Domain] = {
+    "n_seeds": COUNT,
+    "power": PROBABILITY,
+    "mc_se": NONNEGATIVE,
+    "effect": FINITE,
+    "sd_group": NONNEGATIVE,
+    "sd_resid": NONNEGATIVE,
+    "target_power": PROBABILITY,
+}
+
+REPORT_SCHEMAS: dict[str, tuple[Column, ...]] = {
+    "tests": TESTS,
+    "h1": H1,
+    "inventory": INVENTORY,
+    "equivalence": EQUIVALENCE,
+    "loss_matching": LOSS_MATCHING,
+    "sensitivity": SENSITIVITY,
+    "power": POWER,
+}
+REPORT_VALUES: dict[str, dict[str, Domain]] = {
+    "tests": TESTS_VALUES,
+    "h1": H1_VALUES,
+    "inventory": INVENTORY_VALUES,
+    "equivalence": EQUIVALENCE_VALUES,
+    "loss_matching": LOSS_MATCHING_VALUES,
+    "sensitivity": SENSITIVITY_VALUES,
+    "power": POWER_VALUES,
+}
