@@ -75,8 +75,8 @@ def cosine(p: np.ndarray, q: np.ndarray) -> float:
 @torch.no_grad()
 def label_probs(model: GPT, prompt: torch.Tensor, labels: np.ndarray) -> np.ndarray:
     """softmax over the label logits at the last position of ``prompt`` (T,)."""
-    logits = model.eval()(prompt[None].to(next(model.parameters()).device))[0, -1]
-    return logits[torch.as_tensor(labels)].double().softmax(dim=0).cpu().numpy()
+    logits = model.eval()(prompt[None].to(next(model.parameters()).device))[0, -1].double().cpu()
+    return logits[torch.as_tensor(labels)].softmax(dim=0).numpy()
 
 
 def icl_prompt(demos: torch.Tensor, query: int, bos: int) -> torch.Tensor:
@@ -104,7 +104,8 @@ def finetune_copies(
     if optimizer not in ("gd", "sgd", "adam"):
         raise ValueError(f"unknown fine-tuning optimizer {optimizer!r}; use gd, sgd or adam")
     C, k, _ = pairs.shape
-    inputs = torch.stack([torch.full((C, k), bos), pairs[..., 0]], dim=-1)  # (C, k, 2)
+    pairs = pairs.to(next(model.parameters()).device)
+    inputs = torch.stack([torch.full_like(pairs[..., 0], bos), pairs[..., 0]], dim=-1)  # (C, k, 2)
     labels = pairs[..., 1]  # (C, k)
     params = {n: p.detach().expand(C, *p.shape).clone() for n, p in model.named_parameters()}
 
@@ -135,10 +136,12 @@ def copies_label_probs(
     model: GPT, params: dict[str, torch.Tensor], queries: torch.Tensor, bos: int, labels: np.ndarray
 ) -> np.ndarray:
     """Label distribution of fine-tuned copy c at (BOS, queries[c]), (C, n_labels)."""
+    queries = queries.to(next(model.parameters()).device)
     prompts = torch.stack([torch.full_like(queries, bos), queries], dim=1)[:, None]  # (C, 1, 2)
     with sdpa_kernel(SDPBackend.MATH):
         logits = vmap(lambda p, x: functional_call(model, p, (x,)))(params, prompts)
-    return logits[:, 0, -1, torch.as_tensor(labels)].double().softmax(dim=-1).numpy()
+    logits = logits[:, 0, -1].double().cpu()  # (C, vocab)
+    return logits[:, torch.as_tensor(labels)].softmax(dim=-1).numpy()
 
 
 def icl_vs_gd(
