@@ -10,6 +10,16 @@ import torch
 
 from training.probes_curvature import fisher_trace, hessian_top_eigenvalue, sam_sharpness
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one thread avoids OpenMP contention on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 F64 = torch.float64  # exact closed forms: double precision throughout
 
 
@@ -126,3 +136,42 @@ def test_probes_reject_meaningless_arguments(call):
             sam_sharpness(lambda: params[1].sum(), params, rho=-math.inf)
         else:
             fisher_trace(lambda i: params[1].sum(), 0, params)
+
+
+def test_power_iteration_on_a_tiny_gpt_equals_the_explicit_hessian():
+    """Through the model's own forward (attention, LayerNorm, tied embeddings), the
+    Hessian-vector products give the dominant eigenvalue of the Hessian built entry by
+    entry (torch.autograd.functional.hessian of the flattened parameters)."""
+    from torch.func import functional_call
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from training.model import GPT, GPTConfig, lm_loss
+
+    torch.manual_seed(0)
+    model = GPT(
+        GPTConfig(vocab_size=7, block_size=6, n_layer=1, n_head=1, n_embd=4, smeared_keys=True)
+    ).double()
+    seq = torch.randint(0, 7, (3, 7), generator=torch.Generator().manual_seed(1))
+    names = [n for n, _ in model.named_parameters()]
+    params = list(model.parameters())
+    shapes = [p.shape for p in params]
+
+    def flat_loss(flat: torch.Tensor) -> torch.Tensor:
+        pieces = flat.split([s.numel() for s in shapes])
+        p = {n: x.view(s) for n, x, s in zip(names, pieces, shapes, strict=True)}
+        return lm_loss(functional_call(model, p, (seq[:, :-1],)), seq[:, 1:])
+
+    flat = torch.cat([p.detach().reshape(-1) for p in params])
+    with sdpa_kernel(SDPBackend.MATH):  # the fused kernels have no double backward
+        eig = torch.linalg.eigvalsh(
+            torch.autograd.functional.hessian(flat_loss, flat, vectorize=True)
+        )
+    top = float(eig[eig.abs().argmax()])
+    out = hessian_top_eigenvalue(
+        lambda: lm_loss(model(seq[:, :-1]), seq[:, 1:]),
+        params,
+        n_iter=2000,
+        rel_tol=1e-13,
+        generator=torch.Generator().manual_seed(3),
+    )
+    assert out["eigenvalue"] == pytest.approx(top, rel=1e-6)
