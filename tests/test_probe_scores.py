@@ -101,6 +101,8 @@ def test_probe_scores_is_a_valid_scores_table_with_every_measure(setup):
             "in_weights_logprob",
             "in_weights_rank",
             "format_accuracy",
+            "format_accuracy_icl",
+            "format_accuracy_facts",
         }
         | {f"overlap_{m}_{n}" for m in ("top", "cos") for n in ("gd", "adam", "icl")}
     )
@@ -114,6 +116,12 @@ def test_probe_scores_is_a_valid_scores_table_with_every_measure(setup):
     assert row.loc["fact_logprob", "chance"] == pytest.approx(-math.log(5))
     assert row.loc["fact_rank", "chance"] == 3.0 and row.loc["fact_rank", "n_items"] == 20
     assert row.loc["in_weights_rank", "chance"] == 2.5
+    parts = row.loc[["format_accuracy_icl", "format_accuracy_facts"]]
+    assert list(parts.n_items) == [10, 20]
+    assert row.loc["format_accuracy", "value"] == pytest.approx(
+        (parts.value * parts.n_items).sum() / 30
+    )
+    assert row.loc["format_accuracy_facts", "chance"] == pytest.approx(5 / corpus["vocab_size"])
     assert row.loc["overlap_top_gd", "chance"] == 0.5 and row.loc["accuracy_gd", "chance"] == 0.25
     assert row.loc["induction_head_score", "chance"] == pytest.approx(uniform_prefix_matching(5))
     assert (

@@ -30,6 +30,9 @@ fact_logprob                   mean log p(correct value | key), values family   
 fact_rank                      mean rank of the correct value (1 = best)        (n_values + 1) / 2
 in_weights_logprob, _rank      the same for the in-weights item -> label map    -log / (n+1)/2
 format_accuracy                zero-shot control: answer in the right family    uniform predictor
+                               (pooled over the two parts below)
+format_accuracy_icl            its part on held-out ICL queries, no demos       n_labels / vocab
+format_accuracy_facts          its part on the fact keys (any value counts)     n_values / vocab
 =============================  ==============================================  =====================
 
 ``probe_cfg`` keys (all required): ``probe_batch`` (validation sequences for the
@@ -179,7 +182,14 @@ def memorization_rows(model: GPT, gen: CorpusGenerator, cfg: dict, seed: int) ->
         rows.append((f"{name}_logprob", -1, out["logprob"], out["chance_logprob"], out["n_items"]))
         rows.append((f"{name}_rank", -1, out["rank"], out["chance_rank"], out["n_items"]))
     control = zero_shot_format(model, gen, int(cfg["format_queries"]), seed)
+    n_queries, n_keys, size = int(cfg["format_queries"]), gen.vocab.n_facts, gen.vocab.size
     rows.append(("format_accuracy", -1, control["accuracy"], control["chance"], control["n_items"]))
+    rows.append(
+        ("format_accuracy_icl", -1, control["icl_query"], gen.vocab.n_labels / size, n_queries)
+    )
+    rows.append(
+        ("format_accuracy_facts", -1, control["fact_key"], gen.vocab.n_values / size, n_keys)
+    )
     return rows
 
 
