@@ -13,7 +13,9 @@ from training.icl_vs_gd import (
     copies_label_probs,
     cosine,
     finetune_copies,
+    icl_prompts,
     icl_vs_gd,
+    label_probs,
     order_sensitivity,
     order_spread,
     top_overlap,
@@ -151,3 +153,30 @@ def test_icl_vs_gd_reports_every_measure_in_range():
     assert value["order_std_sgd"] > value["order_std_icl"]  # one pair per step at lr 0.5
     with pytest.raises(ValueError, match="shots must be at least 2"):
         icl_vs_gd(model, gen, 1, 4, 10, steps=3, lr_gd=0.5, lr_adam=0.01, seed=9)
+
+
+def test_batched_order_sensitivity_equals_the_definition_episode_by_episode():
+    """icl_vs_gd's order_std_icl and order_std_sgd equal the mean over episodes of
+    order_sensitivity applied to one-prompt predictors, with the same orders."""
+    gen = CorpusGenerator(DATA, seq_len=12)
+    torch.manual_seed(3)
+    model = GPT(GPTConfig(vocab_size=gen.vocab.size, block_size=11, n_layer=1, n_head=1, n_embd=8))
+    labels, bos = gen.vocab.ids("labels"), gen.vocab.bos
+    table = icl_vs_gd(model, gen, 4, 3, 10, steps=5, lr_gd=0.5, lr_adam=0.01, seed=4)
+    value = table.set_index("measure").value
+
+    def icl(demos: torch.Tensor, query: int) -> np.ndarray:
+        return label_probs(model, icl_prompts(demos[None], torch.tensor([query]), bos), labels)[0]
+
+    def sgd(demos: torch.Tensor, query: int) -> np.ndarray:
+        tuned = finetune_copies(model, demos[None], bos, "sgd", 5, 0.5)
+        return copies_label_probs(model, tuned, torch.tensor([query]), bos, labels)[0]
+
+    inputs, _ = gen.icl_episodes(4, 3, seed=4)
+    for name, predictor in (("icl", icl), ("sgd", sgd)):
+        rng = np.random.default_rng(4)
+        by_episode = [
+            order_sensitivity(predictor, x[1:-1].view(4, 2), int(x[-1]), 10, rng) for x in inputs
+        ]
+        assert value[f"order_std_{name}"] == pytest.approx(np.mean(by_episode), rel=1e-5)
+    assert value["order_std_icl"] > 0

@@ -73,15 +73,18 @@ def cosine(p: np.ndarray, q: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def label_probs(model: GPT, prompt: torch.Tensor, labels: np.ndarray) -> np.ndarray:
-    """softmax over the label logits at the last position of ``prompt`` (T,)."""
-    logits = model.eval()(prompt[None].to(next(model.parameters()).device))[0, -1].double().cpu()
-    return logits[torch.as_tensor(labels)].softmax(dim=0).numpy()
+def label_probs(model: GPT, prompts: torch.Tensor, labels: np.ndarray) -> np.ndarray:
+    """softmax over the label logits at the last position of each prompt, (N, n_labels)
+    for ``prompts`` (N, T)."""
+    logits = model.eval()(prompts.to(next(model.parameters()).device))[:, -1].double().cpu()
+    return logits[:, torch.as_tensor(labels)].softmax(dim=-1).numpy()
 
 
-def icl_prompt(demos: torch.Tensor, query: int, bos: int) -> torch.Tensor:
-    """BOS, item_1, label_1, ..., item_k, label_k, query."""
-    return torch.cat([torch.tensor([bos]), demos.reshape(-1), torch.tensor([query])])
+def icl_prompts(demos: torch.Tensor, queries: torch.Tensor, bos: int) -> torch.Tensor:
+    """BOS, item_1, label_1, ..., item_k, label_k, query for ``demos`` (N, k, 2) and
+    ``queries`` (N,): (N, 2k + 2)."""
+    N = len(demos)
+    return torch.cat([torch.full((N, 1), bos), demos.reshape(N, -1), queries[:, None]], dim=1)
 
 
 def finetune_copies(
@@ -193,18 +196,9 @@ def icl_vs_gd(
     rng = np.random.default_rng(seed)
     orders = np.stack([[rng.permutation(shots) for _ in range(n_orders)] for _ in demos])
     ordered = torch.stack([demos[i][orders[i]] for i in range(n_episodes)])  # (E, O, k, 2)
-    icl = np.stack(
-        [
-            [label_probs(model, icl_prompt(d, int(q), bos), labels) for d in ordered_i]
-            for ordered_i, q in zip(ordered, queries, strict=True)
-        ]
-    )  # (E, O, n_labels); order 0 is the reference order
-    p_icl = np.stack(
-        [
-            label_probs(model, icl_prompt(d, int(q), bos), labels)
-            for d, q in zip(demos, queries, strict=True)
-        ]
-    )
+    prompts = icl_prompts(ordered.flatten(0, 1), queries.repeat_interleave(n_orders), bos)
+    icl = label_probs(model, prompts, labels).reshape(n_episodes, n_orders, -1)  # (E, O, labels)
+    p_icl = label_probs(model, icl_prompts(demos, queries, bos), labels)  # the drawn order
     sgd_params = finetune_copies(model, ordered.flatten(0, 1), bos, "sgd", steps, lr_gd)
     sgd = copies_label_probs(model, sgd_params, queries.repeat_interleave(n_orders), bos, labels)
     sgd = sgd.reshape(n_episodes, n_orders, -1)
@@ -219,6 +213,7 @@ def icl_vs_gd(
         "order_std_icl": order_spread(icl),
         "order_std_sgd": order_spread(sgd),
     }
+    # reference: ICL in another order (the first random one) against the drawn order
     for name, p in (("gd", p_gd), ("adam", p_adam), ("icl", icl[:, 0])):
         measures[f"overlap_top_{name}"] = np.array(
             [top_overlap(a, b, top_k) for a, b in zip(p_icl, p, strict=True)]
