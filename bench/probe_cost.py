@@ -8,7 +8,7 @@ side by side.
 Usage::
 
     .venv/bin/python bench/probe_cost.py --corpus results/data/corpus.pt \\
-        results/runs/bs8_fixed/seed0 results/runs/bs64_fixed/seed0
+        results/runs/bs8_fixed/seed0 results/runs/bs64_fixed/seed0 [--out probes.csv]
 
 The last line printed is ``probe_seconds_per_run=<mean total seconds>``.
 """
@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", required=True, type=Path)
     parser.add_argument("runs", nargs="+", type=Path, help="run directories with checkpoint.pt")
+    parser.add_argument("--out", type=Path, help="also write the long table here (CSV)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     corpus = torch.load(args.corpus, weights_only=False)
@@ -62,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         tables.append(probe_scores(model, corpus, PROBE_CFG, run_id, timings))
         times.append(timings)
         print(f"{run_id}: " + ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
+    if args.out is not None:
+        pd.concat(tables).to_csv(args.out, index=False)
     wide = pd.concat(tables).pivot_table(
         index="measure", columns="run_id", values="value", sort=False
     )

@@ -131,7 +131,7 @@ def test_probe_scores_is_a_valid_scores_table_with_every_measure(setup):
         ].max()
     )
     assert row.loc["hessian_top_eigenvalue", "n_items"] == 6
-    assert set(timings) == {"curvature", "heads", "icl_vs_gd", "memorization"}
+    assert set(timings) == {"hessian", "sam", "fisher", "heads", "icl_vs_gd", "memorization"}
     for name, p in model.named_parameters():
         assert torch.equal(p, before[name]), f"probe_scores changed {name}"
     again = probe_scores(model, corpus, PROBE_CFG, "bs8_fixed_s0")

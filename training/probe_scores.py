@@ -107,7 +107,9 @@ def _timed(timings: dict | None, name: str):
         timings[name] = time.perf_counter() - start
 
 
-def curvature_rows(model: GPT, corpus: dict, cfg: dict, seed: int) -> list[tuple]:
+def curvature_rows(
+    model: GPT, corpus: dict, cfg: dict, seed: int, timings: dict | None = None
+) -> list[tuple]:
     """Hessian top eigenvalue, SAM sharpness, Fisher trace on the first ``probe_batch``
     validation sequences (the mean next-token loss, nats/token)."""
     device = next(model.parameters()).device
@@ -120,15 +122,18 @@ def curvature_rows(model: GPT, corpus: dict, cfg: dict, seed: int) -> list[tuple
     def example_loss(i: int) -> torch.Tensor:
         return lm_loss(model(batch[i : i + 1, :-1]), batch[i : i + 1, 1:])
 
-    top = hessian_top_eigenvalue(
-        loss,
-        params,
-        n_iter=int(cfg["hessian_iters"]),
-        rel_tol=float(cfg["hessian_tol"]),
-        generator=torch.Generator().manual_seed(seed),
-    )
-    sam = sam_sharpness(loss, params, rho=float(cfg["sam_rho"]))
-    fisher = fisher_trace(example_loss, len(batch), params)
+    with _timed(timings, "hessian"):
+        top = hessian_top_eigenvalue(
+            loss,
+            params,
+            n_iter=int(cfg["hessian_iters"]),
+            rel_tol=float(cfg["hessian_tol"]),
+            generator=torch.Generator().manual_seed(seed),
+        )
+    with _timed(timings, "sam"):
+        sam = sam_sharpness(loss, params, rho=float(cfg["sam_rho"]))
+    with _timed(timings, "fisher"):
+        fisher = fisher_trace(example_loss, len(batch), params)
     n, nan = len(batch), float("nan")
     return [
         ("hessian_top_eigenvalue", -1, top["eigenvalue"], nan, n),
@@ -208,7 +213,7 @@ def probe_scores(
         The probes' settings, keys ``PROBE_KEYS`` (module docstring).
     run_id : str
     timings : dict, optional
-        Filled with the wall seconds of each probe group (curvature, heads,
+        Filled with the wall seconds of each probe (hessian, sam, fisher, heads,
         icl_vs_gd, memorization).
 
     Returns
@@ -222,8 +227,7 @@ def probe_scores(
     gen = CorpusGenerator(corpus["data_cfg"], seq_len=corpus["block_size"] + 1)
     seed = int(corpus["data_cfg"]["seed"]) + PROBE_SEED_OFFSET
     rows: list[tuple] = []
-    with _timed(timings, "curvature"):
-        rows += curvature_rows(model, corpus, probe_cfg, seed)
+    rows += curvature_rows(model, corpus, probe_cfg, seed, timings)
     with _timed(timings, "heads"):
         rows += head_rows(model, gen, probe_cfg, seed + 1)
     with _timed(timings, "icl_vs_gd"):
