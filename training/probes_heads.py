@@ -12,9 +12,14 @@ Scores, per layer and head, on repeated random sequences BOS, x_1..x_L, x_1..x_L
 - prefix matching: the attention a token pays to the token right after its earlier
   occurrence (Olsson et al. 2022, "prefix matching"); 1 for a perfect induction head;
 - copying: how much the head's direct path to the logits raises the logit of the
-  tokens it attends to above what it gives them elsewhere (Olsson et al. 2022, "copying", measured
-  by direct logit attribution with the final LayerNorm's scale frozen, Elhage et al.
-  2021).
+  tokens it attends to above what it gives them elsewhere (Olsson et al. 2022,
+  "copying"), by direct logit attribution with the final LayerNorm's scale frozen
+  (Elhage et al. 2021). Only the direct path counts: what a layer-0 head writes and
+  a later layer reads is not credited to it.
+
+Olsson et al. draw the repeated tokens from the whole vocabulary; on this
+synthetic corpus ``training.probe_scores`` draws them from the copy family, the
+tokens the model saw repeated in training (segments of 4..copy_len tokens).
 """
 
 from __future__ import annotations
