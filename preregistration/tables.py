@@ -184,7 +184,8 @@ SCORES = (
         "measure",
         "str",
         "-",
-        "icl_accuracy | fact_recall | in_weights_accuracy | induction_score | val_loss",
+        "icl_accuracy | fact_recall | in_weights_accuracy | induction_score | val_loss "
+        "(training.evaluate), or an end-of-run probe (training.probe_scores' docstring)",
     ),
     _c(
         "shots",
@@ -202,7 +203,7 @@ SCORES = (
         "chance",
         "float",
         "-",
-        "the value a model without the skill obtains (NaN if none)",
+        "the value a model without the skill obtains, in the measure's unit (NaN if none)",
         nullable=True,
     ),
     _c("n_items", "int", "items", "number of evaluated episodes or probes"),
@@ -303,6 +304,15 @@ SCHEMAS: dict[str, tuple[Column, ...]] = {
 # The values each column may hold (DESIGN §8); a column without an entry is checked
 # for its type and nullability only. Kept apart from the column lists above so that a
 # new column is one line there.
+# The measures of the scores table: training.evaluate's, and the end-of-run probes of
+# training.probe_scores (per-head scores carry their layer and head).
+_SCORE_MEASURES = (
+    r"icl_accuracy|fact_recall|in_weights_accuracy|induction_score|val_loss"
+    r"|hessian_top_eigenvalue|sam_sharpness|fisher_trace|induction_head_score"
+    r"|induction_head_copying|(prefix_matching|copying)_l\d+_h\d+|order_std_(icl|sgd)"
+    r"|overlap_(top|cos)_(gd|adam|icl)|accuracy_(icl|gd|adam)|(fact|in_weights)_(logprob|rank)"
+    r"|format_accuracy(_icl|_facts)?"
+)
 _EXPOSURES = ("int_pne", "int_pne_star", "int_pne_eff", "int_pne_star_eff", "int_pne_eta2")
 VALUES: dict[str, dict[str, Domain]] = {
     "steps": {
@@ -338,12 +348,12 @@ VALUES: dict[str, dict[str, Domain]] = {
         "hill_tail_index": NONNEGATIVE,
     },
     "scores": {
-        "measure": one_of(
-            "icl_accuracy", "fact_recall", "in_weights_accuracy", "induction_score", "val_loss"
+        "measure": matching(
+            _SCORE_MEASURES, "a measure of training.evaluate or training.probe_scores"
         ),
         "shots": Domain("a count >= 0, or -1 when not applicable", low=-1.0),
         "value": FINITE,
-        "chance": PROBABILITY,
+        "chance": FINITE,  # in the measure's own unit: an accuracy, a log-probability, a rank
         "n_items": COUNT,
     },
     "runs": {

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from analysis.tables import columns, validate
+from preregistration.tables import columns, validate
 from training.data import build_corpus
 from training.model import GPT, GPTConfig
 from training.probe_scores import PROBE_KEYS, probe_scores, uniform_prefix_matching
