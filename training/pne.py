@@ -50,23 +50,22 @@ import torch
 
 from training.pne_curvature import DIAGONAL_PROXIES, PROXIES, fisher_diag, logit_curvature
 from training.pne_formulas import (
-    b_simple,
     covariance_diag,
-    curvature_floor,
-    effective,
     grad_sq_diag,
     layer_name,
-    pne,
-    pne_eta2,
-    pne_star,
     precond_diag_product,
     precond_sq_flat,
     preconditioner,
 )
 from training.pne_integrals import DIAGONAL_CURVATURES, INTEGRATED, ExposureIntegral
-
-__all__ = ["CURVATURES", "INTEGRATED", "NoiseLogger"]
 from training.pne_pooling import check_world, gather_pair, mean_over_workers, pooled_moments
+from training.pne_record import (
+    LAYER_TRACES,
+    check_one_lr,
+    check_proxies,
+    check_settings,
+    step_record,
+)
 from training.pne_spectrum import (
     count_sketch,
     gram_spectrum,
@@ -77,9 +76,9 @@ from training.pne_spectrum import (
     tail_sample,
 )
 
+__all__ = ["CURVATURES", "INTEGRATED", "NoiseLogger"]
+
 CURVATURES = DIAGONAL_CURVATURES  # selectable denominators of P-NE*: all positive semi-definite
-# Per-coordinate quantities summed per layer, in the order ``_estimate`` stacks them.
-LAYER_TRACES = ("trace_pcp", "trace_pfp_fisher", "trace_cov", "grad_sq")
 PROXY_COLUMNS = {"ggn": "trace_pgp_ggn", "true_fisher": "trace_pfp_true_fisher"}
 
 
@@ -132,8 +131,8 @@ class NoiseLogger:
         hill_max_samples: int = 2**18,
         seed: int = 0,
     ):
-        _check_settings(optimizer, n_micro, micro_batch_size, world_size, log_interval, curvature)
-        _check_proxies(proxies, curvature_probes, b_simple_window, eps_rel)
+        check_settings(optimizer, n_micro, micro_batch_size, world_size, log_interval, curvature)
+        check_proxies(proxies, curvature_probes, b_simple_window, eps_rel)
         check_world(world_size, process_group)
         module = getattr(model, "module", model)
         named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
@@ -304,7 +303,7 @@ class NoiseLogger:
 
     def _estimate(self, logits_closure) -> dict:
         """Traces (totals and per layer) and noise shape of this step; holds its diagonals."""
-        _check_one_lr(self.optimizer)
+        check_one_lr(self.optimizer)
         micro = self._micro_means()
         precond_parts = preconditioner(self.optimizer, self.params)
         precond = torch.cat([p.reshape(-1) for p in precond_parts])
@@ -399,116 +398,11 @@ class NoiseLogger:
 
     def _record(self, estimate: dict, lr: float, clip_coef: float) -> dict:
         """The row of the steps table (P-NE columns) with the per-layer rows under ``layers``."""
-        trace = estimate["trace_pcp"]
-        fisher = estimate["trace_pfp_fisher"]
         column = "trace_pfp_fisher" if self.curvature == "fisher" else PROXY_COLUMNS[self.curvature]
-        trace_pfp = estimate[column]
-        floor = curvature_floor(self.eps_rel, fisher)
-        pne_value = pne(lr, trace)
-        pne_star_value = pne_star(pne_value, trace_pfp, floor)
-        sums = self.integral.sums
-        window_cov = sum(c for c, _ in self.b_window)
-        window_grad_sq = sum(g for _, g in self.b_window)
-        return {
-            "trace_pcp": trace,
-            "trace_pfp": trace_pfp,
-            "pne": pne_value,
-            "pne_star": pne_star_value,
-            "pne_eff": effective(pne_value, clip_coef),
-            "pne_star_eff": effective(pne_star_value, clip_coef),
-            "pne_eta2": pne_eta2(lr, trace),
-            "b_simple": b_simple(estimate["trace_cov"], estimate["grad_sq"]),
-            "b_simple_window": b_simple(window_cov, window_grad_sq),
-            "b_simple_run": b_simple(sums["int_trace_cov"], sums["int_grad_sq"]),
-            **sums,
-            "clip_rate": self.window_clipped / self.window_steps,
-            "trace_cov": estimate["trace_cov"],
-            "grad_sq": estimate["grad_sq"],
-            "trace_pfp_fisher": fisher,
-            "pne_star_fisher": pne_star(pne_value, fisher, floor),
-            "trace_pgp_ggn": estimate["trace_pgp_ggn"],
-            "pne_star_ggn": pne_star(pne_value, estimate["trace_pgp_ggn"], floor),
-            "trace_pfp_true_fisher": estimate["trace_pfp_true_fisher"],
-            "pne_star_true_fisher": pne_star(pne_value, estimate["trace_pfp_true_fisher"], floor),
-            "trace_php_hessian": estimate["trace_php_hessian"],
-            "spectrum_top": estimate["spectrum_top"],
-            "spectrum_top_share": estimate["spectrum_top_share"],
-            "eff_rank": estimate["eff_rank"],
-            "hill_tail_index": estimate["hill_tail_index"],
-            "layers": self._layer_rows(estimate["layer_sums"], lr, clip_coef, trace_pfp, floor),
-        }
+        return step_record(
+            estimate, estimate[column], self.integral.sums, self.b_window, lr, clip_coef,
+            self.eps_rel, self.window_clipped / self.window_steps, self._layer_meta(),
+        )  # fmt: skip
 
-    def _layer_rows(
-        self, layer_sums: torch.Tensor, lr: float, clip_coef: float, trace_pfp: float, floor: float
-    ) -> list[dict]:
-        """One row per module; trace_pcp, pne, pne_star, pne_eff sum to the step's totals.
-
-        A layer's ``pne_star`` divides its P-NE by the whole model's curvature
-        trace (its share of P-NE*); its ``trace_pfp`` is its Fisher trace.
-        """
-        rows = []
-        for name, column in zip(self.layer_names, layer_sums.T.tolist(), strict=True):
-            values = dict(zip(LAYER_TRACES, column, strict=True))
-            layer_pne = pne(lr, values["trace_pcp"])
-            rows.append(
-                {
-                    "layer": name,
-                    "n_params": self._layer_sizes[name],
-                    "trace_pcp": values["trace_pcp"],
-                    "trace_pfp": values["trace_pfp_fisher"],
-                    "trace_cov": values["trace_cov"],
-                    "grad_sq": values["grad_sq"],
-                    "pne": layer_pne,
-                    "pne_star": pne_star(layer_pne, trace_pfp, floor),
-                    "pne_eff": effective(layer_pne, clip_coef),
-                }
-            )
-        return rows
-
-
-def _check_settings(optimizer, n_micro, micro_batch_size, world_size, log_interval, curvature):
-    if not isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW | torch.optim.SGD):
-        raise TypeError(
-            f"NoiseLogger supports Adam, AdamW and SGD (their preconditioner is known); "
-            f"got {type(optimizer).__name__}"
-        )
-    for name, value in (
-        ("n_micro", n_micro),
-        ("micro_batch_size", micro_batch_size),
-        ("world_size", world_size),
-        ("log_interval", log_interval),
-    ):
-        if int(value) != value or value < 1:
-            raise ValueError(f"NoiseLogger: {name} must be a positive integer, got {value!r}")
-    if n_micro * world_size < 2:
-        raise ValueError(
-            "NoiseLogger needs at least two micro-batches per step (n_micro * world_size >= 2) "
-            "to estimate their variance"
-        )
-    if curvature not in CURVATURES:
-        raise ValueError(
-            f"NoiseLogger: curvature must be one of {CURVATURES} (positive semi-definite; "
-            f"the raw Hessian is only reported, with proxies=('hessian',)), got {curvature!r}"
-        )
-
-
-def _check_proxies(proxies, curvature_probes, b_simple_window, eps_rel) -> None:
-    unknown = [p for p in proxies if p not in PROXIES]
-    if unknown:
-        raise ValueError(f"NoiseLogger: proxies must be among {PROXIES}, got {unknown}")
-    for name, value in (
-        ("curvature_probes", curvature_probes),
-        ("b_simple_window", b_simple_window),
-    ):
-        if int(value) != value or value < 1:
-            raise ValueError(f"NoiseLogger: {name} must be a positive integer, got {value!r}")
-    if not 0 < eps_rel < 1:
-        raise ValueError(f"NoiseLogger: eps_rel must lie in (0, 1), got {eps_rel!r}")
-
-
-def _check_one_lr(optimizer: torch.optim.Optimizer) -> None:
-    rates = {float(g["lr"]) for g in optimizer.param_groups}
-    if len(rates) > 1:
-        raise ValueError(
-            f"NoiseLogger assumes one learning rate for all parameter groups, found {sorted(rates)}"
-        )
+    def _layer_meta(self) -> list[tuple[str, int]]:
+        return [(name, self._layer_sizes[name]) for name in self.layer_names]
