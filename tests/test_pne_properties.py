@@ -366,9 +366,11 @@ def test_misuse_raises_with_a_message():
         hessian.after_update(1e-3, 1.0, 1.0)
 
 
-def test_sensitivity_table_reads_proxy_ratios_and_rank_agreement():
-    """A Hutchinson proxy that is 2x Fisher in every run halves P-NE* (ratio 1/2 per run, rank
-    agreement 1); where Hutchinson was not logged the rows are NaN with a reason, not dropped."""
+def test_sensitivity_table_reads_proxy_scale_and_rank_agreement():
+    """GGN P-NE* twice the Fisher one in every run: ratio 2 per run, median 2 with CI [2, 2],
+    rank agreement 1; a true-Fisher P-NE* that reverses two runs has rho < 1; where a proxy
+    was not logged its rows are NaN with a reason, not dropped; the raw Hessian is reported
+    as its share of non-positive steps and its median ratio to the GGN trace, all finite."""
     from analysis.sensitivity import sensitivity_table
 
     rng = np.random.default_rng(0)
@@ -381,18 +383,33 @@ def test_sensitivity_table_reads_proxy_ratios_and_rank_agreement():
                  "int_pne": 10 * exposure * step, "int_pne_star": exposure * step,
                  "int_pne_eff": 9 * exposure * step, "int_pne_star_eff": 0.9 * exposure * step,
                  "int_pne_eta2": 0.01 * exposure * step, "int_pne_star_fisher": exposure * step,
-                 "int_pne_star_hutchinson": exposure * step / 2 if i < 5 else np.nan}
+                 "int_pne_star_ggn": 2 * exposure * step if i < 5 else np.nan,
+                 "int_pne_star_true_fisher": (7 - exposure if i < 2 else exposure) * step,
+                 "trace_pfp_fisher": 1.0, "trace_pgp_ggn": 0.5,
+                 "trace_php_hessian": -0.1 if step == 1 else 0.25}
             )  # fmt: skip
         runs.append(
             {"run_id": f"r{i}", "condition": f"c{i % 2}", "excluded": False,
              "icl_auc": 0.1 * exposure + rng.normal(0, 0.01)}
         )  # fmt: skip
     table = sensitivity_table(pd.DataFrame(steps), pd.DataFrame(runs), n_boot=200)
-    proxy = table[(table["analysis"] == "curvature_proxy") & (table["scope"] != "all runs")]
-    assert proxy["value"].iloc[:5].tolist() == pytest.approx([0.5] * 5)
-    assert np.isnan(proxy["value"].iloc[5]) and "not logged" in proxy["note"].iloc[5]
-    agreement = table[table["measure"] == "spearman(int_pne_star_fisher, int_pne_star_hutchinson)"]
+    ggn = table[table["measure"] == "int_pne_star_ggn / int_pne_star_fisher"]
+    assert ggn["value"].iloc[:5].tolist() == pytest.approx([2.0] * 5)
+    assert np.isnan(ggn["value"].iloc[5]) and "not logged" in ggn["note"].iloc[5]
+    median = table[table["measure"] == "median(int_pne_star_ggn / int_pne_star_fisher)"].iloc[0]
+    assert (median["value"], median["ci_low"], median["ci_high"], median["n"]) == (2, 2, 2, 5)
+    agreement = table[table["measure"] == "spearman(int_pne_star_fisher, int_pne_star_ggn)"]
     assert agreement["value"].item() == pytest.approx(1.0) and agreement["n"].item() == 5
+    reversed_ = table[table["measure"] == "spearman(int_pne_star_fisher, int_pne_star_true_fisher)"]
+    assert reversed_["value"].item() < 0.9
+    hessian = table[table["analysis"] == "hessian_trace"]
+    share = hessian[hessian["measure"] == "share of steps with Tr(PHP) <= 0"]["value"]
+    assert share.tolist() == pytest.approx([1 / 3] * 7)
+    relative = hessian[hessian["measure"] == "median Tr(PHP) / Tr(PGP)"]["value"]
+    assert relative.tolist() == pytest.approx([0.5] * 6)
+    overall = table[table["scope"] == "all runs"]
+    assert np.isfinite(overall[["value", "ci_low", "ci_high"]].to_numpy()).all()
+    assert not any("hutchinson" in m for m in table["measure"])
     clip = table[(table["measure"] == "clip_rate")]["value"]
     assert clip.tolist() == pytest.approx(
         [0.5 * 9 / 20] * 6
