@@ -33,9 +33,11 @@ afterwards. The record's keys are the P-NE columns of ``analysis.tables.STEPS``;
 its ``layers`` entry is a list of per-module rows, the ``analysis.tables.LAYERS`` table.
 
 Cost: on non-logging steps one pass over Adam's second moments and one
-(q, D) x D product (q <= 4 held diagonals). On a logging step (K + 1) flat
-fp32 copies of the gradient (memory 4 (K + 1) D bytes), one all-reduce of 2 D
-floats, one all-gather of K * ``sketch_width`` + k floats; with extra curvature
+(q, D) x D product; the q = 2 + (diagonal proxies) <= 4 held diagonals stay in
+memory between logging steps (4 q D bytes, fp32, on the parameters' device).
+On a logging step (K + 1) flat fp32 copies of the gradient (memory 4 (K + 1) D
+bytes), one all-reduce of 2 D floats, one all-gather of K * ``sketch_width`` + k
+floats (with diagonal proxies, one all-reduce of D floats each); with extra curvature
 proxies one forward pass and one backward pass per probe and proxy (and a
 double backward for the raw Hessian).
 """

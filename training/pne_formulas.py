@@ -180,4 +180,4 @@ def precond_sq_flat(optimizer: torch.optim.Optimizer, params: list[torch.Tensor]
 
 def _precond_sq_(second: torch.Tensor, bias_correction: float, eps: float) -> torch.Tensor:
     """In place: v -> (1 / (sqrt(v / bias_correction) + eps))^2, ``adam_precond`` squared."""
-    return second.div_(bias_correction).sqrt_().add_(eps).reciprocal_().square_()
+    return second.div_(bias_correction).sqrt_().add_(eps).pow_(-2)
