@@ -117,19 +117,20 @@ def peak_memory(arm: Arm, batch: torch.Tensor) -> float:
 
 
 def proxy_seconds(arm: Arm, batch: torch.Tensor, repeats: int = 5) -> dict[str, float]:
-    """Seconds of one estimate of each curvature proxy alone (one probe, one micro-batch)."""
+    """Seconds of one estimate of each curvature proxy alone, and of all in one call (one
+    forward pass shared), with one probe on one micro-batch."""
     params = arm.logger.params
     parts = preconditioner(arm.optimizer, params)
     seq = batch[: arm.micro]
     out = {}
-    for name in PROXIES:
-        gens = {name: torch.Generator().manual_seed(0)}
+    for names in [(name,) for name in PROXIES] + [PROXIES]:
+        gens = {name: torch.Generator().manual_seed(0) for name in names}
         start = time.perf_counter()
         for _ in range(repeats):
             logit_curvature(
-                lambda: (arm.model(seq[:, :-1]), seq[:, 1:]), params, parts, (name,), 1, gens
+                lambda: (arm.model(seq[:, :-1]), seq[:, 1:]), params, parts, names, 1, gens
             )
-        out[name] = (time.perf_counter() - start) / repeats
+        out["+".join(names)] = (time.perf_counter() - start) / repeats
     return out
 
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from training.pne import NoiseLogger
-from training.pne_formulas import b_simple, preconditioner
+from training.pne_formulas import b_simple, curvature_floor, pne_star, preconditioner
 from training.pne_spectrum import (
     count_sketch,
     effective_rank,
@@ -331,6 +331,18 @@ def test_noise_scale_is_infinite_not_nan_when_noise_swamps_signal():
     assert b_simple(2.0, -0.1) == math.inf
     assert b_simple(2.0, 0.0) == math.inf
     assert b_simple(2.0, 0.5) == 4.0
+
+
+def test_curvature_floor_is_relative_to_the_fisher_trace():
+    """The floor scales with Tr(P F_emp P): a rescaled loss (curvature x 1e6) floors alike, and
+    a proxy trace <= 0 is replaced by the floor, never used as a denominator (finite P-NE*)."""
+    for scale in (1.0, 1e6):
+        floor = curvature_floor(1e-6, 2.0 * scale)
+        assert pne_star(3.0 * scale, 0.0, floor) == pytest.approx(3.0 / 2e-6)
+        assert pne_star(3.0 * scale, -5.0 * scale, floor) == pytest.approx(3.0 / 2e-6)
+        assert pne_star(3.0 * scale, 1.5 * scale, floor) == pytest.approx(2.0)
+    assert pne_star(0.0, 0.0, curvature_floor(1e-6, 0.0)) == 0.0
+    assert math.isnan(pne_star(1.0, math.nan, 1.0))
 
 
 def test_misuse_raises_with_a_message():
