@@ -153,12 +153,17 @@ def sensitivity_table(
     boot = (n_boot, ci, random_state)
     rows = []
     for analysis, a, b in COMPARISONS:
-        rows += _per_run_rows(data, analysis, a, b)
         rows += _scale_rows(data, analysis, a, b, note, *boot)
         rows += _across_run_rows(data, analysis, a, b, dv, note, *boot)
-    rows += [_clip_rate_row(r) for r in data.itertuples()]
     rows += _hessian_rows(steps, data, note)
-    return pd.DataFrame(rows, columns=list(COLUMNS))
+    for analysis, a, b in COMPARISONS:
+        rows += _per_run_rows(data, analysis, a, b)
+    rows += [_clip_rate_row(r) for r in data.itertuples()]
+    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    # summaries over all runs first, then the per-run rows, each in the order built
+    return table.sort_values("scope", key=lambda s: s != "all runs", kind="mergesort").reset_index(
+        drop=True
+    )
 
 
 def _row(analysis, scope, condition, measure, value, low=np.nan, high=np.nan, n=0, note=""):
