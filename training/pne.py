@@ -163,6 +163,7 @@ class NoiseLogger:
         self.logging = False  # whether the current step estimates
         self._seen = 0
         self._cumulative: torch.Tensor | None = None  # (K + 1, D) accumulated .grad snapshots
+        self._precond_sq: torch.Tensor | None = None  # (D,) buffer of P_t^2 for the integral
         self.last_precond: torch.Tensor | None = None  # flat P of the latest logging step
         self.last_spectrum: torch.Tensor | None = None  # eigenvalues of P C P / B, descending
         self.step_traces: dict[str, float] = {}  # held diagonals under the last step's own P
@@ -245,7 +246,9 @@ class NoiseLogger:
                 "restore the logger with load_state_dict when resuming"
             )
         if estimate is None:
-            precond_sq = precond_sq_flat(self.optimizer, self.params)
+            if self._precond_sq is None:
+                self._precond_sq = torch.empty(sum(self.sizes), device=self.params[0].device)
+            precond_sq = precond_sq_flat(self.optimizer, self.params, out=self._precond_sq)
         else:
             precond_sq = self.last_precond**2
         self.step_traces = self.integral.add_step(precond_sq, lr, clip_coef)

@@ -143,12 +143,17 @@ def layer_name(param_name: str) -> str:
     return param_name.rsplit(".", 1)[0] if "." in param_name else param_name
 
 
-def precond_sq_flat(optimizer: torch.optim.Optimizer, params: list[torch.Tensor]) -> torch.Tensor:
+def precond_sq_flat(
+    optimizer: torch.optim.Optimizer,
+    params: list[torch.Tensor],
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
     """P_t^2 of ``params``, flattened in their order: the same P as ``preconditioner``, in O(D).
 
     Built for every optimizer step (the stride-free integral of ``training.pne_integrals``):
-    one concatenation of Adam's second moments and five in-place passes, instead
-    of one small kernel per parameter and operation. fp32, on the parameters' device.
+    one concatenation of Adam's second moments and four in-place passes, instead
+    of one small kernel per parameter and operation. fp32, on the parameters' device;
+    written into ``out`` (D,) when given, so no step allocates.
     """
     if not isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW):
         return torch.cat([p.reshape(-1) for p in preconditioner(optimizer, params)]) ** 2
@@ -164,7 +169,7 @@ def precond_sq_flat(optimizer: torch.optim.Optimizer, params: list[torch.Tensor]
         second = state["max_exp_avg_sq"] if group.get("amsgrad", False) else state["exp_avg_sq"]
         seconds.append(second.float())
         settings.append((1.0 - group["betas"][1] ** float(state["step"]), float(group["eps"])))
-    flat = torch.cat([v.reshape(-1) for v in seconds])
+    flat = torch.cat([v.reshape(-1) for v in seconds], out=out)
     if len(set(settings)) == 1:
         _precond_sq_(flat, *settings[0])
     else:
@@ -179,5 +184,8 @@ def precond_sq_flat(optimizer: torch.optim.Optimizer, params: list[torch.Tensor]
 
 
 def _precond_sq_(second: torch.Tensor, bias_correction: float, eps: float) -> torch.Tensor:
-    """In place: v -> (1 / (sqrt(v / bias_correction) + eps))^2, ``adam_precond`` squared."""
-    return second.div_(bias_correction).sqrt_().add_(eps).pow_(-2)
+    """In place: v -> (1 / (sqrt(v / bias_correction) + eps))^2, ``adam_precond`` squared.
+
+    Written as bias_correction / (sqrt(v) + eps sqrt(bias_correction))^2: one pass fewer.
+    """
+    return second.sqrt_().add_(eps * math.sqrt(bias_correction)).pow_(-2).mul_(bias_correction)
