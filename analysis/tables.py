@@ -86,7 +86,12 @@ STEPS = (
         "sequences",
         "Tr(C)/|G|^2 of step t alone (McCandlish et al. 2018; biased upwards)",
     ),
-    _c("int_pne", "float", "-", "sum over steps s <= t of eta_s Tr(P_s C_held P_s)/B (potential)"),
+    _c(
+        "int_pne",
+        "float",
+        "-",
+        "sum over steps s <= t of eta_s Tr(P C_held P)/B, P at most 3 steps old (potential)",
+    ),
     _c("int_pne_star", "float", "-", "integrated P-NE* (potential)"),
     _c("int_pne_eff", "float", "-", "integrated effective P-NE (each step's own c_s^2)"),
     _c("int_pne_star_eff", "float", "-", "integrated effective P-NE*"),

@@ -173,7 +173,9 @@ def test_held_noise_is_integrated_under_each_steps_own_precond_and_lr():
     P_t (recomputed here from Adam's state) and eta_t (DESIGN §2; issue 8, item 2)."""
     model = mlp()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    logger = NoiseLogger(model, optimizer, n_micro=2, micro_batch_size=16, log_interval=5)
+    logger = NoiseLogger(
+        model, optimizer, n_micro=2, micro_batch_size=16, log_interval=5, precond_interval=1
+    )
     lrs = [1e-3 * (1 + 0.3 * math.sin(s)) for s in range(12)]
     expected, logged_steps = [], []
     for step, (batch, lr) in enumerate(zip(batches(12, 32), lrs, strict=True), start=1):
@@ -196,6 +198,28 @@ def test_held_noise_is_integrated_under_each_steps_own_precond_and_lr():
         sum(lr * t / f for lr, t, f in expected), rel=1e-5
     )
     assert len({t for _, t, _ in expected}) == 12, "P_t changes the held trace every step"
+
+
+def test_precond_is_refreshed_at_logging_steps_and_every_rth_step():
+    """precond_interval = 4: the integrand takes a fresh P at steps 1, 2, 4, 5, 8, 10, 12 (log
+    steps and multiples of 4) and repeats the latest traces in between; the sums follow."""
+    model = mlp()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    logger = NoiseLogger(
+        model, optimizer, n_micro=2, micro_batch_size=16, log_interval=5, precond_interval=4
+    )
+    fresh, traces, total = [], [], 0.0
+    for step, batch in enumerate(batches(12, 32), start=1):
+        train_step(model, optimizer, logger, step, batch, 2, 1e-3)
+        precond = torch.cat([p.reshape(-1) for p in preconditioner(optimizer, logger.params)])
+        exact = float((precond.double() ** 2 * logger.integral.held[0].double()).sum()) / 32
+        value = logger.step_traces["trace_pcp"]
+        fresh.append(value == pytest.approx(exact, rel=1e-5))
+        traces.append(value)
+        total += 1e-3 * value
+    assert [s for s, ok in enumerate(fresh, 1) if ok] == [1, 2, 4, 5, 8, 10, 12]
+    assert traces[2] == traces[1] and traces[5:7] == [traces[4]] * 2 and traces[8] == traces[7]
+    assert logger.sums["int_pne"] == pytest.approx(total, rel=1e-12)
 
 
 def test_a_forced_logging_step_estimates_and_a_skipped_one_does_not():

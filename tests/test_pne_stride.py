@@ -6,8 +6,9 @@ micro-batches, 60 steps through warm-up and decay) is trained twice on the same
 data: estimating every step (N = 1, the reference integral) and at the
 default stride (N = 5). Logging does not change training, so both runs follow
 one trajectory; every integrated measure of the runs table must agree within 5 %.
-The stride-5 run holds each noise estimate for up to 5 steps but applies each
-step's own P_t and eta_t to it.
+The stride-5 run holds each noise estimate for up to 5 steps but applies a
+current P (refreshed every 4 steps, ``precond_interval``) and each step's own
+eta_t to it.
 
 Contrast: holding the whole trace Tr(P C P)/B (P included) for N steps, the
 previous estimator, is computed here from the N = 1 trace and misses the

@@ -11,8 +11,9 @@ On logging steps (step 1, 2, 4, ... below N, then every N-th step, or whenever
 the caller forces one) the logger estimates diag(C_t) from the K * W
 micro-batch mean gradients the step computes anyway (no extra backward pass),
 and the curvature proxies' diagonals; it holds those diagonals until the next
-logging step, and every step integrates them under that step's own P_t and
-eta_t (``training.pne_integrals``). A training loop calls it in four places::
+logging step, and every step integrates them under a current P (refreshed at
+logging steps and every ``precond_interval`` steps) and that step's own eta_t
+(``training.pne_integrals``). A training loop calls it in four places::
 
     logger = NoiseLogger(model, optimizer, n_micro=K, micro_batch_size=m)
     for step in range(1, n_steps + 1):
@@ -32,9 +33,10 @@ whether the current step logs) and the loop averages the gradients itself
 afterwards. The record's keys are the P-NE columns of ``analysis.tables.STEPS``;
 its ``layers`` entry is a list of per-module rows, the ``analysis.tables.LAYERS`` table.
 
-Cost: on non-logging steps one pass over Adam's second moments and one
-(q, D) x D product; the q = 2 + (diagonal proxies) <= 4 held diagonals stay in
-memory between logging steps (4 q D bytes, fp32, on the parameters' device).
+Cost: on every r-th non-logging step (``precond_interval``) one pass over Adam's
+second moments and one (q, D) x D product, nothing else on the others; the
+q = 2 + (diagonal proxies) <= 4 held diagonals stay in memory between logging
+steps (4 q D bytes, fp32, on the parameters' device).
 On a logging step (K + 1) flat fp32 copies of the gradient (memory 4 (K + 1) D
 bytes), one all-reduce of 2 D floats, one all-gather of K * ``sketch_width`` + k
 floats (with diagonal proxies, one all-reduce of D floats each); with extra curvature
@@ -103,6 +105,8 @@ class NoiseLogger:
     eps_rel : floor of a curvature trace relative to the empirical Fisher trace.
     curvature_probes : probes per proxy estimate.
     b_simple_window : logged estimates pooled in the row's ``b_simple_window``.
+    precond_interval : r; the integral applies a fresh P_t at logging steps and at
+        every r-th step, and holds it in between (1: every step, O(D) per step).
     sketch_rank : r, eigenvalues of P C P whose share of the trace is reported.
     process_group : the group to reduce over (default: the world).
     sketch_width : columns of the randomized sketch (Gram entries to ~sqrt(2/width)).
@@ -126,6 +130,7 @@ class NoiseLogger:
         eps_rel: float = 1e-6,
         curvature_probes: int = 1,
         b_simple_window: int = 16,
+        precond_interval: int = 4,
         sketch_rank: int = 8,
         process_group=None,
         sketch_width: int = 4096,
@@ -134,7 +139,7 @@ class NoiseLogger:
         seed: int = 0,
     ):
         check_settings(optimizer, n_micro, micro_batch_size, world_size, log_interval, curvature)
-        check_proxies(proxies, curvature_probes, b_simple_window, eps_rel)
+        check_proxies(proxies, curvature_probes, b_simple_window, eps_rel, precond_interval)
         check_world(world_size, process_group)
         module = getattr(model, "module", model)
         named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
@@ -152,7 +157,7 @@ class NoiseLogger:
         self.log_interval, self.curvature, self.eps_rel = log_interval, curvature, eps_rel
         extra = () if curvature == "fisher" else (curvature,)
         self.proxies = tuple(p for p in PROXIES if p in (*proxies, *extra))
-        self.curvature_probes = curvature_probes
+        self.curvature_probes, self.precond_interval = curvature_probes, precond_interval
         self.sketch_rank, self.sketch_width, self.seed = sketch_rank, sketch_width, seed
         self.hill_fraction, self.hill_max_samples = hill_fraction, hill_max_samples
         self.process_group = process_group
@@ -245,12 +250,13 @@ class NoiseLogger:
                 f"NoiseLogger: step {self.step} has no held estimate; start at step 1 or "
                 "restore the logger with load_state_dict when resuming"
             )
-        if estimate is None:
+        precond_sq = None  # between refreshes of P: the latest traces again
+        if estimate is not None:
+            precond_sq = self.last_precond**2
+        elif self.step % self.precond_interval == 0:
             if self._precond_sq is None:
                 self._precond_sq = torch.empty(sum(self.sizes), device=self.params[0].device)
             precond_sq = precond_sq_flat(self.optimizer, self.params, out=self._precond_sq)
-        else:
-            precond_sq = self.last_precond**2
         self.step_traces = self.integral.add_step(precond_sq, lr, clip_coef)
         if estimate is None:
             return None

@@ -133,13 +133,14 @@ def check_settings(optimizer, n_micro, micro_batch_size, world_size, log_interva
         )
 
 
-def check_proxies(proxies, curvature_probes, b_simple_window, eps_rel) -> None:
+def check_proxies(proxies, curvature_probes, b_simple_window, eps_rel, precond_interval) -> None:
     unknown = [p for p in proxies if p not in PROXIES]
     if unknown:
         raise ValueError(f"NoiseLogger: proxies must be among {PROXIES}, got {unknown}")
     for name, value in (
         ("curvature_probes", curvature_probes),
         ("b_simple_window", b_simple_window),
+        ("precond_interval", precond_interval),
     ):
         if int(value) != value or value < 1:
             raise ValueError(f"NoiseLogger: {name} must be a positive integer, got {value!r}")
