@@ -8,10 +8,12 @@ steps span whole blocks of N, each with exactly one logging step. The
 peak memory of one logging step and of one ordinary step is read from PyTorch's
 memory profiler (CUDA: the allocator's peak).
 
-The logger estimates the curvature proxies of the config (``train.curvature_proxies``,
-or ``--proxies``) on its logging steps, from the step's last micro-batch, as
-``training/train.py`` does; the cost of each proxy per logging step is printed
-beside the cost of one ordinary training step.
+By default the logger estimates no extra curvature proxy (the registered
+empirical Fisher is free); ``--proxies config`` adds those of the config
+(``train.curvature_proxies``), or name them, e.g. ``--proxies ggn,hessian``: they
+are estimated on logging steps from the step's last micro-batch, as
+``training/train.py`` does. The cost of each proxy per logging step is printed
+beside the cost of one ordinary training step either way.
 
 Besides the wall-clock ratio it prints the time spent inside the logger's calls,
 a lower bound of the overhead that does not carry the machine's timing noise
@@ -21,7 +23,7 @@ machine).
 Usage::
 
     .venv/bin/python bench/pne_overhead.py [--blocks 4] [--global-batch 32] [--n-micro 8]
-        [--proxies ggn,true_fisher,hessian]
+        [--proxies config | ggn,true_fisher,hessian]
 
 The last line printed is ``overhead_ratio=<time with logging / time without>``.
 """
@@ -141,10 +143,10 @@ def main() -> None:
     parser.add_argument("--log-interval", type=int, default=100, help="N")
     parser.add_argument("--n-micro", type=int, default=8, help="K")
     parser.add_argument("--global-batch", type=int, default=32, help="B = m * K sequences")
-    parser.add_argument("--proxies", default=None, help="comma-separated; default: the config's")
+    parser.add_argument("--proxies", default="", help="comma-separated, or 'config'")
     args = parser.parse_args()
     cfg = yaml.safe_load(args.config.read_text())
-    if args.proxies is None:
+    if args.proxies == "config":
         proxies = tuple(cfg["train"].get("curvature_proxies", ()))
     else:
         proxies = tuple(p for p in args.proxies.split(",") if p)
