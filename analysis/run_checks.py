@@ -206,7 +206,8 @@ def read_run(traces: str | Path, spec) -> tuple[RunRecord | None, list[str]]:
         return None, problems
     row = {k: meta[k] for k in META_TYPES if k not in ("status", "steps", "tokens")}
     row |= {"status": ending.status, "steps": ending.steps, "tokens": ending.tokens}
-    row |= {"final_val_loss": ending.final_val_loss} | ending.exposure | summarize_scores(scores)
+    row |= {"final_val_loss": ending.final_val_loss, "b_simple_run": ending.b_simple_run}
+    row |= ending.exposure | summarize_scores(scores)
     return RunRecord(directory, meta, row, trace, scores), []
 
 
@@ -250,7 +251,13 @@ def source_file(column: str) -> str:
     """The per-run file a runs-table column is derived from."""
     if column in SCORE_COLUMNS:
         return "scores.parquet"
-    if column in EXPOSURES or column in ("final_val_loss", "status", "steps", "tokens"):
+    if column in EXPOSURES or column in (
+        "final_val_loss",
+        "b_simple_run",
+        "status",
+        "steps",
+        "tokens",
+    ):
         return "trace.parquet"
     return "meta.json"
 

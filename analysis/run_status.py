@@ -19,7 +19,8 @@ registered spec, never from what ``meta.json`` claims (DESIGN §3 stopping; plan
 
 ``steps = L.step`` and ``tokens = steps * global_batch * block_size``. The run's
 integrated exposures are those of L (a divergence row holds the exposure integrated
-up to the step that diverged, which applied no update).
+up to the step that diverged, which applied no update); its noise scale
+``b_simple_run`` is the last one logged.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class Ending:
     tokens: int
     final_val_loss: float  # NaN when no validation loss is finite
     exposure: dict[str, float]  # EXPOSURES -> integrated value at the end
+    b_simple_run: float  # the run's noise scale, ratio of means (NaN when none was logged)
 
 
 def _rows(mask: np.ndarray, limit: int = 8) -> str:
@@ -163,12 +165,15 @@ def derive_ending(
     at_end = trace[list(EXPOSURES)].iloc[-1].to_numpy(dtype=float)
     if not np.isfinite(at_end).all():
         problems.append(f"{path}: the last row's exposures {list(EXPOSURES)} are not finite")
+    noise_scale = trace["b_simple_run"].to_numpy(dtype=float)
+    noise_scale = noise_scale[~np.isnan(noise_scale)]  # a divergence row has none
     ending = Ending(
         status=status,
         steps=steps,
         tokens=steps * spec.global_batch * block_size,
         final_val_loss=final,
         exposure=dict(zip(EXPOSURES, map(float, at_end), strict=True)),
+        b_simple_run=float(noise_scale[-1]) if len(noise_scale) else math.nan,
     )
     return (None, problems) if problems else (ending, [])
 

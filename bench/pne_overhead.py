@@ -8,6 +8,13 @@ steps span whole blocks of N, each with exactly one logging step. The
 peak memory of one logging step and of one ordinary step is read from PyTorch's
 memory profiler (CUDA: the allocator's peak).
 
+By default the logger estimates no extra curvature proxy (the registered
+empirical Fisher is free); ``--proxies config`` adds those of the config
+(``train.curvature_proxies``), or name them, e.g. ``--proxies ggn,hessian``: they
+are estimated on logging steps from the step's last micro-batch, as
+``training/train.py`` does. The cost of each proxy per logging step is printed
+beside the cost of one ordinary training step either way.
+
 Besides the wall-clock ratio it prints the time spent inside the logger's calls,
 a lower bound of the overhead that does not carry the machine's timing noise
 (two identical arms without a logger differ by about 0.5 % on a busy 2-core
@@ -16,6 +23,7 @@ machine).
 Usage::
 
     .venv/bin/python bench/pne_overhead.py [--blocks 4] [--global-batch 32] [--n-micro 8]
+        [--proxies config | ggn,true_fisher,hessian]
 
 The last line printed is ``overhead_ratio=<time with logging / time without>``.
 """
@@ -33,12 +41,16 @@ import yaml
 from training.data import vocab_from_config
 from training.model import GPT, GPTConfig, lm_loss
 from training.pne import NoiseLogger
+from training.pne_curvature import PROXIES, logit_curvature
+from training.pne_formulas import preconditioner
 
 
 class Arm:
     """A model, its optimizer and (optionally) a logger, stepped as ``training/train.py`` does."""
 
-    def __init__(self, cfg: dict, n_micro: int, micro: int, log_interval: int | None):
+    def __init__(
+        self, cfg: dict, n_micro: int, micro: int, log_interval: int | None, proxies: tuple = ()
+    ):
         torch.manual_seed(0)
         vocab = vocab_from_config(cfg["data"]).size
         self.model = GPT(GPTConfig(vocab_size=vocab, **cfg["model"]))
@@ -58,6 +70,7 @@ class Arm:
             self.logger = NoiseLogger(
                 self.model, self.optimizer, n_micro=n_micro, micro_batch_size=micro,
                 log_interval=log_interval, curvature=train.get("curvature", "fisher"),
+                proxies=proxies,
             )  # fmt: skip
 
     def train_step(self, batch: torch.Tensor) -> None:
@@ -70,7 +83,13 @@ class Arm:
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_norm))
         clip_coef = min(1.0, self.max_norm / (grad_norm + 1e-6))
         self.optimizer.step()
-        self._logger_call("after_update", 1e-3, grad_norm, clip_coef)
+        closure = None
+        if self.logger is not None and self.logger.logging and self.logger.needs_logits:
+
+            def closure(seq=seq):
+                return self.model(seq[:, :-1]), seq[:, 1:]
+
+        self._logger_call("after_update", 1e-3, grad_norm, clip_coef, closure)
         self.optimizer.zero_grad(set_to_none=True)
 
     def _logger_call(self, method: str, *args) -> None:
@@ -99,6 +118,24 @@ def peak_memory(arm: Arm, batch: torch.Tensor) -> float:
     return float(np.asarray(sizes).sum(1).max())
 
 
+def proxy_seconds(arm: Arm, batch: torch.Tensor, repeats: int = 5) -> dict[str, float]:
+    """Seconds of one estimate of each curvature proxy alone, and of all in one call (one
+    forward pass shared), with one probe on one micro-batch."""
+    params = arm.logger.params
+    parts = preconditioner(arm.optimizer, params)
+    seq = batch[: arm.micro]
+    out = {}
+    for names in [(name,) for name in PROXIES] + [PROXIES]:
+        gens = {name: torch.Generator().manual_seed(0) for name in names}
+        start = time.perf_counter()
+        for _ in range(repeats):
+            logit_curvature(
+                lambda: (arm.model(seq[:, :-1]), seq[:, 1:]), params, parts, names, 1, gens
+            )
+        out["+".join(names)] = (time.perf_counter() - start) / repeats
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=Path("config/config.yaml"))
@@ -106,17 +143,25 @@ def main() -> None:
     parser.add_argument("--log-interval", type=int, default=100, help="N")
     parser.add_argument("--n-micro", type=int, default=8, help="K")
     parser.add_argument("--global-batch", type=int, default=32, help="B = m * K sequences")
+    parser.add_argument("--proxies", default="", help="comma-separated, or 'config'")
     args = parser.parse_args()
     cfg = yaml.safe_load(args.config.read_text())
+    if args.proxies == "config":
+        proxies = tuple(cfg["train"].get("curvature_proxies", ()))
+    else:
+        proxies = tuple(p for p in args.proxies.split(",") if p)
     torch.set_num_threads(int(cfg.get("threads_per_run", 1)))
     micro = args.global_batch // args.n_micro
     block = int(cfg["model"]["block_size"])
-    on = Arm(cfg, args.n_micro, micro, args.log_interval)
+    on = Arm(cfg, args.n_micro, micro, args.log_interval, proxies)
     off = Arm(cfg, args.n_micro, micro, None)
     vocab = on.model.cfg.vocab_size
     data = torch.randint(0, vocab, (64, args.global_batch, block + 1))
     n_params = sum(p.numel() for p in on.model.parameters())
-    print(f"model: {n_params} parameters; K={args.n_micro}, m={micro}, N={args.log_interval}")
+    print(
+        f"model: {n_params} parameters; K={args.n_micro}, m={micro}, N={args.log_interval}, "
+        f"proxies={list(proxies)}"
+    )
 
     def timed_step(arm: Arm) -> float:
         start = time.perf_counter()
@@ -142,6 +187,13 @@ def main() -> None:
         "(a low-noise lower bound of the overhead; the wall-clock ratio below also carries "
         "the machine's noise)"
     )
+
+    step_seconds = times["off"] / n_timed
+    for name, seconds in proxy_seconds(on, data[0]).items():
+        print(
+            f"proxy {name}: {1e3 * seconds:.1f} ms per logging step "
+            f"({seconds / step_seconds:.2f} ordinary steps)"
+        )
 
     on.step = off.step = args.log_interval * (args.blocks + 1) - 1  # next step logs in `on`
     batch = data[0]

@@ -76,7 +76,11 @@ def trace_frame(spec: RunSpec, status: str) -> pd.DataFrame:
     for name in ("int_pne", "int_pne_star", "int_pne_eff", "int_pne_star_eff", "int_pne_eta2"):
         data[name] = np.cumsum(pne) * (1 + 0.1 * spec.seed)
     data["int_pne_star_fisher"] = data["int_pne_star"]
-    data["int_pne_star_hutchinson"] = np.full(len(steps), math.nan)
+    data["int_pne_star_ggn"] = data["int_pne_star"] * 1.1
+    data["int_pne_star_true_fisher"] = data["int_pne_star"] * 1.2
+    data["int_trace_cov"] = np.cumsum(pne) * 10
+    data["int_grad_sq"] = np.cumsum(pne)
+    data["b_simple_run"] = data["int_trace_cov"] / data["int_grad_sq"]
     if status == "diverged":
         data["train_loss"][-1] = math.inf
     return pd.DataFrame(data)

@@ -50,14 +50,31 @@ def pne(lr: float, trace_pcp: float) -> float:
     return lr * trace_pcp
 
 
-def pne_star(pne_value: float, trace_pfp: float, eps: float) -> float:
-    """P-NE*_t = P-NE_t / max(eps, Tr(P F P)), noise referenced to curvature (seed 003 §3.3).
+def pne_star(pne_value: float, trace_pfp: float, floor: float) -> float:
+    """P-NE*_t = P-NE_t / max(floor, Tr(P F P)), noise referenced to curvature (seed 003 §3.3).
 
-    NaN when the curvature trace is NaN (a proxy that was not estimated).
+    ``floor`` is relative to the scale of the curvature (``curvature_floor``), so
+    it only binds when a proxy's trace is negligible next to that scale, never
+    at a fixed absolute value. NaN when the curvature trace is NaN (a proxy that
+    was not estimated); 0 when there is no noise and no curvature at all.
     """
     if math.isnan(trace_pfp):
         return math.nan
-    return pne_value / max(eps, trace_pfp)
+    denominator = max(floor, trace_pfp)
+    if denominator <= 0:
+        return 0.0 if pne_value == 0 else math.inf
+    return pne_value / denominator
+
+
+def curvature_floor(eps_rel: float, trace_fisher: float) -> float:
+    """Floor of a curvature trace: eps_rel times Tr(P F_emp P), the empirical Fisher's trace.
+
+    The empirical Fisher diagonal C + G^2 is non-negative coordinate by
+    coordinate (``fisher_diag``), so its trace sets the scale of P's curvature
+    terms at every step; a fixed absolute floor (1e-12) would instead depend on
+    the units of the loss and the size of P.
+    """
+    return eps_rel * max(trace_fisher, 0.0)
 
 
 def effective(value: float, clip_coef: float) -> float:
@@ -80,9 +97,11 @@ def b_simple(trace_cov: float, grad_sq: float) -> float:
 
     ``grad_sq`` is the unbiased estimate |G_bar|^2 - Tr(C)/B. When it is not
     positive the noise swamps the signal at this batch size and the noise scale is
-    reported as +inf (never NaN). A ratio of two estimates: per step it is biased
-    (upwards, by about Var(|G|^2_hat) / |G|^2^2); average numerator and
-    denominator over steps (``trace_cov``, ``grad_sq``) before dividing.
+    reported as +inf (never NaN). A ratio of two estimates: for one step it is
+    biased upwards (by about Var(|G|^2_hat) / (|G|^2)^2, ~10 % at small batches).
+    McCandlish et al. (App. A) average numerator and denominator over many steps
+    before dividing: pass sums (or means) of ``trace_cov`` and ``grad_sq`` to get
+    that ratio of means, consistent as the number of estimates grows.
     """
     if grad_sq <= 0:
         return math.inf
@@ -122,3 +141,51 @@ def preconditioner(
 def layer_name(param_name: str) -> str:
     """The module a parameter belongs to: ``blocks.0.attn.qkv.weight`` -> ``blocks.0.attn.qkv``."""
     return param_name.rsplit(".", 1)[0] if "." in param_name else param_name
+
+
+def precond_sq_flat(
+    optimizer: torch.optim.Optimizer,
+    params: list[torch.Tensor],
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """P_t^2 of ``params``, flattened in their order: the same P as ``preconditioner``, in O(D).
+
+    Built for every optimizer step (the stride-free integral of ``training.pne_integrals``):
+    one concatenation of Adam's second moments and four in-place passes, instead
+    of one small kernel per parameter and operation. fp32, on the parameters' device;
+    written into ``out`` (D,) when given, so no step allocates.
+    """
+    if not isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW):
+        return torch.cat([p.reshape(-1) for p in preconditioner(optimizer, params)]) ** 2
+    group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+    seconds, settings, missing = [], [], []
+    for i, p in enumerate(params):
+        state, group = optimizer.state.get(p, {}), group_of.get(id(p))
+        if group is None or "exp_avg_sq" not in state:
+            seconds.append(torch.zeros_like(p, dtype=torch.float32))
+            settings.append((1.0, 1.0))
+            missing.append(i)
+            continue
+        second = state["max_exp_avg_sq"] if group.get("amsgrad", False) else state["exp_avg_sq"]
+        seconds.append(second.float())
+        settings.append((1.0 - group["betas"][1] ** float(state["step"]), float(group["eps"])))
+    flat = torch.cat([v.reshape(-1) for v in seconds], out=out)
+    if len(set(settings)) == 1:
+        _precond_sq_(flat, *settings[0])
+    else:
+        pieces = flat.split([p.numel() for p in params])
+        for piece, (bias_correction, eps) in zip(pieces, settings, strict=True):
+            _precond_sq_(piece, bias_correction, eps)
+    if missing:
+        pieces = flat.split([p.numel() for p in params])
+        for i in missing:
+            pieces[i].zero_()
+    return flat
+
+
+def _precond_sq_(second: torch.Tensor, bias_correction: float, eps: float) -> torch.Tensor:
+    """In place: v -> (1 / (sqrt(v / bias_correction) + eps))^2, ``adam_precond`` squared.
+
+    Written as bias_correction / (sqrt(v) + eps sqrt(bias_correction))^2: one pass fewer.
+    """
+    return second.sqrt_().add_(eps * math.sqrt(bias_correction)).pow_(-2).mul_(bias_correction)

@@ -4,7 +4,7 @@
 ``training.probes_heads``, ``training.icl_vs_gd`` and ``training.memorization`` on
 fixed inputs (the same for every run of a study: they derive from the corpus'
 data seed, never from the run) and returns them in the long format of the scores
-table (``analysis.tables`` SCORES: run_id, measure, shots, value, chance, n_items),
+table (``preregistration.tables`` SCORES: run_id, measure, shots, value, chance, n_items),
 so they can be appended to a run's ``scores.parquet``.
 
 Measures (``shots`` is -1 unless stated; ``chance`` NaN where no skill-free value
@@ -219,7 +219,7 @@ def probe_scores(
     Returns
     -------
     DataFrame
-        Columns run_id, measure, shots, value, chance, n_items (``analysis.tables``
+        Columns run_id, measure, shots, value, chance, n_items (``preregistration.tables``
         SCORES); one row per measure of the module docstring's table.
     """
     check_probe_cfg(probe_cfg)

@@ -165,9 +165,9 @@ def train_run(
         world_size=world,
         log_interval=int(train_cfg["log_interval"]),
         curvature=train_cfg.get("curvature", "fisher"),
-        hutchinson_probes=int(train_cfg.get("hutchinson_probes", 1)),
+        proxies=tuple(train_cfg.get("curvature_proxies", ())),
+        curvature_probes=int(train_cfg.get("curvature_probes", 1)),
     )
-    hutchinson = bool(train_cfg.get("hutchinson_sensitivity", False))
     train, val = corpus["train"], corpus["val"]
 
     rows: list[dict] = []
@@ -244,12 +244,12 @@ def train_run(
         clip_coef = min(1.0, train_cfg["grad_clip"] / (grad_norm + 1e-6))
         optimizer.step()
         closure = None
-        if log_step and (hutchinson or logger.curvature == "hutchinson"):
+        if log_step and logger.needs_logits:
             # Curvature at the updated parameters, on this step's last micro-batch.
             def closure(seq=seq):
-                return lm_loss(model(seq[:, :-1]), seq[:, 1:])
+                return model(seq[:, :-1]), seq[:, 1:]
 
-        record = logger.after_update(lr, grad_norm, clip_coef, loss_closure=closure)
+        record = logger.after_update(lr, grad_norm, clip_coef, logits_closure=closure)
         optimizer.zero_grad(set_to_none=True)
         bar.update(tokens_per_step)
         if record is None:

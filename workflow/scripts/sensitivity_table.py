@@ -13,5 +13,10 @@ steps = read_table(snakemake.input.steps, "steps")  # noqa: F821
 table = sensitivity_table(steps, runs)  # leaves excluded runs out, and says so in `note`
 out = Path(snakemake.output.csv)  # noqa: F821
 write_csv_and_markdown(table, out.parent, out.stem, "Estimator sensitivity (exploratory)", [
-    "Curvature proxy (empirical Fisher vs Hutchinson), eta vs eta^2, clipping.",
-], table="sensitivity")  # fmt: skip
+    "Curvature proxy: empirical Fisher (registered) vs generalized Gauss-Newton and true "
+    "Fisher (both positive semi-definite): per run B / A; across runs the median ratio (scale) "
+    "with bootstrap CI, its range (ci_low/ci_high = min/max) and Spearman rank agreement.",
+    "hessian_trace: the raw Hessian is indefinite; its share of logging steps with "
+    "Tr(PHP) <= 0 and its median ratio to the GGN trace (never a denominator).",
+    "Also eta vs eta^2, effective vs potential (clipping), P-NE* vs P-NE.",
+])  # fmt: skip
