@@ -19,4 +19,4 @@ write_csv_and_markdown(table, out.parent, out.stem, "Estimator sensitivity (expl
     "hessian_trace: the raw Hessian is indefinite; its share of logging steps with "
     "Tr(PHP) <= 0 and its median ratio to the GGN trace (never a denominator).",
     "Also eta vs eta^2, effective vs potential (clipping), P-NE* vs P-NE.",
-])  # fmt: skip
+], table="sensitivity")  # fmt: skip
