@@ -8,6 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
+
+from preregistration.design import expand_design
+from preregistration.plan import load_plan
+from training.data import build_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,3 +29,12 @@ def smoke_study(tmp_path_factory) -> Path:
     if proc.returncode != 0:
         raise AssertionError(f"the smoke study failed:\n{proc.stdout}\n{proc.stderr}")
     return results
+
+
+@pytest.fixture(scope="session")
+def smoke():
+    """The smoke config, its corpus and its first registered run spec (for training tests)."""
+    cfg = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
+    corpus = build_corpus(cfg["data"], cfg["model"]["block_size"])
+    spec = expand_design(load_plan(REPO / cfg["plan"]), "smoke")[0]
+    return cfg, corpus, spec

@@ -8,12 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
-from preregistration.design import expand_design
-from preregistration.plan import load_plan
 from preregistration.tables import TableError, divergence_rows, read_table, write_table
-from training.data import build_corpus
 from training.run import trace_table
 from training.stopping import ValidationSchedule
 from training.train import train_run
@@ -63,14 +59,6 @@ def test_schedule_is_dense_within_the_band_above_the_target():
 def test_schedule_rejects_an_inverted_interval():
     with pytest.raises(ValueError, match="near_target_every_tokens"):
         ValidationSchedule(2.5, 1024, 2048, 0.25)
-
-
-@pytest.fixture(scope="module")
-def smoke():
-    cfg = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
-    corpus = build_corpus(cfg["data"], cfg["model"]["block_size"])
-    spec = expand_design(load_plan(REPO / cfg["plan"]), "smoke")[0]
-    return cfg, corpus, spec
 
 
 def test_run_stops_at_its_first_validation_at_or_below_target(smoke):

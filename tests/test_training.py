@@ -9,22 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 
-from preregistration.design import expand_design
-from preregistration.plan import load_plan
 from training.data import CorpusGenerator, build_corpus, mapping_hash
 from training.train import batch_indices, train_run
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def smoke():
-    cfg = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
-    corpus = build_corpus(cfg["data"], cfg["model"]["block_size"])
-    spec = expand_design(load_plan(REPO / cfg["plan"]), "smoke")[0]
-    return cfg, corpus, spec
 
 
 def test_same_config_and_seed_give_identical_trace(smoke):
