@@ -109,6 +109,7 @@ def simulate_runs(
             "int_pne_eff": np.exp(log_e) * 3.0 * clip,
             "int_pne_star_eff": np.exp(log_e) * clip,
             "int_pne_eta2": np.exp(log_e) * lrs,
+            "b_simple_run": batches * rng.uniform(0.5, 2.0, size=n),
             "icl_auc": icl,
             "icl_acc_max_shots": icl + 0.1,
             "icl_acc_zero_shot": np.full(n, 0.125),
