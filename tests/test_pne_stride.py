@@ -43,7 +43,15 @@ def traces() -> dict[int, object]:
     corpus = build_corpus(cfg["data"], cfg["model"]["block_size"])
     spec = expand_design(load_plan(REPO / cfg["plan"]), "smoke")[0]
     tokens = STEPS * BATCH * cfg["model"]["block_size"]
-    spec = replace(spec, global_batch=BATCH, target_val_loss=0.0, token_cap=tokens)
+    # validate only after steps 1 and STEPS (both logging steps at any stride), so the
+    # validation schedule forces no extra estimate and the stride alone differs
+    spec = replace(
+        spec,
+        global_batch=BATCH,
+        target_val_loss=0.0,
+        token_cap=tokens,
+        validation=(tokens, tokens, 0.5),
+    )
     out = {}
     for stride in (1, STRIDE):
         run_cfg = {**cfg, "train": {**cfg["train"], "log_interval": stride}}

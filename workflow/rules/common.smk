@@ -23,7 +23,7 @@ PLAN = load_plan(config["plan"])
 RUN_SPECS = expand_design(PLAN, config["scale"], config["plan"])
 RUN_KEYS = [(s.condition, s.seed) for s in RUN_SPECS]
 if ANALYSIS_ONLY:
-    # No rule makes run files here: without this check Snakemake would skip
+    # Nothing makes run files here: without this check Snakemake would skip
     # collect_runs and reuse a runs table of an earlier collection.
     _MISSING = missing_run_files(TRACES, RUN_SPECS)
     if _MISSING:
