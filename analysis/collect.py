@@ -22,20 +22,20 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.run_checks import RunFilesError, RunRecord, derive_runs, unregistered_records
-from preregistration.design import expand_design
+from preregistration.design import RunSpec, expand_design
 from preregistration.plan import load_plan
 from preregistration.tables import write_table
 
 
 def build_runs(
-    traces: str | Path, plan: dict, scale: str, plan_path: str | Path = "plan"
+    traces: str | Path, plan: dict, specs: list[RunSpec]
 ) -> tuple[pd.DataFrame, list[RunRecord]]:
-    """The runs table of every registered run from its files, exclusions applied.
+    """The runs table of the registered runs ``specs`` from their files, exclusions applied.
 
     Raises ``RunFilesError`` listing every problem of every run (so one pass shows
     them all), each naming the file and the key, column or rows.
     """
-    runs, records, problems = derive_runs(traces, plan, expand_design(plan, scale, str(plan_path)))
+    runs, records, problems = derive_runs(traces, plan, specs)
     if problems:
         raise RunFilesError(problems)
     return runs, records
@@ -55,9 +55,9 @@ def collect(
     no registered run (the audit fails on them; they are never read here).
     """
     plan = load_plan(plan_path)
-    runs, records = build_runs(traces, plan, scale, plan_path)
-    write_table(runs, "runs", runs_out)
+    specs = expand_design(plan, scale, str(plan_path))
+    runs, records = build_runs(traces, plan, specs)
+    write_table(runs, "runs", runs_out, plan=plan)
     write_table(pd.concat([r.trace for r in records], ignore_index=True), "steps", steps_out)
     write_table(pd.concat([r.scores for r in records], ignore_index=True), "scores", scores_out)
-    specs = expand_design(plan, scale, str(plan_path))
     return runs, unregistered_records(traces, specs)

@@ -30,7 +30,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.run_status import EXPOSURES, derive_ending, meta_problems, trace_problems
+from analysis.run_status import (
+    EXPOSURES,
+    derive_ending,
+    meta_problems,
+    other_run_rows,
+    trace_problems,
+)
 from preregistration.plan import apply_exclusions
 from preregistration.scores import summarize_scores
 from preregistration.tables import TableError, columns, empty_table, read_table
@@ -140,14 +146,7 @@ def place_problems(meta: dict, spec, path: Path) -> list[str]:
 
 def scores_problems(scores: pd.DataFrame, spec, path: Path) -> list[str]:
     """Rows of another run, repeated (measure, shots) pairs, accuracies outside [0, 1]."""
-    problems = []
-    other = (scores["run_id"] != spec.run_id).to_numpy()
-    if other.any():
-        found = sorted(set(scores.loc[other, "run_id"]))[:3]
-        problems.append(
-            f"{path}: column 'run_id' is {found} at rows {np.flatnonzero(other)[:8].tolist()}; "
-            f"this file belongs to run {spec.run_id!r} (its directory)"
-        )
+    problems = other_run_rows(scores, spec.run_id, path)
     dup = scores.duplicated(["measure", "shots"], keep=False).to_numpy()
     if dup.any():
         problems.append(
@@ -212,13 +211,8 @@ def read_run(traces: str | Path, spec) -> tuple[RunRecord | None, list[str]]:
 
 
 def _layers_problems(layers: pd.DataFrame, trace: pd.DataFrame, spec, directory: Path) -> list:
-    path, problems = directory / "layers.parquet", []
-    other = (layers["run_id"] != spec.run_id).to_numpy()
-    if other.any():
-        problems.append(
-            f"{path}: column 'run_id' is not {spec.run_id!r} (its directory) at rows "
-            f"{np.flatnonzero(other)[:8].tolist()}"
-        )
+    path = directory / "layers.parquet"
+    problems = other_run_rows(layers, spec.run_id, path)
     unknown = ~layers["step"].isin(trace["step"]).to_numpy()
     if unknown.any():
         problems.append(

@@ -54,6 +54,18 @@ def _rows(mask: np.ndarray, limit: int = 8) -> str:
     return str(idx[:limit]) + (f" and {len(idx) - limit} more" if len(idx) > limit else "")
 
 
+def other_run_rows(table: pd.DataFrame, run_id: str, path: Path) -> list[str]:
+    """The problem of a per-run table with rows of another run (empty list if none)."""
+    other = (table["run_id"] != run_id).to_numpy()
+    if not other.any():
+        return []
+    found = sorted(set(table.loc[other, "run_id"]))[:3]
+    return [
+        f"{path}: column 'run_id' is {found} at rows {_rows(other)}; this file belongs "
+        f"to run {run_id!r} (its directory)"
+    ]
+
+
 def max_steps(token_cap: int, global_batch: int, block_size: int) -> int:
     """Optimizer steps a run may take before its token cap: max(1, cap // (B * block))."""
     return max(1, token_cap // (global_batch * block_size))
@@ -65,14 +77,7 @@ def trace_problems(trace: pd.DataFrame, spec, block_size: int, path: Path) -> li
     ``spec`` is the run's registered spec (``preregistration.design.RunSpec``). Each
     problem names ``path``, the column and the rows (0-based).
     """
-    problems = []
-    other = (trace["run_id"] != spec.run_id).to_numpy()
-    if other.any():
-        found = sorted(set(trace.loc[other, "run_id"]))[:3]
-        problems.append(
-            f"{path}: column 'run_id' is {found} at rows {_rows(other)}; this file belongs "
-            f"to run {spec.run_id!r} (its directory)"
-        )
+    problems = other_run_rows(trace, spec.run_id, path)
     batch = (trace["global_batch"] != spec.global_batch).to_numpy()
     if batch.any():
         problems.append(

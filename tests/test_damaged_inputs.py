@@ -349,7 +349,7 @@ CASES = {
     "layers of another run": Damage(
         "layers.parquet",
         edit_table("layers.parquet", lambda df: df.assign(run_id="bs4_fixed_s1")),
-        "'run_id' is not 'bs8_sqrt_s1'",
+        "this file belongs to run 'bs8_sqrt_s1'",
     ),
     "layers at a step the trace lacks": Damage(
         "layers.parquet",

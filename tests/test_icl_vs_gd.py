@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_data import TINY_DATA
 
 from training.data import CorpusGenerator
 from training.icl_vs_gd import (
@@ -119,21 +120,7 @@ def test_full_batch_gd_ignores_the_order_and_sgd_does_not():
     assert spread["gd"] < 1e-6 < 1e-3 < spread["sgd"]
 
 
-DATA = {
-    "seed": 5,
-    "n_labels": 4,
-    "icl_items": 12,
-    "iw_items": 10,
-    "n_facts": 20,
-    "fact_keys": 6,
-    "n_values": 5,
-    "copy_vocab": 6,
-    "copy_len": 5,
-    "n_way": 2,
-    "zipf_exponent": 1.0,
-    "mixture": {"icl": 1, "in_weights": 1, "facts": 1, "copy": 1},
-    "heldout_mapping_modulus": 2,
-}
+DATA = TINY_DATA
 
 
 def test_icl_vs_gd_reports_every_measure_in_range():

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from tiny_data import TINY_DATA
 
 from training.data import CorpusGenerator
 from training.evaluate import answer_accuracy
@@ -55,21 +56,7 @@ def test_a_target_outside_the_answers_is_named():
         answer_log_likelihood(model, torch.tensor([[0]]), torch.tensor([1]), np.array([2, 3]))
 
 
-DATA = {
-    "seed": 5,
-    "n_labels": 4,
-    "icl_items": 12,
-    "iw_items": 10,
-    "n_facts": 20,
-    "fact_keys": 6,
-    "n_values": 5,
-    "copy_vocab": 6,
-    "copy_len": 5,
-    "n_way": 2,
-    "zipf_exponent": 1.0,
-    "mixture": {"icl": 1, "in_weights": 1, "facts": 1, "copy": 1},
-    "heldout_mapping_modulus": 2,
-}
+DATA = TINY_DATA
 
 
 def test_likelihood_recall_on_a_tiny_model_agrees_with_exact_match():

@@ -8,29 +8,14 @@ import math
 import pandas as pd
 import pytest
 import torch
+from tiny_data import TINY_DATA
 
 from preregistration.tables import columns, validate
 from training.data import build_corpus
 from training.model import GPT, GPTConfig
 from training.probe_scores import PROBE_KEYS, probe_scores, uniform_prefix_matching
 
-DATA = {
-    "seed": 5,
-    "n_labels": 4,
-    "icl_items": 12,
-    "iw_items": 10,
-    "n_facts": 20,
-    "fact_keys": 6,
-    "n_values": 5,
-    "copy_vocab": 8,
-    "copy_len": 5,
-    "n_way": 2,
-    "zipf_exponent": 1.0,
-    "mixture": {"icl": 1, "in_weights": 1, "facts": 1, "copy": 1},
-    "heldout_mapping_modulus": 2,
-    "n_train_sequences": 8,
-    "n_val_sequences": 12,
-}
+DATA = TINY_DATA | {"copy_vocab": 8, "n_train_sequences": 8, "n_val_sequences": 12}
 PROBE_CFG = {
     "probe_batch": 6,
     "hessian_iters": 5,

@@ -126,7 +126,7 @@ DAMAGE = {
     "layers of another run": (
         "layers.parquet",
         lambda d: _edit(d, "layers.parquet", lambda df: df.assign(run_id="bs4_sqrt_s1")),
-        "'run_id' is not 'bs8_sqrt_s1'",
+        "this file belongs to run 'bs8_sqrt_s1'",
     ),
 }
 
