@@ -172,6 +172,7 @@ class NoiseLogger:
         self.last_precond: torch.Tensor | None = None  # flat P of the latest logging step
         self.last_spectrum: torch.Tensor | None = None  # eigenvalues of P C P / B, descending
         self.step_traces: dict[str, float] = {}  # held diagonals under the last step's own P
+        self._injected: torch.Tensor | None = None  # diag of this step's injected covariance
 
     @property
     def sums(self) -> dict[str, float]:
@@ -257,7 +258,8 @@ class NoiseLogger:
             if self._precond_sq is None:
                 self._precond_sq = torch.empty(sum(self.sizes), device=self.params[0].device)
             precond_sq = precond_sq_flat(self.optimizer, self.params, out=self._precond_sq)
-        self.step_traces = self.integral.add_step(precond_sq, lr, clip_coef)
+        self.step_traces = self.integral.add_step(precond_sq, lr, clip_coef, self._injected)
+        self._injected = None
         if estimate is None:
             return None
         record = self._record(estimate, lr, clip_coef)
@@ -271,7 +273,28 @@ class NoiseLogger:
         Such a step applies no update and makes no estimate; its per-step columns
         are left to the caller (NaN).
         """
-        return dict(self.sums)
+        return dict(self.sums) | {"int_pne_star_injected": self.injected_sum}
+
+    # -- injected noise (training.noise_injection, issue 10) ------------------
+
+    def add_injected(self, cov_diag: torch.Tensor) -> None:
+        """Declare diag(Sigma_t) (flat, D) of noise added to this step's mean gradient.
+
+        Call between the last micro-batch backward and ``after_update``. The noise
+        is added exactly: Tr(P Sigma_t P) joins the estimated Tr(P C P) / B in the
+        step's ``trace_pcp`` (logging steps) and in every integral; the empirical
+        Fisher (the curvature of the data) is not changed.
+        """
+        self._injected = cov_diag
+
+    @property
+    def injected_sum(self) -> float:
+        """Integrated P-NE* of the injected noise so far."""
+        return self.integral.injected_sum
+
+    def injected_rate(self, cov_diag: torch.Tensor, lr: float) -> float:
+        """P-NE* one step of injected diag(Sigma) adds under the latest P (NaN before step 1)."""
+        return self.integral.injected_rate(cov_diag, lr)
 
     # -- resume ------------------------------------------------------------
 
@@ -348,6 +371,8 @@ class NoiseLogger:
             estimate[column] = math.nan if diag is None else float((precond**2) @ diag)
         estimate["trace_php_hessian"] = proxies.get("hessian", math.nan)
         estimate |= self._noise_shape(micro, mean, var, precond)
+        if self._injected is not None:
+            estimate["trace_pcp"] += float((precond**2) @ self._injected)
         self.last_precond = precond
         diagonals = {"cov": cov, "fisher": fisher} | {
             k: proxies[k] for k in DIAGONAL_PROXIES if k in proxies
@@ -421,7 +446,7 @@ class NoiseLogger:
         return step_record(
             estimate, estimate[column], self.integral.sums, self.b_window, lr, clip_coef,
             self.eps_rel, self.window_clipped / self.window_steps, self._layer_meta(),
-        )  # fmt: skip
+        ) | {"int_pne_star_injected": self.injected_sum}  # fmt: skip
 
     def _layer_meta(self) -> list[tuple[str, int]]:
         return [(name, self._layer_sizes[name]) for name in self.layer_names]

@@ -72,6 +72,8 @@ class ExposureIntegral:
         self.held: torch.Tensor | None = None  # (len(rows), D) held diagonals
         self.held_scalars: dict[str, float] = {}
         self.last_traces: dict[str, float] = {}  # under the latest P^2 given to add_step
+        self.latest_precond_sq: torch.Tensor | None = None  # the latest P^2 given to add_step
+        self.injected_sum = 0.0  # int P-NE* of injected noise (training.noise_injection)
 
     def hold(self, diagonals: dict[str, torch.Tensor], trace_cov: float, grad_sq: float) -> None:
         """Replace the held diagonals (keys ``self.rows``) and the B_simple terms."""
@@ -88,16 +90,29 @@ class ExposureIntegral:
         return traces | values
 
     def add_step(
-        self, precond_sq: torch.Tensor | None, lr: float, clip_coef: float
+        self,
+        precond_sq: torch.Tensor | None,
+        lr: float,
+        clip_coef: float,
+        injected: torch.Tensor | None = None,
     ) -> dict[str, float]:
         """Add step t's exposure (its P_t^2, eta_t and clip factor c_t); return its traces.
 
         ``precond_sq`` None reuses the traces of the latest P^2 given (a step
         between two refreshes of P, ``NoiseLogger(precond_interval=...)``).
+        ``injected`` is diag(Sigma_t) of noise added to this step's mean gradient
+        (issue 10): Tr(P Sigma_t P) joins Tr(P C P) / B in every integral, and
+        eta_t Tr(P Sigma_t P) / max(floor, Tr(P F P)) is summed in ``injected_sum``.
         """
         if precond_sq is not None:
             self.last_traces = self.traces(precond_sq)
+            self.latest_precond_sq = precond_sq
         traces = self.last_traces
+        if injected is not None:
+            injected_trace = float(self.latest_precond_sq @ injected)
+            traces = traces | {"trace_pcp": traces["trace_pcp"] + injected_trace}
+            floor = curvature_floor(self.eps_rel, traces["fisher"])
+            self.injected_sum += pne(lr, pne_star(injected_trace, traces[self.curvature], floor))
         trace, sums = traces["trace_pcp"], self.sums
         floor = curvature_floor(self.eps_rel, traces["fisher"])
         ratios = {k: pne_star(trace, traces[k], floor) for k in self.rows[1:]}
@@ -112,6 +127,15 @@ class ExposureIntegral:
         sums["int_grad_sq"] += self.held_scalars["grad_sq"]
         return traces
 
+    def injected_rate(self, injected: torch.Tensor, lr: float) -> float:
+        """eta Tr(P Sigma P) / max(floor, Tr(P F P)) under the latest P (NaN before any P)."""
+        if self.latest_precond_sq is None or not self.last_traces:
+            return math.nan
+        traces = self.last_traces
+        floor = curvature_floor(self.eps_rel, traces["fisher"])
+        trace = float(self.latest_precond_sq @ injected)
+        return pne(lr, pne_star(trace, traces[self.curvature], floor))
+
     def state_dict(self) -> dict:
         return {
             "sums": dict(self.sums),
@@ -119,6 +143,10 @@ class ExposureIntegral:
             "held": None if self.held is None else self.held.cpu().clone(),
             "held_scalars": dict(self.held_scalars),
             "last_traces": dict(self.last_traces),
+            "latest_precond_sq": None
+            if self.latest_precond_sq is None
+            else self.latest_precond_sq.cpu().clone(),
+            "injected_sum": self.injected_sum,
         }
 
     def load_state_dict(self, state: dict, device: torch.device) -> None:
@@ -130,3 +158,6 @@ class ExposureIntegral:
         self.held = None if state["held"] is None else state["held"].to(device)
         self.held_scalars = {k: float(v) for k, v in state["held_scalars"].items()}
         self.last_traces = {k: float(v) for k, v in state["last_traces"].items()}
+        latest = state["latest_precond_sq"]
+        self.latest_precond_sq = None if latest is None else latest.to(device)
+        self.injected_sum = float(state["injected_sum"])
