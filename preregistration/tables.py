@@ -223,6 +223,28 @@ STEPS = (
         "Hill tail index of the centred micro-batch gradient coordinates",
         nullable=True,
     ),
+    # Noise arms (issue 10; training/noise_arms.py): NaN for runs without a controller.
+    _c(
+        "noise_scale",
+        "float",
+        "-",
+        "controller multiplier s_t of the injected covariance at this step (noise arms)",
+        nullable=True,
+    ),
+    _c(
+        "target_int_pne_star",
+        "float",
+        "-",
+        "controller target at this step: the reference's int P-NE* (injection) or the budget ramp",
+        nullable=True,
+    ),
+    _c(
+        "int_pne_star_injected",
+        "float",
+        "-",
+        "integrated P-NE* due to the injected covariance so far (0 without injection)",
+        nullable=True,
+    ),
 )
 
 SCORES = (

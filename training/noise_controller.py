@@ -139,7 +139,9 @@ class ExposureController:
             )
             out["realised_budget"] = inside / self.target.budget if self.target.budget else None
         else:
-            out["pne_star_ratio_reference"] = path["total"][-1] / self.target(self.target.end)
+            out["pne_star_ratio_reference"] = float(
+                path["total"][-1] / self.target(self.target.end)
+            )
         return out
 
     def state_dict(self) -> dict:

@@ -21,7 +21,7 @@ import torch.distributed as dist
 
 from preregistration.design import expand_design
 from preregistration.plan import load_plan, plan_hash
-from preregistration.tables import columns, write_table
+from preregistration.tables import columns, read_table, write_table
 from training.train import init_distributed, package_versions, save_checkpoint, train_run
 
 
@@ -44,6 +44,18 @@ def trace_table(trace: pd.DataFrame) -> pd.DataFrame:
     return trace.reindex(columns=list(dict.fromkeys(columns("steps") + list(trace))))
 
 
+def reference_trace(spec, path: Path | None) -> pd.DataFrame | None:
+    """The reference run's trace when the spec names one (errors name the file or the run)."""
+    if spec.reference is None:
+        return None
+    if path is None:
+        raise SystemExit(
+            f"run {spec.run_id} follows reference {spec.reference!r}: pass --reference-trace "
+            f"(the trace.parquet of {spec.reference} seed {spec.seed})"
+        )
+    return read_table(path, "steps")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config-json", required=True, help="resolved study config as JSON")
@@ -51,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--condition", required=True)
     parser.add_argument("--seed", required=True, type=int)
     parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument(
+        "--reference-trace", type=Path, default=None,
+        help="trace.parquet of the run's reference (RunSpec.reference), for noise arms",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     config = json.loads(args.config_json)
     torch.set_num_threads(int(config.get("threads_per_run", 1)))
@@ -59,7 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     corpus = torch.load(args.corpus, weights_only=False)
     hash_at_start = plan_hash(config["plan"])
     resume = args.out / "resume.pt"  # kept across a killed job, removed once the run ends
-    model, result = train_run(spec, config, corpus, resume_path=resume)
+    reference = reference_trace(spec, args.reference_trace)
+    model, result = train_run(
+        spec, config, corpus, resume_path=resume, reference_trace=reference
+    )  # fmt: skip
     if dist.is_initialized() and dist.get_rank() != 0:
         return 0
     out = args.out
@@ -73,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         "tokens": result.tokens,
         "final_val_loss": result.final_val_loss,
         "wall_time_s": result.wall_time_s,
+        "noise_control": result.noise_control,
         "plan_hash": hash_at_start,
         "world_size": dist.get_world_size() if dist.is_initialized() else 1,
         "config": config,

@@ -23,7 +23,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from preregistration.design import RunSpec
 from training.model import GPT, GPTConfig, lm_loss
+from training.noise_arms import NoiseArm
 from training.pne import NoiseLogger
 from training.stopping import ValidationSchedule
 
@@ -49,6 +50,7 @@ class RunResult:
     wall_time_s: float
     trace: pd.DataFrame  # one row per logged step (preregistration.tables STEPS)
     layers: pd.DataFrame  # per-layer breakdown at logged steps (may be empty)
+    noise_control: dict = field(default_factory=dict)  # meta.json noise_control (issue 10)
 
 
 def lr_at(step: int, lr_peak: float, warmup: int, total: int, min_ratio: float) -> float:
@@ -121,6 +123,7 @@ def train_run(
     corpus: dict,
     show_progress: bool = True,
     resume_path: Path | None = None,
+    reference_trace: pd.DataFrame | None = None,
 ) -> tuple[GPT, RunResult]:
     """Train one run of the study to its target loss or token cap; return model and trace.
 
@@ -128,6 +131,9 @@ def train_run(
     ``checkpoint_interval`` logged steps (train config, default 10) and, when the
     file exists at start, continues from it: a run killed and restarted gives the
     same trace and model as one that was never interrupted.
+
+    ``spec.noise`` selects the run's noise options (``training.noise_arms``);
+    ``reference_trace`` is the trace of ``spec.reference`` when the run has one.
     """
     world = dist.get_world_size() if dist.is_initialized() else 1
     rank = dist.get_rank() if dist.is_initialized() else 0
@@ -168,6 +174,7 @@ def train_run(
         proxies=tuple(train_cfg.get("curvature_proxies", ())),
         curvature_probes=int(train_cfg.get("curvature_probes", 1)),
     )
+    arm = NoiseArm(spec, model, optimizer, logger, n_micro, micro, world, reference_trace)
     train, val = corpus["train"], corpus["val"]
 
     rows: list[dict] = []
@@ -176,6 +183,7 @@ def train_run(
     first_step, wall_before = 1, 0.0
     if resume_path is not None and Path(resume_path).exists():
         state = load_resume_state(Path(resume_path), spec, cfg, model, optimizer, logger)
+        arm.load_state_dict(state["noise"])
         rows, layer_rows = state["rows"], state["layer_rows"]
         first_step, wall_before = state["step"] + 1, state["wall_time_s"]
         val_loss = next((r["val_loss"] for r in reversed(rows) if r["validated"]), math.nan)
@@ -217,6 +225,7 @@ def train_run(
                     loss = lm_loss(net(seq[:, :-1]), seq[:, 1:]) / n_micro
                 loss.backward()
             logger.after_micro_backward()
+            arm.after_micro_backward()
             train_loss += loss.detach()
         if world > 1 and log_step:
             _all_reduce_mean_grads(model, world)
@@ -224,6 +233,7 @@ def train_run(
             dist.all_reduce(train_loss)
             train_loss /= world
         train_loss = float(train_loss)
+        arm.before_clip(step, lr)
         grad_norm = float(
             torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg["grad_clip"])
         )
@@ -242,7 +252,8 @@ def train_run(
             rows.append(step_row | divergence_record(logger, validated=False))
             break
         clip_coef = min(1.0, train_cfg["grad_clip"] / (grad_norm + 1e-6))
-        optimizer.step()
+        arm.optimizer_step(step)
+        arm.after_optimizer_step(lr)
         closure = None
         if log_step and logger.needs_logits:
             # Curvature at the updated parameters, on this step's last micro-batch.
@@ -250,6 +261,7 @@ def train_run(
                 return model(seq[:, :-1]), seq[:, 1:]
 
         record = logger.after_update(lr, grad_norm, clip_coef, logits_closure=closure)
+        arm.after_logger(step)
         optimizer.zero_grad(set_to_none=True)
         bar.update(tokens_per_step)
         if record is None:
@@ -261,6 +273,7 @@ def train_run(
             step_row
             | {"val_loss": val_loss if validate else math.nan, "validated": validate}
             | {"clip_coef": clip_coef, **record}
+            | arm.row(step)
         )
         layer_rows += [{"run_id": spec.run_id, "step": step, **layer} for layer in layers]
         bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val_loss:.3f}", refresh=False)
@@ -271,7 +284,7 @@ def train_run(
         if resume_path is not None and rank == 0 and len(rows) % checkpoint_every == 0:
             save_resume_state(
                 Path(resume_path), spec, cfg, step, model, optimizer, logger, rows, layer_rows,
-                wall_before + time.perf_counter() - start,
+                wall_before + time.perf_counter() - start, arm.state_dict(),
             )  # fmt: skip
     bar.close()
     result = RunResult(
@@ -282,6 +295,7 @@ def train_run(
         wall_time_s=wall_before + time.perf_counter() - start,
         trace=pd.DataFrame(rows),
         layers=pd.DataFrame(layer_rows),
+        noise_control=arm.summary(),
     )
     return model, result
 
@@ -308,19 +322,20 @@ def run_fingerprint(spec: RunSpec, cfg: dict) -> str:
 
 def save_resume_state(
     path: Path, spec: RunSpec, cfg: dict, step: int, model: GPT, optimizer, logger: NoiseLogger,
-    rows: list[dict], layer_rows: list[dict], wall_time_s: float,
+    rows: list[dict], layer_rows: list[dict], wall_time_s: float, noise: dict | None = None,
 ) -> None:  # fmt: skip
     """Everything a restart needs after ``step``, written atomically (temp file, rename).
 
-    No random state is stored: the data order is a function of (seed, step) and the
-    model has no dropout at these scales.
+    The only random state stored is the noise arm's own generators (``noise``);
+    the data order is a function of (seed, step) and the model has no dropout.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(
         {"fingerprint": run_fingerprint(spec, cfg), "step": step, "model": model.state_dict(),
          "optimizer": optimizer.state_dict(), "logger": logger.state_dict(),
-         "rows": rows, "layer_rows": layer_rows, "wall_time_s": wall_time_s},
+         "rows": rows, "layer_rows": layer_rows, "wall_time_s": wall_time_s,
+         "noise": noise or {}},
         tmp,
     )  # fmt: skip
     os.replace(tmp, path)

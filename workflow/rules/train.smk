@@ -1,5 +1,20 @@
+def get_reference_trace(wildcards):
+    """The trace of the run's reference (noise arms, issue 10); none for other runs."""
+    spec = next(
+        s for s in RUN_SPECS if s.condition == wildcards.condition and s.seed == int(wildcards.seed)
+    )
+    if spec.reference is None:
+        return {}
+    return {"reference": f"{TRACES}/{spec.reference}/seed{spec.seed}/trace.parquet"}
+
+
+def get_reference_arg(wildcards, input):
+    return f"--reference-trace {input.reference}" if "reference" in input.keys() else ""
+
+
 rule train:
     input:
+        unpack(get_reference_trace),
         corpus=f"{RESULTS}/data/corpus.pt",
         plan=config["plan"],
     output:
@@ -16,9 +31,10 @@ rule train:
         launcher=get_launcher(),
         config_json=get_config_json,
         out=lambda w, output: str(Path(output.meta).parent),
+        reference=get_reference_arg,
     conda:
         ENV
     shell:
         "{params.launcher} -m training.run --config-json {params.config_json} "
         "--corpus {input.corpus} --condition {wildcards.condition} --seed {wildcards.seed} "
-        "--out {params.out} > {log} 2>&1"
+        "--out {params.out} {params.reference} > {log} 2>&1"
