@@ -98,9 +98,9 @@ class NoiseArm:
             return
         n_coords = sum(p.numel() for p in self.params)
         ones = torch.ones(n_coords, device=self.params[0].device)
-        if isinstance(self.injector, NAPNoise):  # P of the latest logging step (1 before step 1)
-            held = self.logger.last_precond
-            unit = self.injector.unit_covariance(ones if held is None else held)
+        if isinstance(self.injector, NAPNoise):  # the latest P the logger applied (1 before)
+            held = self.logger.integral.latest_precond_sq
+            unit = self.injector.unit_covariance(ones if held is None else held.sqrt())
         else:  # diag(C) / B of the latest logging step (0 before step 1)
             held = self.logger.integral.held
             diag = 0 * ones if held is None else held[0] / self.global_batch
