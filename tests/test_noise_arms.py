@@ -55,7 +55,7 @@ def tiny():
             s,
             target_val_loss=0.0,
             token_cap=STEPS * s.global_batch * 16,
-            validation=(4096, 512, 0.5),
+            validation=(512, 256, 0.5),
         )
         for s in expand_design(load_plan(REPO / "preregistration/plan.yaml"), "smoke")
     }

@@ -44,6 +44,33 @@ def test_controller_follows_a_reference_trajectory():
     assert np.all(path["noise_scale"] >= 0)
 
 
+def test_controller_follows_a_reference_along_the_validation_loss_axis():
+    """The run's loss falls faster than the reference's; validated every 4 steps (the
+    reference every 5), it stops at the reference's final loss with its final exposure."""
+    ref_steps = np.arange(1, STEPS + 1, 5)
+    ref_loss = 3 + 3 * np.exp(-ref_steps / 100)
+    reference = ReferenceTrajectory(ref_loss, 1e-3 * ref_steps, axis="validation_loss")
+    controller = ExposureController(reference, horizon=4)
+    rng = np.random.default_rng(3)
+    total = injected = 0.0
+    best, stop_loss = float("inf"), ref_loss[-1]
+    for step in range(1, STEPS + 1):
+        unit = 1e-5 * (1 + 4 * step / STEPS)
+        scale = controller.scale(step, unit if step > 1 else float("nan"), progress=best)
+        added = scale * unit * rng.uniform(0.8, 1.2)
+        total += 1e-4 * rng.uniform(0.7, 1.3) + added
+        injected += added
+        controller.observe(step, total, injected)
+        if step % 4 == 0:
+            best = min(best, 3 + 3 * np.exp(-step / 60))
+            if best <= stop_loss:
+                break
+    summary = controller.summary()
+    assert step < STEPS  # stopped at the target loss, earlier than the reference
+    assert summary["pne_star_ratio_reference"] == pytest.approx(1.0, abs=0.05)
+    assert summary["tracking_error_median"] <= 0.10
+
+
 def test_controller_injects_nothing_when_the_run_is_already_above_target():
     controller = ExposureController(ReferenceTrajectory([STEPS], [1e-6]), horizon=4)
     simulate(controller, seed=1)
@@ -70,17 +97,19 @@ def test_phase_budgets_add_up_as_registered():
 
 
 def test_tracking_error_is_the_median_relative_window_error():
-    target = ReferenceTrajectory([10], [10.0])  # slope 1
     steps = np.arange(1, 11)
+    target = steps.astype(float)  # slope 1
     run = np.cumsum(np.where(steps % 2 == 0, 1.2, 1.0))  # +20 % in windows ending on even steps
     assert tracking_error(steps, run, target, 0, 10) == pytest.approx(0.1)
 
 
 def test_reference_trajectory_rejects_a_damaged_trace():
-    with pytest.raises(ValueError, match="trace of bs8_fixed"):
+    with pytest.raises(ValueError, match="trace of bs8_fixed: steps must be strictly"):
         ReferenceTrajectory([5, 5], [0.1, 0.2], source="trace of bs8_fixed")
-    with pytest.raises(ValueError, match="int_pne_star must be finite"):
-        ReferenceTrajectory([5, 10], [0.1, float("nan")])
+    with pytest.raises(
+        ValueError, match="int_pne_star and the validation_loss axis must be finite"
+    ):
+        ReferenceTrajectory([5, 4], [0.1, float("nan")], axis="validation_loss")
 
 
 def test_oja_sketch_recovers_a_planted_subspace():

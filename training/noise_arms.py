@@ -5,7 +5,7 @@ One object per run joins the libraries: an injector (``GradientNoise`` or
 preconditioner freeze. The trainer calls it at four points of a step::
 
     arm.after_micro_backward()                 # after each micro-batch backward
-    arm.before_clip(step, lr)                  # adds the injected noise to .grad
+    arm.before_clip(step, lr, val_loss)        # adds the injected noise to .grad
     arm.optimizer_step(step)                   # optimizer.step(), or the frozen-v step
     arm.after_optimizer_step(lr)               # SGLD noise; tells the logger what was added
     ... logger.after_update(...) ...
@@ -87,15 +87,22 @@ class NoiseArm:
             )
         self._injected: torch.Tensor | None = None
         self._scale = math.nan
+        self.best_val_loss = math.inf  # progress on the validation_loss axis
 
     def after_micro_backward(self) -> None:
         if self.injector is not None:
             self.injector.after_micro_backward()
 
-    def before_clip(self, step: int, lr: float) -> None:
-        """Add this step's injected noise (scale from the controller) to the averaged .grad."""
+    def before_clip(self, step: int, lr: float, val_loss: float = math.nan) -> None:
+        """Add this step's injected noise (scale from the controller) to the averaged .grad.
+
+        ``val_loss`` is the latest validation loss (NaN before the first).
+        """
         if self.injector is None:
             return
+        if math.isfinite(val_loss):
+            self.best_val_loss = min(self.best_val_loss, val_loss)
+        progress = self.best_val_loss if self.controller.target.axis == "validation_loss" else step
         n_coords = sum(p.numel() for p in self.params)
         ones = torch.ones(n_coords, device=self.params[0].device)
         if isinstance(self.injector, NAPNoise):  # the latest P the logger applied (1 before)
@@ -105,7 +112,8 @@ class NoiseArm:
             held = self.logger.integral.held
             diag = 0 * ones if held is None else held[0] / self.global_batch
             unit = self.injector.unit_covariance(diag)
-        self._scale = self.controller.scale(step, self.logger.injected_rate(unit, lr))
+        rate = self.logger.injected_rate(unit, lr)
+        self._scale = self.controller.scale(step, rate, progress)
         self._injected = self.injector.inject(self._scale)
 
     def optimizer_step(self, step: int) -> None:
@@ -134,7 +142,7 @@ class NoiseArm:
         """Trace columns noise_scale and target_int_pne_star of this step (NaN: no controller)."""
         if self.controller is None:
             return {"noise_scale": math.nan, "target_int_pne_star": math.nan}
-        return {"noise_scale": self._scale, "target_int_pne_star": self.controller.target(step)}
+        return {"noise_scale": self._scale, "target_int_pne_star": self.controller.current_target}
 
     def summary(self) -> dict:
         """meta.json ``noise_control``."""
@@ -145,7 +153,7 @@ class NoiseArm:
         return out | {"form": self.form}
 
     def state_dict(self) -> dict:
-        state = {}
+        state = {"best_val_loss": self.best_val_loss}
         for name in ("injector", "controller", "sgld"):
             part = getattr(self, name)
             if part is not None:
@@ -153,6 +161,7 @@ class NoiseArm:
         return state
 
     def load_state_dict(self, state: dict) -> None:
+        self.best_val_loss = float(state.get("best_val_loss", math.inf))
         for name in ("injector", "controller", "sgld"):
             part = getattr(self, name)
             if part is not None:
@@ -164,7 +173,8 @@ class NoiseArm:
 def controller_target(spec: RunSpec, trace: pd.DataFrame | None):
     """The controller's target from the reference run's trace (``spec.reference``).
 
-    noise_injection / nap: the reference's integrated P-NE* per step. phase_schedule:
+    noise_injection / nap: the reference's integrated P-NE* along the registered
+    axis (``noise['controller']['axis']``). phase_schedule:
     ``pne_budget`` x the reference's final integrated P-NE*, spread over
     ``noise['window']`` x the reference's steps.
     """
@@ -176,7 +186,7 @@ def controller_target(spec: RunSpec, trace: pd.DataFrame | None):
     trace = trace.sort_values("step")
     source = f"reference trace of {spec.run_id} ({spec.reference})"
     if spec.pne_budget is None:
-        return ReferenceTrajectory(trace["step"], trace["int_pne_star"], source)
+        return ReferenceTrajectory.from_trace(trace, spec.noise["controller"]["axis"], source)
     steps, total = float(trace["step"].iloc[-1]), float(trace["int_pne_star"].iloc[-1])
     if not (math.isfinite(total) and total > 0):
         raise ValueError(f"{source}: final int_pne_star {total} is not a positive budget unit")

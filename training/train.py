@@ -233,7 +233,7 @@ def train_run(
             dist.all_reduce(train_loss)
             train_loss /= world
         train_loss = float(train_loss)
-        arm.before_clip(step, lr)
+        arm.before_clip(step, lr, val_loss)
         grad_norm = float(
             torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg["grad_clip"])
         )
