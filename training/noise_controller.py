@@ -37,7 +37,8 @@ Usage in any training loop::
 
 Reported per run (``summary``): the median over 10 equal windows of the run's
 steps (of the budget window, for a phase schedule) of |Delta I_w - Delta T_w| /
-Delta T_w, T the target the controller had at each step (tracking error); I at
+Delta T_w, T the target the controller had at each step where it moved, both
+linear in between (tracking error); I at
 the stop / the reference's final integrated P-NE* (ratio); for a budget window
 the injected P-NE* placed inside it / the registered budget (realised budget).
 """
@@ -180,9 +181,14 @@ class ExposureController:
             return out
         end = min(self.target.end, path["step"][-1])
         start = self.target.start if isinstance(self.target, BudgetWindow) else 0.0
+        # The loss axis moves only at validations: judge the run at the steps where the
+        # target moved (and the last), linear in between, so a window's target increment
+        # does not depend on how many validations happen to fall into it.
+        moved = np.diff(path["target"], prepend=0.0) != 0
+        moved[-1] = True
         if end > start:
             out["tracking_error_median"] = tracking_error(
-                path["step"], path["controlled"], path["target"], start, end
+                path["step"][moved], path["controlled"][moved], path["target"][moved], start, end
             )
         if isinstance(self.target, BudgetWindow):
             steps, injected = path["step"], path["injected"]
