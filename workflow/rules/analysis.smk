@@ -77,3 +77,20 @@ rule power_table:
         ENV
     script:
         "../scripts/power_table.py"
+
+
+rule noise_control_table:
+    input:
+        runs=f"{TABLES}/runs.parquet",
+    output:
+        csv=f"{TABLES}/noise_control.csv",
+        md=f"{TABLES}/noise_control.md",
+    benchmark:
+        f"{RESULTS}/benchmarks/noise_control_table.tsv"
+    log:
+        f"{RESULTS}/logs/noise_control_table.log",
+    localrule: True
+    conda:
+        ENV
+    script:
+        "../scripts/noise_control_table.py"
