@@ -72,6 +72,8 @@ rule power_table:
         f"{RESULTS}/benchmarks/power_table.tsv"
     log:
         f"{RESULTS}/logs/power_table.log",
+    params:
+        scale=config["scale"],
     localrule: True
     conda:
         ENV
