@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pingouin as pg
 import pytest
+from matplotlib.collections import PathCollection as Points
 from scipy import stats
 
 import analysis.audit as audit
@@ -175,7 +176,8 @@ def _capture(monkeypatch, module) -> list:
 
 
 def _offsets(ax) -> np.ndarray:
-    return np.concatenate([c.get_offsets() for c in ax.collections if len(c.get_offsets())])
+    """The points of the scatter plots of ``ax``."""
+    return np.concatenate([c.get_offsets() for c in ax.collections if isinstance(c, Points)])
 
 
 def test_figures_draw_the_simulated_arms(plan, runs, tmp_path, monkeypatch):
@@ -203,12 +205,13 @@ def test_figures_draw_the_simulated_arms(plan, runs, tmp_path, monkeypatch):
     figs = _capture(monkeypatch, fig1)
     fig1.plot_fig1(runs, h1, hyps["H1"], tmp_path / "figs", n_boot=50)
     ax = figs[0].axes[0]
-    markers = {}
+    markers: dict[str, set] = {}
     for c in ax.collections:
-        if len(c.get_offsets()) and c.get_label() in set(runs["arm"]):
-            markers[c.get_label()] = c.get_paths()[0].vertices.tobytes()
+        if c.get_gid() and len(c.get_offsets()):
+            markers.setdefault(c.get_gid(), set()).add(c.get_paths()[0].vertices.tobytes())
     assert set(markers) == set(runs["arm"])
-    assert len(set(markers.values())) == len(markers)  # every arm its own marker
+    for arm, mine in markers.items():  # no marker shared by two arms
+        assert not mine & set().union(*(m for a, m in markers.items() if a != arm)), arm
 
 
 def test_audit_design_check_accepts_the_arms_and_names_a_changed_noise_option(
