@@ -234,3 +234,33 @@ def test_audit_design_check_accepts_the_arms_and_names_a_changed_noise_option(
         "run inj_anisotropic_bs64_s1: noise_form is 'student_t', registered 'anisotropic'" in text
     )
     assert "run phase_mid_b1_s0: pne_budget is 2.0, registered 1.0" in text
+
+
+def test_stage_times_sums_wall_time_per_arm(runs, tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "stage_times", Path(__file__).resolve().parents[1] / "bench" / "stage_times.py"
+    )
+    stage_times = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stage_times)
+    write_table(runs, "runs", tmp_path / "tables" / "runs.parquet")
+    rng = np.random.default_rng(0)
+    seconds = {}
+    for stage in ("train", "score"):
+        (tmp_path / "benchmarks" / stage).mkdir(parents=True)
+        for r in runs.itertuples():
+            seconds[stage, r.run_id] = s = float(rng.uniform(1, 50))
+            path = tmp_path / "benchmarks" / stage / f"{r.condition}_seed{r.seed}.tsv"
+            path.write_text(f"s\th:m:s\tmax_rss\n{s}\t0:00:01\t100\n")
+    per_run, per_arm = stage_times.arm_times(tmp_path)
+    per_arm = per_arm.set_index("arm")
+    for arm, sub in runs.groupby("arm"):
+        train = [seconds["train", i] for i in sub["run_id"]]
+        assert per_arm.at[arm, "runs"] == len(sub)
+        assert per_arm.at[arm, "train_sum_s"] == pytest.approx(sum(train))
+        assert per_arm.at[arm, "train_longest_s"] == pytest.approx(max(train))
+        assert per_arm.at[arm, "score_sum_s"] == pytest.approx(
+            sum(seconds["score", i] for i in sub["run_id"])
+        )
+    assert len(per_run) == len(runs)
