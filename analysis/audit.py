@@ -32,6 +32,7 @@ import pandas as pd
 
 from analysis.audit_report import AuditResult, Check
 from analysis.audit_runs import check_run_files, check_trace_files, traces_dir
+from analysis.run_design import DESIGN_COLUMNS, design_columns
 from preregistration.design import expand_design
 from preregistration.deviations import Deviation, DeviationLog, load_deviations
 from preregistration.lock import StudyPaths, read_config, read_lock, study_paths
@@ -98,6 +99,14 @@ def _check_hashes(runs: pd.DataFrame, path: Path, hashes: _Hashes, check: Check)
         hashes.check(value, f"{path}: run(s) {_ids(group['run_id'])}", check)
 
 
+def _same_number(used, registered: float) -> bool:
+    """Equal to 1e-9 relative, or both missing (a run without a registered budget)."""
+    used, registered = float(used), float(registered)
+    if math.isnan(used) or math.isnan(registered):
+        return math.isnan(used) and math.isnan(registered)
+    return math.isclose(used, registered, rel_tol=1e-9)
+
+
 def _check_design(
     runs: pd.DataFrame, plan: dict, paths: StudyPaths, log: DeviationLog, check: Check
 ) -> None:
@@ -122,7 +131,7 @@ def _check_design(
             f"{where}: {len(missing)} registered run(s) of design.scales.{paths.scale} are "
             f"missing{detail}: {_ids(s.run_id for s in missing)}"
         )
-    fields = ("run_id", "arm", "global_batch", "lr_rule", "lr_peak")
+    fields = ("run_id", "arm", "global_batch", "lr_rule", "lr_peak", *DESIGN_COLUMNS)
     for row in runs.itertuples(index=False):
         spec = specs.get((row.condition, int(row.seed)))
         if spec is None:
@@ -132,12 +141,14 @@ def _check_design(
             else:
                 extra.append(row.run_id)
             continue
+        design = design_columns(spec)
         for name in fields:
-            used, registered = _py(getattr(row, name)), getattr(spec, name)
+            used = _py(getattr(row, name))
+            registered = design[name] if name in design else getattr(spec, name)
             same = (
-                math.isclose(float(used), registered, rel_tol=1e-9)
-                if name == "lr_peak"
-                else used == registered
+                _same_number(used, registered)
+                if name in ("lr_peak", "pne_budget")
+                else used == registered or (registered == "" and pd.isna(used))
             )
             if not same:
                 check.fail(

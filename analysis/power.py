@@ -1,4 +1,4 @@
-"""Simulation-based power for H1 and H3 from pilot variance components (DESIGN §5).
+"""Simulation-based power for H1, H2 and H3 from pilot variance components (DESIGN §5).
 
 Before the confirmatory runs, a mixed model fitted on pilot runs gives the seed
 (random-intercept) and residual variances; data sets of the registered design are
@@ -9,7 +9,8 @@ seeds for the registered target power.
 The simulations are vectorised: for H1 the slope test is computed by the
 within-seed regression, which is what the registered mixed model reduces to in a
 balanced design (every seed runs every condition; see ``power_h1``), and for H3
-the paired TOST is computed from the simulated differences directly.
+the paired TOST is computed from the simulated differences directly, and for H2 the
+late - early contrast from the simulated within-seed differences.
 ``tests/test_power.py`` checks both against the actual test functions.
 """
 
@@ -246,6 +247,76 @@ def power_h3(
     )
 
 
+def simulate_phase_contrasts(
+    effect: float,
+    sd_resid: float,
+    n_seeds: int,
+    n_budgets: int,
+    n_sim: int,
+    alpha: float = 0.05,
+    alternative: str = "greater",
+    random_state: int = 0,
+) -> np.ndarray:
+    """Rejections (one per simulated study) of H2's late - early contrast test.
+
+    Each study: ``n_seeds`` seeds x ``n_budgets`` budget levels x {early, late},
+    y = mu_budget + effect * [late] + u_seed + e, e ~ N(0, sd_resid^2). The test is
+    ``analysis.h2_phase.late_minus_early``: per seed d_s = mean over budgets of
+    y_late - y_early (the seed and budget terms cancel), t = mean(d) / (s_d /
+    sqrt(n)) on n - 1 df. The mid phase does not enter the contrast.
+    """
+    if n_seeds < 2 or n_budgets < 1:
+        raise ValueError("simulate_phase_contrasts: needs >= 2 seeds and >= 1 budget level")
+    rng = np.random.default_rng(random_state)
+    noise = rng.normal(0, sd_resid, (n_sim, n_seeds, n_budgets, 2))
+    d = effect + (noise[..., 1] - noise[..., 0]).mean(-1)  # (n_sim, n_seeds)
+    t = d.mean(1) / (d.std(1, ddof=1) / np.sqrt(n_seeds))
+    crit = stats.t.ppf(1 - alpha, n_seeds - 1)
+    if alternative == "greater":
+        return t > crit
+    if alternative == "less":
+        return t < -crit
+    return np.abs(t) > stats.t.ppf(1 - alpha / 2, n_seeds - 1)
+
+
+def power_h2(
+    effect: float,
+    sd_resid: float,
+    n_seeds: int,
+    n_budgets: int = 2,
+    alpha: float = 0.05,
+    alternative: str = "greater",
+    n_sim: int = 4000,
+    random_state: int = 0,
+) -> pd.DataFrame:
+    """Power of H2's registered late - early contrast with ``n_seeds`` seeds.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row: ``n_seeds``, ``n_budgets``, ``effect``, ``sd_resid``, ``power``,
+        ``mc_se``, ``n_sim``.
+
+    Notes
+    -----
+    :math:`d_s \\sim N(\\Delta, 2\\sigma^2 / L)` with L budget levels, so the power
+    is that of a one-sample t test with noncentrality
+    :math:`\\Delta \\sqrt{n L / 2} / \\sigma` (``tests/test_power.py`` checks the
+    simulation against it and against ``late_minus_early`` on simulated runs).
+    The seed intercept cancels within seed, so only the residual SD enters.
+    """
+    func = "power_h2"
+    require_alternative(alternative, func)
+    require_probability(alpha, "alpha", func)
+    reject = simulate_phase_contrasts(
+        effect, sd_resid, n_seeds, n_budgets, n_sim, alpha, alternative, random_state
+    )
+    power = float(reject.mean())
+    row = {"n_seeds": n_seeds, "n_budgets": n_budgets, "effect": effect, "sd_resid": sd_resid}
+    row |= {"power": power, "mc_se": float(np.sqrt(power * (1 - power) / n_sim)), "n_sim": n_sim}
+    return pd.DataFrame([row])
+
+
 def seeds_needed(
     pilot: pd.DataFrame,
     plan: dict,
@@ -255,8 +326,10 @@ def seeds_needed(
     max_seeds: int = 20,
     n_sim: int = 4000,
     random_state: int = 0,
+    n_budgets: int = 2,
+    until_sufficient: bool = False,
 ) -> pd.DataFrame:
-    """Power by number of seeds for H1 or H3, from pilot variance components.
+    """Power by number of seeds for H1, H2 or H3, from pilot variance components.
 
     Parameters
     ----------
@@ -267,9 +340,15 @@ def seeds_needed(
     effect : float, optional
         H1: the slope to detect (smallest effect of interest); default the pilot
         slope, flagged in ``effect_source`` (a pilot estimate is noisy). H3: the
-        true difference under which equivalence should be shown (default 0).
+        true difference under which equivalence should be shown (default 0). H2:
+        the late - early contrast to detect; default the H3 margin (the smallest
+        difference in ICL the plan deems meaningful), flagged ``H3 margin``.
     target_power : float
         The registered power.
+    n_budgets : int
+        H2: registered budget levels (each seed runs early and late at each).
+    until_sufficient : bool
+        Stop at the first sufficient number of seeds (rows end there).
 
     Returns
     -------
@@ -315,8 +394,20 @@ def seeds_needed(
         for n in range(2, max_seeds + 1):
             res = power_h3(sd_diff, float(spec["margin"]), n, effect, alpha, n_sim, random_state)
             rows.append({"n_seeds": n, "power": res.power.iloc[0], "mc_se": res.mc_se.iloc[0]})
+            if until_sufficient and res.power.iloc[0] >= target_power:
+                break
+    elif spec["test"] == "two_way_anova_late_minus_early":
+        source = "assumed" if effect is not None else "H3 margin"
+        effect = float(plan["hypotheses"]["H3"]["margin"] if effect is None else effect)
+        for n in range(2, max_seeds + 1):
+            res = power_h2(
+                effect, vc.sd_resid, n, n_budgets, alpha, spec["sidedness"], n_sim, random_state
+            ).iloc[0]
+            rows.append({"n_seeds": n, "power": res.power, "mc_se": res.mc_se})
+            if until_sufficient and res.power >= target_power:
+                break
     else:
-        raise ValueError(f"{func}: power is implemented for H1 and paired-TOST hypotheses")
+        raise ValueError(f"{func}: power is implemented for H1, H2 and paired-TOST hypotheses")
     out = pd.DataFrame(rows)
     out.insert(0, "hypothesis", hypothesis)
     out["effect"], out["effect_source"] = effect, source

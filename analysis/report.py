@@ -13,7 +13,9 @@ for people); every CSV is written through its contract in
                               final loss against target +- tolerance [loss_matching]
 
 Excluded runs never enter a test. A hypothesis whose registered arms have no
-included run is reported as "not run (no runs of arm X)". Only the plan's
+included run is reported as "not run (no runs of arm X)", or "not run (all N runs
+of arm X excluded: ...)" when they exist but a registered rule excluded them. Each
+test uses only its registered arms' runs (``analysis.arm_tests``). Only the plan's
 hypotheses are confirmatory and only its controls are controls; every other row is
 labelled exploratory.
 
@@ -28,9 +30,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.arm_tests import (
+    EQUIVALENCE_COLUMNS,
+    arm_runs,
+    confirmatory_form,
+    h2_result,
+    h3_result,
+    h3_tests,
+)
 from analysis.h1_monotonicity import H1_COLUMNS, h1_summary
-from analysis.h2_phase import late_minus_early
-from analysis.h3_equivalence import EQUIVALENCE_COLUMNS, paired_tost, tost_against_target
+from analysis.h3_equivalence import tost_against_target
 from analysis.h4_tradeoff import memorization_slope
 from analysis.multiplicity import holm
 from preregistration.design import expand_design
@@ -46,28 +55,15 @@ from preregistration.plan import (
 from preregistration.tables import columns, read_table, validate, write_table
 
 INVENTORY_COLUMNS = columns("inventory")  # T2
-# Extra runs-table columns the not-yet-implemented arms need (reported when absent).
-PHASE_COLUMNS = ("pne_budget", "phase")  # H2, arm phase_schedule
-PAIRING_COLUMN = "reference_condition"  # H3: the batch-sweep condition an injected run matches
 
 
-def _arm_runs(included: pd.DataFrame, hyp: dict) -> tuple[pd.DataFrame, str | None]:
-    """Included runs of the hypothesis' registered arms, or the reason it cannot run."""
-    arms = list(hyp.get("arms", []))
-    empty = [a for a in arms if not (included["arm"] == a).any()]
-    if not arms or empty:
-        return included.iloc[0:0], f"not run (no runs of arm {', '.join(empty or ['?'])})"
-    return included[included["arm"].isin(arms)], None
+def _confirmatory(key: str, hyp: dict, runs: pd.DataFrame, h1: pd.DataFrame, t3) -> tuple:
+    """(estimate, ci_low, ci_high, p, n_runs, reason) of one registered hypothesis.
 
-
-def _h3_pairs(runs: pd.DataFrame) -> list[tuple[str, str]]:
-    inj = runs[runs["arm"] == "noise_injection"]
-    return sorted(set(zip(inj["condition"], inj[PAIRING_COLUMN], strict=True)))
-
-
-def _confirmatory(key: str, hyp: dict, included: pd.DataFrame, h1: pd.DataFrame) -> tuple:
-    """(estimate, ci_low, ci_high, p, n_runs, reason) of one registered hypothesis."""
-    data, reason = _arm_runs(included, hyp)
+    ``runs`` is the whole runs table: each test takes the included runs of its
+    registered arms (``analysis.arm_tests.arm_runs``).
+    """
+    data, reason, _ = arm_runs(runs, hyp)
     if reason:
         return np.nan, np.nan, np.nan, np.nan, 0, reason
     if key == "H1":
@@ -81,29 +77,19 @@ def _confirmatory(key: str, hyp: dict, included: pd.DataFrame, h1: pd.DataFrame)
         ).iloc[0]  # fmt: skip
         return r.slope, r.ci_low, r.ci_high, r.p, int(r.n_runs), None
     if hyp["test"] == "two_way_anova_late_minus_early":
-        missing = [c for c in PHASE_COLUMNS if c not in data]
-        if missing:
-            return np.nan, np.nan, np.nan, np.nan, 0, f"not run (runs lack columns {missing})"
-        r = late_minus_early(
-            data, hyp["outcome"], *PHASE_COLUMNS, hyp["block"], float(hyp["alpha"])
-        ).iloc[0]
-        return r.estimate, r.ci_low, r.ci_high, r.p, int(r.n_runs), None
+        return h2_result(data, hyp)
     if hyp["test"] == "paired_tost":
-        if PAIRING_COLUMN not in data:
-            return np.nan, np.nan, np.nan, np.nan, 0, f"not run (runs lack {PAIRING_COLUMN})"
-        rows = [
-            paired_tost(included, hyp["outcome"], pair, float(hyp["margin"]),
-                        alpha=float(hyp["alpha"])).iloc[0]
-            for pair in _h3_pairs(data)
-        ]  # fmt: skip
-        worst = max(rows, key=lambda r: r.p)  # intersection-union: every pairing equivalent
-        n = int(sum(2 * r.n_pairs for r in rows))
-        return worst.estimate, worst.ci_low, worst.ci_high, worst.p, n, None
+        return h3_result(t3)
     raise PlanError(f"plan: hypotheses.{key}.test {hyp['test']!r} has no implementation")
 
 
 def tests_table(
-    included: pd.DataFrame, plan: dict, scale: str, h1: pd.DataFrame, t4: pd.DataFrame
+    runs: pd.DataFrame,
+    plan: dict,
+    scale: str,
+    h1: pd.DataFrame,
+    t4: pd.DataFrame,
+    t3: pd.DataFrame,
 ) -> pd.DataFrame:
     """Table T1 (schema TESTS): registered hypotheses and controls, then exploratory rows.
 
@@ -116,11 +102,16 @@ def tests_table(
         key = reg["hypothesis"]
         row = {k: reg[k] for k in ["hypothesis", *REGISTERED_FIELDS]}
         if reg["label"] == "confirmatory":
-            est, low, high, p, n, reason = _confirmatory(key, plan["hypotheses"][key], included, h1)
+            hyp = plan["hypotheses"][key]
+            est, low, high, p, n, reason = _confirmatory(key, hyp, runs, h1, t3)
         else:
             arms = reg["arms"].split(",")
             sub = t4[t4["arm"].isin(arms)].dropna(subset=["p"])
-            if len(sub):
+            _, why, _ = arm_runs(runs, {"arms": arms})
+            if why:
+                est = low = high = p = np.nan
+                n, reason = 0, why
+            elif len(sub):
                 worst = sub.loc[sub["p"].idxmax()]  # intersection-union over conditions
                 est, low, high, p = worst.estimate, worst.ci_low, worst.ci_high, worst.p
                 n, reason = int(sub["n_runs"].sum()), None
@@ -150,6 +141,7 @@ def tests_table(
                 "decision": "exploratory",
             }  # fmt: skip
         )
+    rows += _h3_exploratory_rows(t3, plan)
     correction = plan["correction"]
     t1 = pd.DataFrame(rows)
     in_family = t1["family"] == correction["name"]
@@ -163,28 +155,27 @@ def tests_table(
     return validate(t1, "tests")[columns("tests")]
 
 
-def equivalence_table(included: pd.DataFrame, plan: dict, margin_loss: float) -> pd.DataFrame:
+def _h3_exploratory_rows(t3: pd.DataFrame, plan: dict) -> list[dict]:
+    """T1 rows of H3's pairings of the unregistered noise forms (exploratory, no family)."""
+    hyp = plan["hypotheses"].get("H3")
+    rows = []
+    for r in t3[(t3["label"] == "exploratory") & t3["p"].notna()].itertuples(index=False):
+        rows.append({
+            "hypothesis": f"H3 {r.noise_form}", "label": "exploratory", "test": hyp["test"],
+            "outcome": r.outcome, "sidedness": hyp["sidedness"], "alpha": float(hyp["alpha"]),
+            "margin": r.margin, "family": "", "estimate": r.estimate, "ci_low": r.ci_low,
+            "ci_high": r.ci_high, "p": r.p, "n_runs": int(2 * r.n_pairs),
+            "decision": "exploratory",
+        })  # fmt: skip
+    return rows
+
+
+def equivalence_table(runs: pd.DataFrame, plan: dict, margin_loss: float) -> pd.DataFrame:
     """Table T3: each H3 pairing's paired TOST on ICL, and on final loss (control)."""
     hyp = plan["hypotheses"].get("H3")
     if hyp is None:
         return pd.DataFrame(columns=EQUIVALENCE_COLUMNS)
-    data, reason = _arm_runs(included, hyp)
-    if not reason and PAIRING_COLUMN not in data:
-        reason = f"not run (runs lack {PAIRING_COLUMN})"
-    if reason:
-        row = {"hypothesis": "H3", "label": "confirmatory", "outcome": hyp["outcome"]}
-        row |= {"margin": float(hyp["margin"]), "method": reason}
-        return pd.DataFrame([row]).reindex(columns=EQUIVALENCE_COLUMNS)
-    rows = []
-    for pair in _h3_pairs(data):
-        for dv, margin, label in (
-            (hyp["outcome"], float(hyp["margin"]), "confirmatory"),
-            ("final_val_loss", margin_loss, "control"),
-        ):
-            r = paired_tost(included, dv, pair, margin, alpha=float(hyp["alpha"])).iloc[0]
-            rows.append(r.to_dict() | {"hypothesis": "H3", "label": label})
-            rows[-1]["method"] = "paired TOST by seed (pingouin tost, paired=True)"
-    return pd.DataFrame(rows).reindex(columns=EQUIVALENCE_COLUMNS)
+    return h3_tests(runs, hyp, margin_loss)
 
 
 def loss_matching_table(included: pd.DataFrame, plan: dict, design: dict) -> pd.DataFrame:
@@ -195,10 +186,12 @@ def loss_matching_table(included: pd.DataFrame, plan: dict, design: dict) -> pd.
     dv = control.get("outcome", "final_val_loss")
     if included.empty:
         return pd.DataFrame(columns=["condition", "arm", "n_runs", "p"])
-    t4 = tost_against_target(included, dv, float(design["target_val_loss"]), margin, alpha=alpha)
-    arms = included.drop_duplicates("condition").set_index("condition")["arm"]
-    t4.insert(1, "arm", t4["condition"].map(arms))
-    return t4
+    parts = []
+    for arm, sub in included.groupby("arm", sort=False):  # a condition may recur in two arms
+        part = tost_against_target(sub, dv, float(design["target_val_loss"]), margin, alpha=alpha)
+        part.insert(1, "arm", arm)
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
 
 
 def inventory_table(runs: pd.DataFrame, plan: dict, scale: str) -> tuple[pd.DataFrame, list]:
@@ -278,7 +271,7 @@ def build_tables(
     out_dir.mkdir(parents=True, exist_ok=True)
 
     h1_hyp = plan["hypotheses"]["H1"]
-    h1_data, reason = _arm_runs(included, h1_hyp)
+    h1_data, reason, _ = arm_runs(runs, h1_hyp)
     if reason:
         h1 = pd.DataFrame([{"hypothesis": "H1", "label": "confirmatory", "method": reason}])
         h1 = h1.reindex(columns=H1_COLUMNS)
@@ -286,9 +279,14 @@ def build_tables(
         h1 = h1_summary(h1_data, h1_hyp, n_boot=n_boot, n_perm=n_perm, random_state=random_state)
     tolerance = float(design["target_tolerance"])
     t4 = loss_matching_table(included, plan, design)
-    t1 = tests_table(included, plan, scale, h1, t4)
+    t3 = equivalence_table(runs, plan, tolerance)
+    t1 = tests_table(runs, plan, scale, h1, t4, t3)
     t2, missing = inventory_table(runs, plan, scale)
-    t3 = equivalence_table(included, plan, tolerance)
+    excluded_notes = [
+        f"{key}: {note} (included runs only)."
+        for key, hyp in {**plan["hypotheses"], **plan.get("controls", {})}.items()
+        if (note := arm_runs(runs, hyp)[2])
+    ]
 
     alpha = float(h1_hyp["alpha"])
     paths = []
@@ -303,16 +301,21 @@ def build_tables(
         f"Holm over the registered family {plan['correction']['family']}; a member not run "
         "enters with p = 1 so the family size stays as registered.",
         "Decisions follow each hypothesis' registered decision criterion.",
-        "H3 with several pairings: intersection-union (the largest TOST p); "
-        "loss_matching: the condition with the largest TOST p (details in T4).",
+        "Each test uses the included runs of its registered arms only (plan `arms`).",
+        f"H3: the pairing of noise form {confirmatory_form(plan['hypotheses']['H3'])!r} with "
+        "its reference runs is the registered test; the other forms' pairings are "
+        "exploratory rows (details in T3). loss_matching: the condition with the largest "
+        "TOST p (details in T4).",
         "Rows labelled exploratory are not registered tests; their p are not corrected.",
+        *excluded_notes,
     ], table="tests")  # fmt: skip
     paths += write_csv_and_markdown(t2, out_dir, "t2_inventory", "T2: run inventory", [
         f"{len(runs)} runs, {int(runs['excluded'].sum())} excluded by a registered rule.",
         "Registered runs without a record: " + (", ".join(missing) if missing else "none") + ".",
     ], table="inventory", plan=plan)  # fmt: skip
     paths += write_csv_and_markdown(t3, out_dir, "t3_equivalence", "T3: equivalence tests (H3)", [
-        "Paired TOST by seed; CI at 1 - 2 alpha (90%) against +- margin.",
+        "Paired TOST of each injected run with its reference run (same seed); estimate "
+        "reference - injected; CI at 1 - 2 alpha (90%) against +- margin.",
         "final_val_loss rows: loss-matching control of each pairing (margin: target tolerance).",
     ], table="equivalence")  # fmt: skip
     paths += write_csv_and_markdown(t4, out_dir, "t4_loss_matching", "T4: loss matching", [

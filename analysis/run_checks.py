@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.run_design import design_columns, noise_control_columns
 from analysis.run_status import (
     EXPOSURES,
     derive_ending,
@@ -201,12 +202,15 @@ def read_run(traces: str | Path, spec) -> tuple[RunRecord | None, list[str]]:
     problems += found
     if ending is not None:
         problems += meta_problems(meta, ending, directory / "meta.json")
+    design = design_columns(spec)
+    control, found = noise_control_columns(meta, design["noise_form"], directory / "meta.json")
+    problems += found
     if problems:
         return None, problems
     row = {k: meta[k] for k in META_TYPES if k not in ("status", "steps", "tokens")}
     row |= {"status": ending.status, "steps": ending.steps, "tokens": ending.tokens}
     row |= {"final_val_loss": ending.final_val_loss, "b_simple_run": ending.b_simple_run}
-    row |= ending.exposure | summarize_scores(scores)
+    row |= ending.exposure | summarize_scores(scores) | design | control
     return RunRecord(directory, meta, row, trace, scores), []
 
 

@@ -4,9 +4,10 @@ Every rule writes ``<results>/benchmarks/<rule>...tsv`` (Snakemake's ``benchmark
 directive: wall seconds, peak memory). This script runs the study of a config in a
 fresh results directory (or reads an existing one with ``--existing``) and prints,
 per stage, the number of jobs, the summed and the longest job wall time, and the
-whole run's wall time.
+whole run's wall time; then per arm of the design (from the runs table) the
+training and scoring wall time, summed and longest (``--per-run``: every run's).
 
-    python bench/stage_times.py [--config config/config.yaml] [--existing results]
+    python bench/stage_times.py [--config config/config.yaml] [--existing results] [--per-run]
 """
 
 from __future__ import annotations
@@ -49,11 +50,46 @@ def stage_table(results: Path) -> pd.DataFrame:
     )
 
 
+def arm_times(results: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Training and scoring wall time per run and per arm.
+
+    Per run: the ``train`` and ``score`` benchmark files
+    (``benchmarks/<stage>/<condition>_seed<seed>.tsv``) joined to the runs table
+    (``tables/runs.parquet``: arm, role, and the trainer's own ``wall_time_s``).
+    Per arm: runs, summed and longest job wall time of training and scoring.
+    A benchmark of a run the runs table does not list is reported under arm '?'.
+    """
+    runs = pd.read_parquet(results / "tables" / "runs.parquet")
+    if "role" not in runs:  # a runs table written before the causal arms
+        runs["role"] = "condition"
+    per_run = runs[["run_id", "arm", "role", "wall_time_s"]].set_index("run_id")
+    for stage in ("train", "score"):
+        times = {}
+        for tsv in sorted((results / "benchmarks" / stage).glob("*_seed*.tsv")):
+            condition, seed = tsv.stem.rsplit("_seed", 1)
+            times[f"{condition}_s{int(seed)}"] = float(pd.read_csv(tsv, sep="\t")["s"].iloc[0])
+        per_run = per_run.join(pd.Series(times, name=f"{stage}_s"), how="outer")
+    per_run["arm"] = per_run["arm"].fillna("?")
+    per_arm = (
+        per_run.groupby("arm", sort=False)
+        .agg(
+            runs=("arm", "size"),
+            train_sum_s=("train_s", "sum"),
+            train_longest_s=("train_s", "max"),
+            score_sum_s=("score_s", "sum"),
+            trainer_wall_sum_s=("wall_time_s", "sum"),
+        )
+        .reset_index()
+    )
+    return per_run.reset_index(names="run_id"), per_arm
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="config/config.yaml")
     parser.add_argument("--existing", type=Path, help="read this results directory, run nothing")
     parser.add_argument("--cores", default="2")
+    parser.add_argument("--per-run", action="store_true", help="also print every run's times")
     args = parser.parse_args()
     total = float("nan")
     if args.existing:
@@ -77,7 +113,15 @@ def main() -> int:
         total = time.perf_counter() - start
         if proc.returncode != 0:
             return proc.returncode
-    print(stage_table(results).to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+    show = {"index": False, "float_format": lambda v: f"{v:.1f}"}
+    print(stage_table(results).to_string(**show))
+    if (results / "tables" / "runs.parquet").is_file():
+        per_run, per_arm = arm_times(results)
+        print("\nwall time per arm (benchmark s of each job; trainer_wall: meta.json wall_time_s)")
+        print(per_arm.to_string(**show))
+        if args.per_run:
+            print("\nwall time per run")
+            print(per_run.sort_values(["arm", "run_id"]).to_string(**show))
     print(f"results: {results}")
     print(f"total_wall_s={total:.0f}")
     return 0

@@ -1,8 +1,10 @@
 """Figure 1: integrated P-NE* vs ICL AUC, the H1 relation (DESIGN §5, seed 003 Fig. 1).
 
-One point per run (colour: global batch, marker: LR rule, names as registered;
-excluded runs hollow and grey), the isotonic fit with its pointwise bootstrap
-band, Spearman's rho and the registered mixed-model slope from ``h1.csv``.
+One point per run. The runs of H1's arms (the batch sweep): colour global batch,
+marker LR rule, names as registered. Every other arm: its own marker and colour
+(``figures.layout.ARM_STYLES``), shown but not fitted. Excluded runs hollow and
+grey. The isotonic fit of H1's runs with its pointwise bootstrap band, Spearman's
+rho and the registered mixed-model slope from ``h1.csv``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,15 @@ import pandas as pd
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from analysis.isotonic import isotonic_fit
-from figures.layout import EXCLUDED_COLOR, condition_styles, fmt_p, no_runs_panel, plt, save_figure
+from figures.layout import (
+    EXCLUDED_COLOR,
+    arm_style,
+    condition_styles,
+    fmt_p,
+    no_runs_panel,
+    plt,
+    save_figure,
+)
 
 
 def _h1_row(h1: pd.DataFrame, analysis: str) -> pd.Series | None:
@@ -35,6 +45,8 @@ def plot_fig1(
     arms = list(hypothesis["arms"])
     data = runs[runs["arm"].isin(arms)]
     included = data[~data["excluded"].astype(bool)].dropna(subset=[dv, exposure])
+    others = runs[~runs["arm"].isin(arms) & ~runs["excluded"].astype(bool)]
+    others = others.dropna(subset=[dv, exposure])
     fig, ax = plt.subplots(figsize=(6.2, 4.2))
     if included.empty:
         no_runs_panel(ax, arms, f"Figure 1: {dv} vs integrated P-NE*")
@@ -66,8 +78,10 @@ def plot_fig1(
                 linewidth=0.5,
                 label=style["label"],
                 zorder=3,
+                gid=pts["arm"].iloc[0],
             )
-    excluded = data[data["excluded"].astype(bool)].dropna(subset=[dv, exposure])
+    _other_arms(ax, others, exposure, dv, sorted(set(runs["arm"]) - set(arms)))
+    excluded = runs[runs["excluded"].astype(bool)].dropna(subset=[dv, exposure])
     if len(excluded):
         ax.scatter(
             excluded[exposure],
@@ -99,15 +113,41 @@ def plot_fig1(
             f"mixed-model slope = {slope.estimate:.3g} per log unit, one-sided "
             f"p = {fmt_p(slope.p)} (confirmatory)"
         )
+    if len(others):
+        lines.append(
+            f"fit and tests: arm(s) {', '.join(arms)} only; the other arms' runs are shown, "
+            "not fitted"
+        )
     ax.set_title("H1: ICL vs integrated P-NE* at matched loss\n" + "\n".join(lines), loc="left")
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     ax.text(
         1.0,
         -0.16,
-        f"{len(included)} runs, {included['seed'].nunique()} seeds",
+        f"{len(included)} runs of arm(s) {', '.join(arms)}, {included['seed'].nunique()} seeds"
+        + (f"; {len(others)} runs of other arms" if len(others) else ""),
         ha="right",
         transform=ax.transAxes,
         fontsize=7,
         color="0.4",
     )
     return save_figure(fig, out_dir, "fig1_pne_icl")
+
+
+def _other_arms(ax, others: pd.DataFrame, exposure: str, dv: str, arms: list[str]) -> None:
+    """The runs of arms H1 does not use: one marker and colour per arm; the runs an
+    arm registers as references (role ``reference``) hollow."""
+    for (arm, role), pts in others.groupby(["arm", "role"], sort=True):
+        style = arm_style(arm, arms)
+        reference = role == "reference"
+        ax.scatter(
+            pts[exposure],
+            pts[dv],
+            s=30,
+            marker=style["marker"],
+            facecolor="none" if reference else style["color"],
+            edgecolor=style["color"] if reference else "white",
+            linewidth=0.9 if reference else 0.5,
+            label=f"{arm} (its reference runs)" if reference else arm,
+            zorder=3,
+            gid=arm,
+        )

@@ -1,8 +1,10 @@
 """Figure 2: ICL by phase of the added P-NE* budget (H2; seed 003 Fig. 2).
 
-One panel per P-NE* budget: ICL AUC of each run by the phase its budget was
-placed in (early, mid, late), seeds joined by thin lines, phase means with 95% t
-intervals; the registered late - early contrast from T1 in the title.
+One panel per P-NE* budget level: ICL AUC of each included run (one point per
+seed) by the phase its budget was placed in (early, mid, late), the runs of a
+seed joined by thin lines, phase means with 95% t intervals beside them; the
+registered late - early contrast from T1 (estimate, CI, one-sided p, Holm p) in
+the title.
 """
 
 from __future__ import annotations
@@ -42,11 +44,15 @@ def plot_fig2(
         pos = {p: i for i, p in enumerate(phases)}
         for _, seed_runs in sub.groupby(block):
             seed_runs = seed_runs.sort_values(phase, key=lambda s: s.map(pos))
-            ax.plot(seed_runs[phase].map(pos), seed_runs[dv], color="0.7", lw=0.8, marker=".")
+            ax.plot(seed_runs[phase].map(pos), seed_runs[dv], color="0.8", lw=0.7, zorder=1)
+        ax.scatter(
+            sub[phase].map(pos), sub[dv], s=16, color="0.35", zorder=2,
+            label=f"run (one per {block}; lines join a {block})",
+        )  # fmt: skip
         means = sub.groupby(phase)[dv].agg(["mean", "sem", "count"]).reindex(phases)
         half = stats.t.ppf(0.975, np.maximum(means["count"] - 1, 1)) * means["sem"].fillna(0)
         ax.errorbar(
-            range(len(phases)),
+            np.arange(len(phases)) + 0.15,  # beside the runs, not on them
             means["mean"],
             yerr=half,
             color="C3",
@@ -56,8 +62,9 @@ def plot_fig2(
             label="mean ± 95% CI",
         )
         ax.set_xticks(range(len(phases)), phases)
+        ax.set_xlim(-0.4, len(phases) - 0.4)
         ax.set_xlabel("phase of the added P-NE* budget")
-        ax.set_title(f"{budget} = {level:g}" if isinstance(level, float) else f"{budget} = {level}")
+        ax.set_title(f"added P-NE* budget level {level:g}  ({sub[block].nunique()} {block}s)")
     first = np.atleast_1d(axes)[0]
     first.set_ylabel("ICL AUC  (0-1)")
     first.legend(frameon=False, loc="best")
@@ -70,6 +77,9 @@ def plot_fig2(
         )
     else:
         note = "late - early contrast: " + (row["decision"].iloc[0] if len(row) else "not in T1")
+    n_excluded = int(runs["arm"].isin(arms).sum() - len(data))
+    if n_excluded:
+        note += f"\n{n_excluded} excluded run(s) not shown"
     fig.suptitle(
         f"H2: phase sensitivity at equal total P-NE*\n{note}",
         x=0.02,

@@ -19,6 +19,16 @@ import pandas as pd  # noqa: E402
 
 MARKERS = {"fixed": "o", "sqrt": "s", "linear": "^"}
 EXCLUDED_COLOR = "0.6"
+# The causal arms (issue 10): one marker and colour per arm, none shared with the
+# batch sweep's LR-rule markers or its viridis batch colours.
+ARM_STYLES = {
+    "noise_injection": {"marker": "^", "color": "C3"},
+    "phase_schedule": {"marker": "D", "color": "C1"},
+    "precond_freeze": {"marker": "v", "color": "C4"},
+    "sgld": {"marker": "P", "color": "C5"},
+    "nap": {"marker": "X", "color": "C6"},
+}
+_SPARE_MARKERS = ("*", "h", "p", "<", ">", "8")
 
 plt.rcParams.update(
     {
@@ -52,6 +62,16 @@ def condition_styles(runs: pd.DataFrame) -> dict[str, dict]:
         }
         for c in conds.itertuples()
     }
+
+
+def arm_style(arm: str, arms: list[str]) -> dict:
+    """Marker and colour of an arm other than the batch sweep; unknown arms get spare
+    markers in the order of ``arms`` (all arms of the figure, sorted)."""
+    if arm in ARM_STYLES:
+        return ARM_STYLES[arm]
+    unknown = [a for a in arms if a not in ARM_STYLES]
+    i = unknown.index(arm) if arm in unknown else 0
+    return {"marker": _SPARE_MARKERS[i % len(_SPARE_MARKERS)], "color": f"C{7 + i % 3}"}
 
 
 def no_runs_panel(ax: plt.Axes, arms: list[str], what: str) -> None:

@@ -6,7 +6,8 @@ inventory       T2, every run with its exclusion and whether the design lists it
 equivalence     T3, the H3 paired TOSTs (and their loss-matching control)
 loss_matching   T4, each condition's final loss against target +- tolerance
 sensitivity     the estimator-sensitivity table (curvature proxy, eta vs eta^2, clipping)
-power           simulated power of H1 and H3 by number of seeds
+power           simulated power of H1, H2 and H3 by number of seeds
+noise_control   per run of the causal arms: tracking error, P-NE* ratio, phase budgets
 
 A row of a test that did not run keeps its text columns and leaves
 the numbers missing, so most numeric columns here are nullable.
@@ -145,9 +146,13 @@ INVENTORY_VALUES: dict[str, Domain] = {
 
 EQUIVALENCE = (
     _c("hypothesis", "str", "-", "H3"),
-    _c("label", "str", "-", "confirmatory (ICL) | control (final loss)"),
+    _c("label", "str", "-", "confirmatory (ICL, registered form) | exploratory (ICL, other "
+       "forms) | control (final loss)"),
+    _c("noise_form", "str", "-", "noise form of the injected runs of the pairing",
+       nullable=True),
     _c("outcome", "str", "-", "outcome column of the runs table"),
-    _c("condition_a", "str", "-", "the small-batch condition of the pairing", nullable=True),
+    _c("condition_a", "str", "-", "the reference (small-batch) condition of the pairing",
+       nullable=True),
     _c("condition_b", "str", "-", "the matched injected-noise condition", nullable=True),
     _c("n_pairs", "int", "seeds", "seeds with both conditions", nullable=True),
     _c("estimate", "float", "-", "mean paired difference a - b", nullable=True),
@@ -208,13 +213,14 @@ SENSITIVITY = (
 SENSITIVITY_VALUES: dict[str, Domain] = {"n": COUNT}
 
 POWER = (
-    _c("hypothesis", "str", "-", "H1 | H3"),
-    _c("n_seeds", "int", "seeds", "seeds per condition (H1) or per pairing (H3)"),
-    _c("power", "float", "fraction", "share of simulated studies that reject (H1) or "
+    _c("hypothesis", "str", "-", "H1 | H2 | H3"),
+    _c("n_seeds", "int", "seeds", "seeds per condition (H1, H2) or per pairing (H3)"),
+    _c("power", "float", "fraction", "share of simulated studies that reject (H1, H2) or "
        "show equivalence (H3)"),
     _c("mc_se", "float", "fraction", "Monte-Carlo standard error of power"),
-    _c("effect", "float", "-", "simulated effect (slope, or difference for H3)"),
-    _c("effect_source", "str", "-", "pilot estimate | assumed | no difference"),
+    _c("effect", "float", "-", "simulated effect (slope; late - early contrast for H2; "
+       "difference for H3)"),
+    _c("effect_source", "str", "-", "pilot estimate | assumed | no difference | H3 margin"),
     _c("sd_group", "float", "-", "seed intercept SD of the pilot mixed model"),
     _c("sd_resid", "float", "-", "residual SD of the pilot mixed model"),
     _c("target_power", "float", "fraction", "the power aimed at"),
@@ -231,6 +237,41 @@ POWER_VALUES: dict[str, Domain] = {
     "target_power": PROBABILITY,
 }
 
+# Per run of the causal arms: how the noise controller met its registration
+# (meta.json noise_control) and whether the phase budgets of a level agree.
+NOISE_CONTROL = (
+    _c("run_id", "str", "-", "condition/seed identifier of the run"),
+    _c("arm", "str", "-", "registered arm"),
+    _c("condition", "str", "-", "registered condition name"),
+    _c("seed", "int", "-", "seed of initialization and data order"),
+    _c("noise_form", "str", "-", "registered noise form"),
+    _c("phase", "str", "-", "window of the added budget ('' if none)", nullable=True),
+    _c("pne_budget", "float", "-", "registered budget level (NaN if none)", nullable=True),
+    _c("excluded", "bool", "-", "excluded by a registered rule"),
+    _c("tracking_error_median", "float", "fraction", "median per-window tracking error",
+       nullable=True),
+    _c("pne_star_ratio_reference", "float", "-", "integrated P-NE* / the reference run's",
+       nullable=True),
+    _c("realised_budget", "float", "-", "added P-NE* in the window / registered budget",
+       nullable=True),
+    _c("budget_vs_other_phases", "float", "fraction", "realised budget / mean of the other "
+       "phases' at the same seed and level, minus 1 (NaN without phase)", nullable=True),
+    _c("tracking_ok", "bool", "-", "tracking error <= 10 % (NaN without controller)",
+       nullable=True),
+    _c("ratio_ok", "bool", "-", "integrated P-NE* within 5 % of the reference (NaN without "
+       "reference)", nullable=True),
+    _c("phase_budget_ok", "bool", "-", "|budget_vs_other_phases| <= 5 % (NaN without phase)",
+       nullable=True),
+)  # fmt: skip
+NOISE_CONTROL_VALUES: dict[str, Domain] = {
+    "seed": COUNT,
+    "pne_budget": NONNEGATIVE,
+    "tracking_error_median": NONNEGATIVE,
+    "pne_star_ratio_reference": NONNEGATIVE,
+    "realised_budget": NONNEGATIVE,
+    "budget_vs_other_phases": FINITE,
+}
+
 REPORT_SCHEMAS: dict[str, tuple[Column, ...]] = {
     "tests": TESTS,
     "h1": H1,
@@ -239,6 +280,7 @@ REPORT_SCHEMAS: dict[str, tuple[Column, ...]] = {
     "loss_matching": LOSS_MATCHING,
     "sensitivity": SENSITIVITY,
     "power": POWER,
+    "noise_control": NOISE_CONTROL,
 }
 REPORT_VALUES: dict[str, dict[str, Domain]] = {
     "tests": TESTS_VALUES,
@@ -248,4 +290,5 @@ REPORT_VALUES: dict[str, dict[str, Domain]] = {
     "loss_matching": LOSS_MATCHING_VALUES,
     "sensitivity": SENSITIVITY_VALUES,
     "power": POWER_VALUES,
+    "noise_control": NOISE_CONTROL_VALUES,
 }

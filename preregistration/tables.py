@@ -350,7 +350,25 @@ RUNS = (
     ),
     _c("plan_hash", "str", "-", "SHA-256 of the plan file the run was trained under"),
     _c("wall_time_s", "float", "s", "training wall time"),
-)
+    # The causal arms (issue 10): the registered noise options of the run's spec, and
+    # how well its noise controller met them (meta.json ``noise_control``).
+    _c("role", "str", "-", "condition | reference (a run registered as another arm's reference)"),
+    _c("noise_form", "str", "-", "form of the added noise as registered ('none' without noise)"),
+    _c("phase", "str", "-", "early | mid | late: window of the added P-NE* budget ('' if none)",
+       nullable=True),
+    _c("pne_budget", "float", "-", "registered level of the added P-NE* budget (NaN if none)",
+       nullable=True),
+    _c("reference_run", "str", "-", "run_id (same seed) whose trace the noise controller "
+       "followed ('' if none)", nullable=True),
+    _c("tracking_error_median", "float", "fraction", "median per-window relative error of the "
+       "run's integrated P-NE* against its controller target (NaN without controller)",
+       nullable=True),
+    _c("pne_star_ratio_reference", "float", "-", "integrated P-NE* at the stop / the reference "
+       "run's (NaN without reference)", nullable=True),
+    _c("realised_budget", "float", "-", "added P-NE* in the phase window / registered budget "
+       "(NaN without budget)", nullable=True),
+)  # fmt: skip
+NOISE_FORMS = ("none", "gaussian", "anisotropic", "student_t", "nap", "sgld", "precond_freeze")
 
 # Per-layer breakdown of a logged step (added by the estimator, training/pne.py: the
 # ``layers`` entry of NoiseLogger's record). A layer is a module (parameter name without
@@ -461,6 +479,13 @@ VALUES: dict[str, dict[str, Domain]] = {
         "induction_score": FINITE,
         "plan_hash": matching(r"[0-9a-f]{64}", "a SHA-256 in hex"),
         "wall_time_s": NONNEGATIVE,
+        "role": one_of("condition", "reference"),
+        "noise_form": one_of(*NOISE_FORMS),
+        "phase": one_of("early", "mid", "late"),
+        "pne_budget": NONNEGATIVE,
+        "tracking_error_median": NONNEGATIVE,
+        "pne_star_ratio_reference": NONNEGATIVE,
+        "realised_budget": NONNEGATIVE,
     },
     "layers": {
         "step": POSITIVE_COUNT,

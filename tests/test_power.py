@@ -16,8 +16,9 @@ import pytest
 from scipy import stats
 
 from analysis.h1_monotonicity import mixed_slope
+from analysis.h2_phase import late_minus_early
 from analysis.h3_equivalence import paired_tost
-from analysis.power import power_h1, power_h3, seeds_needed, variance_components
+from analysis.power import power_h1, power_h2, power_h3, seeds_needed, variance_components
 from analysis.simulate import simulate_runs
 from preregistration.plan import load_plan
 
@@ -39,7 +40,7 @@ def plan() -> dict:
 
 @pytest.fixture(scope="module")
 def design(plan) -> pd.DataFrame:
-    return simulate_runs(plan, "cpu")
+    return simulate_runs(plan, "cpu", arms=["batch_sweep"])
 
 
 def _levels(design: pd.DataFrame) -> np.ndarray:
@@ -103,14 +104,19 @@ def test_h3_empirical_power_of_paired_tost_matches_prediction():
 
 
 def test_variance_components_recover_the_simulation(plan):
-    pilot = simulate_runs(plan, "cpu", icl_slope=0.0, sd_seed=0.03, sd_resid=0.01, seeds=range(12))
+    pilot = simulate_runs(
+        plan, "cpu", icl_slope=0.0, sd_seed=0.03, sd_resid=0.01, seeds=range(12),
+        arms=["batch_sweep"],
+    )  # fmt: skip
     vc = variance_components(pilot).iloc[0]
     assert vc["sd_resid"] == pytest.approx(0.01, rel=0.2)
     assert vc["sd_group"] == pytest.approx(0.03, rel=0.5)
 
 
 def test_seeds_needed_picks_the_first_design_with_target_power(plan):
-    pilot = simulate_runs(plan, "cpu", icl_slope=0.01, sd_seed=0.02, sd_resid=0.02)
+    pilot = simulate_runs(
+        plan, "cpu", icl_slope=0.01, sd_seed=0.02, sd_resid=0.02, arms=["batch_sweep"]
+    )
     table = seeds_needed(pilot, plan, "H1", effect=0.01, target_power=0.8, max_seeds=15)
     assert table["power"].is_monotonic_increasing or table["power"].diff().min() > -0.03
     chosen = table[table["chosen"]]
@@ -120,3 +126,45 @@ def test_seeds_needed_picks_the_first_design_with_target_power(plan):
     assert table.loc[table["n_seeds"] == n, "power"].iloc[0] >= 0.8
     h3 = seeds_needed(pilot, plan, "H3", target_power=0.8, max_seeds=12)
     assert set(h3["hypothesis"]) == {"H3"} and h3["n_seeds"].min() == 2
+
+
+def test_h2_power_matches_noncentral_t():
+    effect, sd, n, budgets = 0.02, 0.016, 5, 2
+    pred = power_h2(effect, sd, n, budgets, n_sim=40000, random_state=3).at[0, "power"]
+    ncp = effect / (sd * np.sqrt(2 / budgets)) * np.sqrt(n)
+    exact = stats.nct.sf(stats.t.ppf(0.95, n - 1), n - 1, ncp)
+    assert pred == pytest.approx(exact, abs=3 * np.sqrt(exact * (1 - exact) / 40000))
+
+
+def test_h2_empirical_power_of_late_minus_early_matches_prediction():
+    effect, sd, n, budgets = 0.02, 0.016, 4, 2
+    pred = power_h2(effect, sd, n, budgets, n_sim=8000).at[0, "power"]
+    assert 0.2 < pred < 0.9
+    rng = np.random.default_rng(21)
+    reject = []
+    shift = {"early": -0.5, "mid": 0.0, "late": 0.5}
+    for _ in range(600):
+        u = rng.normal(0, 0.03, n)  # seed intercepts: cancel within seed
+        runs = pd.DataFrame(
+            [
+                {"seed": s, "pne_budget": b, "phase": ph,
+                 "icl_auc": 0.5 + 0.01 * b + u[s] + effect * shift[ph] + rng.normal(0, sd)}
+                for s in range(n) for b in range(1, budgets + 1) for ph in shift
+            ]
+        )  # fmt: skip
+        reject.append(late_minus_early(runs).at[0, "p"] < 0.05)
+    assert_agrees(np.array(reject), pred, 8000)
+
+
+def test_seeds_needed_for_h2_and_h3_ends_at_the_first_sufficient_design(plan):
+    pilot = simulate_runs(
+        plan, "cpu", icl_slope=0.01, sd_seed=0.01, sd_resid=0.016, arms=["batch_sweep"]
+    )
+    for key, source in (("H2", "H3 margin"), ("H3", "no difference")):
+        table = seeds_needed(pilot, plan, key, max_seeds=40, n_sim=2000, until_sufficient=True)
+        chosen = table[table["chosen"]]
+        assert len(chosen) == 1 and chosen.index[0] == table.index[-1], key
+        assert (table["power"].iloc[:-1] < 0.8).all() and chosen["power"].iloc[0] >= 0.8
+        assert table["effect_source"].iloc[0] == source
+    h2 = seeds_needed(pilot, plan, "H2", n_sim=2000, until_sufficient=True)
+    assert h2["effect"].iloc[0] == plan["hypotheses"]["H3"]["margin"]

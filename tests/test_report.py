@@ -20,7 +20,7 @@ from statsmodels.stats.multitest import multipletests
 
 from analysis.h1_monotonicity import h1_summary
 from analysis.report import build_tables
-from analysis.simulate import simulate_runs
+from analysis.simulate import causal_arm_specs, simulate_runs
 from figures.make import build_figures
 from preregistration.design import expand_design
 from preregistration.plan import decide, load_plan
@@ -161,9 +161,10 @@ def test_arm_without_included_runs_still_renders(plan, tmp_path):
     runs["exclusion_reason"] = "diverged"
     tables, figs = _build(tmp_path, runs, scale="smoke")
     t1 = read_table(tables / "t1_confirmatory.csv", "tests").set_index("hypothesis")
-    assert t1.loc["H1", "decision"] == "not run (no runs of arm batch_sweep)"
+    said = f"not run (all {len(runs)} runs of arm batch_sweep excluded: diverged x{len(runs)})"
+    assert t1.loc["H1", "decision"] == said
     assert np.isnan(t1.loc["H1", "p"])
-    assert "not run (no runs of arm batch_sweep)" in (tables / "h1.md").read_text()
+    assert said in (tables / "h1.md").read_text()
     for name in FIGURE_FILES:
         assert (figs / name).exists(), name
 
@@ -208,59 +209,49 @@ def test_smoke_scale_and_cli(plan, tmp_path):
     assert "fallback" in h1.loc[0, "method"]
 
 
-def _extra_arms(runs: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
-    """Phase-schedule and noise-injection runs, as those arms will record them."""
-    template = runs.iloc[0]
-    rows = []
-    for seed in sorted(runs["seed"].unique()):
-        u = rng.normal(0, 0.01)
-        for budget in (1.0, 2.0):
-            for i, phase in enumerate(("early", "mid", "late")):
-                cond = f"phase_{phase}_b{budget:g}"
-                icl = 0.45 + 0.02 * i + 0.01 * budget + u + rng.normal(0, 0.005)
-                rows.append(
-                    template.to_dict()
-                    | {
-                        "run_id": f"{cond}_s{seed}",
-                        "condition": cond,
-                        "arm": "phase_schedule",
-                        "seed": seed,
-                        "icl_auc": icl,
-                        "pne_budget": budget,
-                        "phase": phase,
-                    }
-                )
-        ref = runs[(runs["condition"] == "bs8_fixed") & (runs["seed"] == seed)].iloc[0]
-        for kind in ("gauss", "aniso"):
-            cond = f"inject_{kind}"
-            rows.append(
-                ref.to_dict()
-                | {
-                    "run_id": f"{cond}_s{seed}",
-                    "condition": cond,
-                    "arm": "noise_injection",
-                    "icl_auc": ref["icl_auc"] + rng.normal(0, 0.002),
-                    "final_val_loss": ref["final_val_loss"] + rng.normal(0, 0.001),
-                    "reference_condition": "bs8_fixed",
-                }
-            )
-    out = pd.concat([runs, pd.DataFrame(rows)], ignore_index=True)
-    out["excluded"] = out["excluded"].astype(bool)
-    out["reference_condition"] = out["reference_condition"].fillna("")
-    return out
-
-
 def test_phase_and_injection_arms_are_analysed_once_they_have_runs(plan, tmp_path):
-    runs = simulate_runs(plan, "cpu", icl_slope=0.03, sd_seed=0.01, sd_resid=0.005)
-    runs = _extra_arms(runs, np.random.default_rng(1))
+    specs = causal_arm_specs(expand_design(plan, "cpu"), injection_seeds=list(range(5)))
+    runs = simulate_runs(
+        plan, "cpu", icl_slope=0.03, sd_seed=0.01, sd_resid=0.005, specs=specs, phase_effect=0.04
+    )
     tables, figs = _build(tmp_path, runs)
     t1 = read_table(tables / "t1_confirmatory.csv", "tests").set_index("hypothesis")
     assert t1.loc["H2", "estimate"] == pytest.approx(0.04, abs=0.02)  # late - early
     assert t1.loc["H2", "decision"] in ("supported", "not supported")
     assert t1.loc["H2", "n_runs"] == 12  # the early and late runs of 3 seeds x 2 budgets
     t3 = pd.read_csv(tables / "t3_equivalence.csv")
-    assert set(t3["outcome"]) == {"icl_auc", "final_val_loss"} and len(t3) == 4
-    assert (t3["n_pairs"] == 3).all()
-    assert t1.loc["H3", "p"] == pytest.approx(t3.loc[t3.label == "confirmatory", "p"].max())
+    # 3 forms x (ICL, final loss); the registered form on 5 seeds, the others on 3
+    assert set(t3["outcome"]) == {"icl_auc", "final_val_loss"} and len(t3) == 6
+    confirmatory = t3[t3["label"] == "confirmatory"].iloc[0]
+    assert (confirmatory["noise_form"], confirmatory["n_pairs"]) == ("gaussian", 5)
+    assert sorted(t3.loc[t3.label == "exploratory", "n_pairs"]) == [3, 3]
+    assert t1.loc["H3", "p"] == pytest.approx(confirmatory["p"])
+    assert {"H3 anisotropic", "H3 student_t"} <= set(t1.index)
+    assert (t1.loc[["H3 anisotropic", "H3 student_t"], "label"] == "exploratory").all()
+    # the batch sweep alone enters H1: its runs, not the reference runs of seeds 3-4
+    assert t1.loc["H1", "n_runs"] == int((runs["arm"] == "batch_sweep").sum())
+    # Holm over exactly the four registered members
+    family = t1[t1["family"] == "confirmatory"]
+    assert list(family.index) == ["H1", "H2", "H3", "H4"]
+    want = multipletests(family["p"].to_numpy(), method="holm")[1]
+    np.testing.assert_allclose(family["p_holm"].to_numpy(), want, rtol=1e-12)
     for name in FIGURE_FILES:
         assert (figs / name).stat().st_size > 1000
+
+
+def test_arm_with_only_excluded_runs_says_so(plan, tmp_path):
+    specs = causal_arm_specs(expand_design(plan, "cpu"))
+    runs = simulate_runs(plan, "cpu", icl_slope=0.03, specs=specs)
+    phase = runs["arm"] == "phase_schedule"
+    runs.loc[phase, ["status", "excluded", "exclusion_reason"]] = [
+        "token_cap",
+        True,
+        "missed_target",
+    ]
+    tables, _ = _build(tmp_path, runs)
+    t1 = read_table(tables / "t1_confirmatory.csv", "tests").set_index("hypothesis")
+    n = int(phase.sum())
+    assert t1.loc["H2", "decision"] == (
+        f"not run (all {n} runs of arm phase_schedule excluded: missed_target x{n})"
+    )
+    assert np.isnan(t1.loc["H2", "p"]) and np.isnan(t1.loc["H2", "p_holm"])

@@ -44,7 +44,7 @@ def assert_holds_alpha(rejections: np.ndarray, alpha: float = ALPHA) -> float:
 @pytest.fixture(scope="module")
 def design() -> pd.DataFrame:
     """The registered CPU design with its simulated exposures (outcomes redrawn per test)."""
-    return simulate_runs(load_plan(PLAN), "cpu")
+    return simulate_runs(load_plan(PLAN), "cpu", arms=["batch_sweep"])
 
 
 def _null_runs(design: pd.DataFrame, rng: np.random.Generator, dv: str) -> pd.DataFrame:

@@ -72,8 +72,27 @@ rule power_table:
         f"{RESULTS}/benchmarks/power_table.tsv"
     log:
         f"{RESULTS}/logs/power_table.log",
+    params:
+        scale=config["scale"],
     localrule: True
     conda:
         ENV
     script:
         "../scripts/power_table.py"
+
+
+rule noise_control_table:
+    input:
+        runs=f"{TABLES}/runs.parquet",
+    output:
+        csv=f"{TABLES}/noise_control.csv",
+        md=f"{TABLES}/noise_control.md",
+    benchmark:
+        f"{RESULTS}/benchmarks/noise_control_table.tsv"
+    log:
+        f"{RESULTS}/logs/noise_control_table.log",
+    localrule: True
+    conda:
+        ENV
+    script:
+        "../scripts/noise_control_table.py"
