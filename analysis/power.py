@@ -22,6 +22,9 @@ from scipy import stats
 
 from analysis.h1_monotonicity import mixed_slope
 from analysis.inputs import log_positive, require_alternative, require_frame, require_probability
+from analysis.power_phase import power_h2
+
+__all__ = ["power_h1", "power_h2", "power_h3", "seeds_needed", "variance_components"]
 
 
 def variance_components(
@@ -245,76 +248,6 @@ def power_h3(
             }
         ]
     )
-
-
-def simulate_phase_contrasts(
-    effect: float,
-    sd_resid: float,
-    n_seeds: int,
-    n_budgets: int,
-    n_sim: int,
-    alpha: float = 0.05,
-    alternative: str = "greater",
-    random_state: int = 0,
-) -> np.ndarray:
-    """Rejections (one per simulated study) of H2's late - early contrast test.
-
-    Each study: ``n_seeds`` seeds x ``n_budgets`` budget levels x {early, late},
-    y = mu_budget + effect * [late] + u_seed + e, e ~ N(0, sd_resid^2). The test is
-    ``analysis.h2_phase.late_minus_early``: per seed d_s = mean over budgets of
-    y_late - y_early (the seed and budget terms cancel), t = mean(d) / (s_d /
-    sqrt(n)) on n - 1 df. The mid phase does not enter the contrast.
-    """
-    if n_seeds < 2 or n_budgets < 1:
-        raise ValueError("simulate_phase_contrasts: needs >= 2 seeds and >= 1 budget level")
-    rng = np.random.default_rng(random_state)
-    noise = rng.normal(0, sd_resid, (n_sim, n_seeds, n_budgets, 2))
-    d = effect + (noise[..., 1] - noise[..., 0]).mean(-1)  # (n_sim, n_seeds)
-    t = d.mean(1) / (d.std(1, ddof=1) / np.sqrt(n_seeds))
-    crit = stats.t.ppf(1 - alpha, n_seeds - 1)
-    if alternative == "greater":
-        return t > crit
-    if alternative == "less":
-        return t < -crit
-    return np.abs(t) > stats.t.ppf(1 - alpha / 2, n_seeds - 1)
-
-
-def power_h2(
-    effect: float,
-    sd_resid: float,
-    n_seeds: int,
-    n_budgets: int = 2,
-    alpha: float = 0.05,
-    alternative: str = "greater",
-    n_sim: int = 4000,
-    random_state: int = 0,
-) -> pd.DataFrame:
-    """Power of H2's registered late - early contrast with ``n_seeds`` seeds.
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row: ``n_seeds``, ``n_budgets``, ``effect``, ``sd_resid``, ``power``,
-        ``mc_se``, ``n_sim``.
-
-    Notes
-    -----
-    :math:`d_s \\sim N(\\Delta, 2\\sigma^2 / L)` with L budget levels, so the power
-    is that of a one-sample t test with noncentrality
-    :math:`\\Delta \\sqrt{n L / 2} / \\sigma` (``tests/test_power.py`` checks the
-    simulation against it and against ``late_minus_early`` on simulated runs).
-    The seed intercept cancels within seed, so only the residual SD enters.
-    """
-    func = "power_h2"
-    require_alternative(alternative, func)
-    require_probability(alpha, "alpha", func)
-    reject = simulate_phase_contrasts(
-        effect, sd_resid, n_seeds, n_budgets, n_sim, alpha, alternative, random_state
-    )
-    power = float(reject.mean())
-    row = {"n_seeds": n_seeds, "n_budgets": n_budgets, "effect": effect, "sd_resid": sd_resid}
-    row |= {"power": power, "mc_se": float(np.sqrt(power * (1 - power) / n_sim)), "n_sim": n_sim}
-    return pd.DataFrame([row])
 
 
 def seeds_needed(

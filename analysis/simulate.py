@@ -31,7 +31,7 @@ the runs without noise. The causal arms:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 import pandas as pd
@@ -69,6 +69,12 @@ class SimulatedSpec:
         return f"{self.condition}_s{self.seed}"
 
 
+def sweep_specs(plan: dict, scale: str = "cpu") -> list:
+    """The batch-sweep runs of ``scale`` (the base ``causal_arm_specs`` adds the causal
+    arms to, whatever else the plan registers)."""
+    return [s for s in expand_design(plan, scale) if s.arm == "batch_sweep"]
+
+
 def causal_arm_specs(
     specs: list,
     injection_seeds: list[int] | None = None,
@@ -85,7 +91,8 @@ def causal_arm_specs(
     on ``exploratory_seeds``), reference runs of the smallest batch for injection
     seeds the sweep lacks (role ``reference``), ``phase_<phase>_b<level>`` on
     ``phase_seeds`` and one exploratory condition per form of ``exploratory`` on
-    ``exploratory_seeds``. Seeds default to the sweep's.
+    ``exploratory_seeds``. Seeds default to the sweep's. An arm ``specs`` already
+    holds (a plan that registers it) is not added again.
     """
     sweep = [s for s in specs if s.arm == "batch_sweep"]
     if not sweep:
@@ -97,21 +104,27 @@ def causal_arm_specs(
     fixed = [s for s in sweep if s.lr_rule == "fixed"] or sweep
     small = min(fixed, key=lambda s: s.global_batch)
     large = max(fixed, key=lambda s: s.global_batch)
-    base = {k: v for k, v in asdict(large).items() if k not in ("condition", "arm", "seed")}
-    out = [SimulatedSpec(**{**asdict(s), "validation": tuple(s.validation)}) for s in specs]
+    own = {f.name for f in fields(SimulatedSpec)}
+    core = own - {"condition", "arm", "seed", "noise", "reference", "role", "phase", "pne_budget"}
+    base = {k: v for k, v in asdict(large).items() if k in core}
+    out = [SimulatedSpec(**{k: v for k, v in asdict(s).items() if k in own}) for s in specs]
+    present = {s.arm for s in specs}  # an arm the plan registers already is not added
     have = {(s.condition, s.seed) for s in out}
-    for seed in injection_seeds:
+    for seed in injection_seeds if "noise_injection" not in present else []:
         if (small.condition, seed) not in have:
-            ref = {k: v for k, v in asdict(small).items() if k not in ("arm", "seed")}
-            out.append(SimulatedSpec(**ref, arm="noise_injection", seed=seed, role="reference"))
+            ref = {k: v for k, v in asdict(small).items() if k in core}
+            out.append(SimulatedSpec(
+                **ref, condition=small.condition, arm="noise_injection", seed=seed,
+                role="reference",
+            ))  # fmt: skip
     b = large.global_batch
-    for i, form in enumerate(forms):
+    for i, form in enumerate(forms if "noise_injection" not in present else ()):
         for seed in injection_seeds if i == 0 else exploratory_seeds:
             out.append(SimulatedSpec(
                 **base, condition=f"inj_{form}_bs{b}", arm="noise_injection", seed=seed,
                 noise={"form": form}, reference=small.condition,
             ))  # fmt: skip
-    for seed in phase_seeds:
+    for seed in phase_seeds if "phase_schedule" not in present else []:
         for level in budgets:
             for phase in PHASE_SHIFT:
                 out.append(SimulatedSpec(
@@ -120,7 +133,7 @@ def causal_arm_specs(
                     phase=phase, pne_budget=float(level),
                 ))  # fmt: skip
     names = {"precond_freeze": f"freeze_bs{b}", "sgld": f"sgld_T1_bs{b}", "nap": f"nap_bs{b}"}
-    for form in exploratory:
+    for form in [f for f in exploratory if f not in present]:
         for seed in exploratory_seeds:
             out.append(SimulatedSpec(
                 **base, condition=names[form], arm=form, seed=seed, noise={"form": form},

@@ -31,8 +31,7 @@ from analysis.audit_report import Check
 from analysis.h2_phase import late_minus_early, phase_anova
 from analysis.noise_control import noise_control_table
 from analysis.report import build_tables
-from analysis.simulate import causal_arm_specs, simulate_runs
-from preregistration.design import expand_design
+from analysis.simulate import causal_arm_specs, simulate_runs, sweep_specs
 from preregistration.deviations import DeviationLog
 from preregistration.lock import StudyPaths
 from preregistration.plan import load_plan
@@ -49,7 +48,7 @@ def plan() -> dict:
 
 @pytest.fixture(scope="module")
 def specs(plan) -> list:
-    return causal_arm_specs(expand_design(plan, "cpu"), injection_seeds=list(range(6)))
+    return causal_arm_specs(sweep_specs(plan), injection_seeds=list(range(6)))
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +123,7 @@ def test_h3_tost_equals_pingouin_on_the_pairs(plan, runs):
 def test_h2_and_h3_hold_alpha_through_the_pipeline_under_the_null(plan):
     """At the TOST margin (H3) and with no phase effect (H2), rejections ~ alpha."""
     base = causal_arm_specs(
-        expand_design(plan, "cpu"), injection_seeds=list(range(6)), forms=("gaussian",),
+        sweep_specs(plan), injection_seeds=list(range(6)), forms=("gaussian",),
         exploratory=(),
     )  # fmt: skip
     specs = [s for s in base if s.arm != "batch_sweep" or s.condition == "bs8_fixed"]

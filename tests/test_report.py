@@ -20,7 +20,7 @@ from statsmodels.stats.multitest import multipletests
 
 from analysis.h1_monotonicity import h1_summary
 from analysis.report import build_tables
-from analysis.simulate import causal_arm_specs, simulate_runs
+from analysis.simulate import causal_arm_specs, simulate_runs, sweep_specs
 from figures.make import build_figures
 from preregistration.design import expand_design
 from preregistration.plan import decide, load_plan
@@ -210,7 +210,7 @@ def test_smoke_scale_and_cli(plan, tmp_path):
 
 
 def test_phase_and_injection_arms_are_analysed_once_they_have_runs(plan, tmp_path):
-    specs = causal_arm_specs(expand_design(plan, "cpu"), injection_seeds=list(range(5)))
+    specs = causal_arm_specs(sweep_specs(plan), injection_seeds=list(range(5)))
     runs = simulate_runs(
         plan, "cpu", icl_slope=0.03, sd_seed=0.01, sd_resid=0.005, specs=specs, phase_effect=0.04
     )
@@ -240,7 +240,7 @@ def test_phase_and_injection_arms_are_analysed_once_they_have_runs(plan, tmp_pat
 
 
 def test_arm_with_only_excluded_runs_says_so(plan, tmp_path):
-    specs = causal_arm_specs(expand_design(plan, "cpu"))
+    specs = causal_arm_specs(sweep_specs(plan))
     runs = simulate_runs(plan, "cpu", icl_slope=0.03, specs=specs)
     phase = runs["arm"] == "phase_schedule"
     runs.loc[phase, ["status", "excluded", "exclusion_reason"]] = [
