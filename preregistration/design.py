@@ -8,7 +8,7 @@ across conditions (DESIGN §3).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from preregistration.plan import PlanError, scale_design
 
@@ -87,7 +87,21 @@ def validation_schedule(scale_def: dict) -> tuple[int, int, float]:
     )
 
 
+def regression_sweep(
+    arm_def: dict, scale_def: dict, seeds: list[int], source: str
+) -> list[RunSpec]:
+    """The batch-size sweep on the in-context regression family (``training.regression_task``).
+
+    Conditions ``reg_bs<B>_<rule>``; the arm's scale block registers its own global
+    batches, peak LR, target (validation squared error), token cap and validation
+    schedule, which override the scale's, plus the family's ``task`` and ``model``.
+    """
+    specs = batch_sweep(arm_def, scale_def, seeds, source)
+    return [replace(s, condition=f"reg_{s.condition}", arm="regression_sweep") for s in specs]
+
+
 ARMS = {"batch_sweep": batch_sweep}
+ARMS["regression_sweep"] = regression_sweep  # the sweep on the regression task family
 
 
 def expand_design(plan: dict, scale: str, source: str = "plan") -> list[RunSpec]:

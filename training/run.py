@@ -22,6 +22,7 @@ import torch.distributed as dist
 from preregistration.design import expand_design
 from preregistration.plan import load_plan, plan_hash
 from preregistration.tables import columns, write_table
+from training.regression_task import family_config
 from training.train import init_distributed, package_versions, save_checkpoint, train_run
 
 
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(int(config.get("threads_per_run", 1)))
     init_distributed()
     spec = find_spec(config, args.condition, args.seed)
+    config = family_config(config, load_plan(config["plan"]), spec.arm, config["plan"])
     corpus = torch.load(args.corpus, weights_only=False)
     hash_at_start = plan_hash(config["plan"])
     resume = args.out / "resume.pt"  # kept across a killed job, removed once the run ends
