@@ -77,3 +77,23 @@ rule power_table:
         ENV
     script:
         "../scripts/power_table.py"
+
+
+rule h1_regression:
+    input:
+        runs=f"{TABLES}/runs.parquet",
+        plan=config["plan"],
+    output:
+        csv=f"{TABLES}/h1_regression.csv",
+        md=f"{TABLES}/h1_regression.md",
+    benchmark:
+        f"{RESULTS}/benchmarks/h1_regression.tsv"
+    log:
+        f"{RESULTS}/logs/h1_regression.log",
+    localrule: True
+    conda:
+        ENV
+    params:
+        out_dir=lambda wildcards, output: str(Path(output.csv).parent),
+    script:
+        "../scripts/h1_regression.py"
