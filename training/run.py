@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     init_distributed()
     spec = find_spec(config, args.condition, args.seed)
     config = family_config(config, load_plan(config["plan"]), spec.arm, config["plan"])
-    corpus = torch.load(args.corpus, weights_only=False)
+    # A regression run draws its prompts from the registered task (training.regression_task).
+    corpus = None if "regression" in config else torch.load(args.corpus, weights_only=False)
     hash_at_start = plan_hash(config["plan"])
     resume = args.out / "resume.pt"  # kept across a killed job, removed once the run ends
     model, result = train_run(spec, config, corpus, resume_path=resume)
