@@ -13,10 +13,10 @@ import yaml
 from preregistration.design import expand_design
 from preregistration.plan import PlanError, load_plan
 from preregistration.scores import regression_summaries
+from tests.conftest import REPO
 from training.regression_scores import STEMS
 from training.regression_task import RegressionTask, family_config, prompt_tokens
 from training.train import train_run
-from tests.conftest import REPO
 
 TASK = RegressionTask(d=3, k_max=5, sigma=0.25, n_train=64, n_val=8, n_eval=16, seed=4)
 
