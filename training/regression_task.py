@@ -153,7 +153,9 @@ def run_config(cfg: dict, arm_block: dict, source: str = "plan") -> dict:
     the arm's registered scale block (``task`` and ``model``).
 
     The model block is the study's with the family's registered overrides and
-    ``block_size = 2 k_max``; the P-NE* curvature is the empirical Fisher and the
+    ``block_size = 2 k_max``; an optional ``train`` block overrides training settings
+    that leave the update unchanged (e.g. ``n_micro``, the K of the P-NE estimate);
+    the P-NE* curvature is the empirical Fisher and the
     logits-based proxies are off (``ggn`` and ``true_fisher`` are defined through a
     categorical likelihood over logits; the regression loss has none), so the
     sensitivity table has no proxy rows for this family.
@@ -163,7 +165,8 @@ def run_config(cfg: dict, arm_block: dict, source: str = "plan") -> dict:
             raise PlanError(f"{source}: the regression arm's scale block lacks {key!r}")
     task = RegressionTask.from_config(arm_block["task"], source)
     model = {**cfg["model"], **arm_block["model"], "block_size": task.block_size}
-    train = {**cfg["train"], "curvature": "fisher", "curvature_proxies": []}
+    train = {**cfg["train"], **arm_block.get("train", {})}
+    train |= {"curvature": "fisher", "curvature_proxies": []}
     return {**cfg, "family": FAMILY, "regression": dict(arm_block["task"]), "model": model,
             "train": train}  # fmt: skip
 
