@@ -111,3 +111,19 @@ def test_score_rows_cover_every_stem_and_shot(smoke_regression):
     assert set(scores["measure"]) == {f"reg_{s}_error" for s in STEMS}
     zero = scores[scores.measure == "reg_zero_error"].set_index("shots")["value"]
     assert (scores.set_index(["measure", "shots"]).loc["reg_model_error", "chance"] == zero).all()
+
+
+def test_the_regression_arm_expands_with_its_own_registered_target_and_config():
+    plan = load_plan(REPO / "preregistration/plan.yaml")
+    block = plan["design"]["scales"]["cpu"]["arms"]["regression_sweep"]
+    specs = [s for s in expand_design(plan, "cpu") if s.arm == "regression_sweep"]
+    assert len(specs) == len(block["global_batch"]) * len(plan["design"]["scales"]["cpu"]["seeds"])
+    assert {s.condition for s in specs} == {f"reg_bs{b}_fixed" for b in block["global_batch"]}
+    assert {(s.target_val_loss, s.token_cap, s.lr_peak) for s in specs} == {
+        (block["target_val_loss"], block["token_cap"], block["lr_base"])
+    }
+    cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    run_cfg = family_config(cfg, plan, "regression_sweep")
+    assert run_cfg["model"]["block_size"] == 2 * block["task"]["k_max"]
+    assert run_cfg["train"]["curvature_proxies"] == [] and run_cfg["train"]["n_micro"] == 4
+    assert family_config(cfg, plan, "batch_sweep") is cfg
