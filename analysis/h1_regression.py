@@ -21,6 +21,7 @@ import pandas as pd
 from analysis.h1_monotonicity import H1_COLUMNS, h1_summary
 from analysis.report import write_csv_and_markdown
 from preregistration.plan import PlanError, load_plan
+from preregistration.report_tables import REGRESSION_SHOTS
 from preregistration.tables import read_table
 
 NAME = "H1_regression"
@@ -68,6 +69,36 @@ def h1_regression(
     table["hypothesis"] = NAME
     table["label"] = "exploratory"
     return table
+
+
+def per_shot_table(scores: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """The regression runs' squared errors per shot, wide (contract ``regression_shots``):
+    run_id, condition, seed, shot and ``<stem>_error`` for model, ridge, ols, knn, avg
+    and zero, from the ``reg_<stem>_error`` rows of the scores table."""
+    reg = scores[scores["measure"].str.match(r"reg_\w+_error$")]
+    wide = reg.pivot_table(index=["run_id", "shots"], columns="measure", values="value")
+    wide.columns = [c.removeprefix("reg_") for c in wide.columns]
+    wide = wide.reset_index().rename(columns={"shots": "shot"})
+    wide = wide.merge(runs[["run_id", "condition", "seed"]], on="run_id", how="left")
+    return wide.sort_values(["condition", "seed", "shot"], kind="mergesort")[
+        [c.name for c in REGRESSION_SHOTS]
+    ].reset_index(drop=True)
+
+
+def write_per_shot_table(
+    scores_path: str | Path, runs_path: str | Path, plan_path: str | Path, out_dir: str | Path
+) -> list[Path]:
+    """Write ``regression_shots.csv/.md`` (every regression run's errors per shot)."""
+    plan = load_plan(plan_path)
+    table = per_shot_table(
+        read_table(scores_path, "scores"), read_table(runs_path, "runs", plan=plan)
+    )
+    notes = ["Squared error of y on each run's fixed evaluation prompts; shot k: k examples "
+             "before the query. Baselines: training/regression_baselines.py."]  # fmt: skip
+    title = "In-context linear regression: squared error per shot"
+    return write_csv_and_markdown(
+        table, Path(out_dir), "regression_shots", title, notes, "regression_shots"
+    )
 
 
 def write_h1_regression(

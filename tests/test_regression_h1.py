@@ -48,3 +48,23 @@ def test_a_missing_outcome_names_the_run():
     runs.loc[2, "reg_icl_area"] = np.nan
     with pytest.raises(ValueError, match="reg_bs32_fixed_s0"):
         h1_regression(runs, PLAN, n_boot=50, n_perm=19)
+
+
+def test_per_shot_table_is_the_scores_rows_side_by_side():
+    from analysis.h1_regression import per_shot_table
+    from preregistration.tables import validate
+
+    stems = ("model", "ridge", "ols", "knn", "avg", "zero")
+    scores = pd.DataFrame(
+        [{"run_id": "reg_bs8_fixed_s1", "measure": f"reg_{stem}_error", "shots": k,
+          "value": 10.0 * i + k, "chance": float(k), "n_items": 4}
+         for i, stem in enumerate(stems) for k in range(3)]
+        + [{"run_id": "bs8_fixed_s1", "measure": "icl_accuracy", "shots": 1, "value": 0.5,
+            "chance": 0.25, "n_items": 4}]
+    )  # fmt: skip
+    runs = pd.DataFrame({"run_id": ["reg_bs8_fixed_s1", "bs8_fixed_s1"],
+                         "condition": ["reg_bs8_fixed", "bs8_fixed"], "seed": [1, 1]})  # fmt: skip
+    table = validate(per_shot_table(scores, runs), "regression_shots", source="test")
+    assert table["shot"].tolist() == [0, 1, 2] and set(table["run_id"]) == {"reg_bs8_fixed_s1"}
+    for i, stem in enumerate(stems):
+        assert table[f"{stem}_error"].tolist() == [10.0 * i + k for k in range(3)]

@@ -82,10 +82,13 @@ rule power_table:
 rule h1_regression:
     input:
         runs=f"{TABLES}/runs.parquet",
+        scores=f"{TABLES}/scores.parquet",
         plan=config["plan"],
     output:
         csv=f"{TABLES}/h1_regression.csv",
         md=f"{TABLES}/h1_regression.md",
+        shots_csv=f"{TABLES}/regression_shots.csv",
+        shots_md=f"{TABLES}/regression_shots.md",
     benchmark:
         f"{RESULTS}/benchmarks/h1_regression.tsv"
     log:
