@@ -38,9 +38,7 @@ from training.model import GPT, GPTConfig, lm_loss
 from training.pne import NoiseLogger
 from training.regression_model import RegressionConfig, RegressionGPT
 from training.regression_task import (
-    FAMILY as REGRESSION,
-)
-from training.regression_task import (
+    FAMILY,
     RegressionTask,
     regression_corpus,
     regression_loss,
@@ -159,7 +157,7 @@ def task_family(cfg: dict, corpus: dict | None) -> tuple[TaskFamily, dict]:
     """The run's task family and its data: the given corpus, or the regression prompts
     drawn from the registered task (``cfg["regression"]``, set by ``regression_task.run_config``).
     """
-    if cfg.get("family", "language") != REGRESSION:
+    if cfg.get("family", "language") != FAMILY:  # FAMILY: the regression family's name
         return LANGUAGE, corpus
     return REGRESSION_FAMILY, regression_corpus(RegressionTask.from_config(cfg["regression"]))
 
