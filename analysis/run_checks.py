@@ -260,12 +260,21 @@ def source_file(column: str) -> str:
     return "meta.json"
 
 
+def tested_arms(plan: dict) -> set[str]:
+    """Arms whose runs a registered test uses; an arm no test names (e.g. the regression
+    family's, analysed as an exploratory replication) needs none of their measures."""
+    specs = list(plan["hypotheses"].values()) + list(plan.get("controls", {}).values())
+    return {arm for spec in specs for arm in spec.get("arms", [])}
+
+
 def required_measure_problems(
     runs: pd.DataFrame, plan: dict, directories: dict[str, Path]
 ) -> list[str]:
-    """Included runs whose required measures are missing, not finite, or not > 0 for a log."""
+    """Included runs (of the tested arms) whose required measures are missing, not finite,
+    or not > 0 for a log."""
     problems = []
     included = runs[~runs["excluded"].astype(bool)]
+    included = included[included["arm"].isin(tested_arms(plan))]
     for column, logged in required_measures(plan).items():
         values = included[column].to_numpy(dtype=float)
         bad = ~np.isfinite(values) | (logged & ~(values > 0))

@@ -259,6 +259,8 @@ def simulate_runs(
             "in_weights_accuracy": 2 * mem - fact,
             "memorization": mem,
             "induction_score": 0.5 + 0.1 * centred + 0.05 * rng.normal(size=n),
+            "reg_icl_area": np.full(n, np.nan),  # the regression family is not simulated
+            "reg_excess_area": np.full(n, np.nan),
             "plan_hash": "0" * 64,
             "wall_time_s": rng.uniform(50, 100, size=n),
         }

@@ -206,6 +206,19 @@ def nap(arm_def: dict, scale_def: dict, seeds: list[int], source: str) -> list[R
     return specs
 
 
+def regression_sweep(
+    arm_def: dict, scale_def: dict, seeds: list[int], source: str
+) -> list[RunSpec]:
+    """The batch-size sweep on the in-context regression family (``training.regression_task``).
+
+    Conditions ``reg_bs<B>_<rule>``; the arm's scale block registers its own global
+    batches, peak LR, target (validation squared error), token cap and validation
+    schedule, which override the scale's, plus the family's ``task`` and ``model``.
+    """
+    specs = batch_sweep(arm_def, scale_def, seeds, source)
+    return [replace(s, condition=f"reg_{s.condition}", arm="regression_sweep") for s in specs]
+
+
 ARMS = {
     "batch_sweep": batch_sweep,
     "noise_injection": noise_injection,
@@ -213,6 +226,7 @@ ARMS = {
     "precond_freeze": precond_freeze,
     "sgld": sgld,
     "nap": nap,
+    "regression_sweep": regression_sweep,  # the sweep on the regression task family
 }
 
 

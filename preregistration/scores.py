@@ -39,4 +39,33 @@ def summarize_scores(scores: pd.DataFrame) -> dict[str, float]:
         "in_weights_accuracy": iw,
         "memorization": (fact + iw) / 2,
         "induction_score": float(one.get("induction_score", np.nan)),
+    } | regression_summaries(scores)
+
+
+def regression_summaries(scores: pd.DataFrame) -> dict[str, float]:
+    """ICL summaries of an in-context regression run (``training.regression_scores``).
+
+    Over the shots k = 1 .. k_max - 1 (k = 0 has no demonstration), with e_m(k) the
+    model's squared error, e_r(k) Bayes ridge's and e_0(k) the zero predictor's:
+
+    - ``reg_excess_area`` = mean_k [e_m(k) - e_r(k)], the excess error over the
+      Bayes-optimal predictor; >= 0 up to sampling error, lower is better ICL;
+    - ``reg_icl_area`` = 1 - sum_k [e_m(k) - e_r(k)] / sum_k [e_0(k) - e_r(k)], the share
+      of the prior-mean predictor's excess error the model removes: 1 is Bayes-optimal,
+      0 no better than predicting 0, larger is better ICL (the analogue of ``icl_auc``).
+
+    NaN for a run without regression scores (any other task family).
+    """
+    wide = scores[scores["measure"].str.startswith("reg_")].pivot_table(
+        index="shots", columns="measure", values="value"
+    )
+    needed = ["reg_model_error", "reg_ridge_error", "reg_zero_error"]
+    if wide.empty or any(m not in wide for m in needed):
+        return {"reg_icl_area": np.nan, "reg_excess_area": np.nan}
+    wide = wide[wide.index >= 1]
+    excess = wide["reg_model_error"] - wide["reg_ridge_error"]
+    room = float((wide["reg_zero_error"] - wide["reg_ridge_error"]).sum())
+    return {
+        "reg_icl_area": 1.0 - float(excess.sum()) / room,
+        "reg_excess_area": float(excess.mean()),
     }

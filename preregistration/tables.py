@@ -348,6 +348,22 @@ RUNS = (
         "loss on a segment's first copy minus its repeat",
         nullable=True,
     ),
+    _c(
+        "reg_icl_area",
+        "float",
+        "-",
+        "in-context regression: 1 - excess squared error over Bayes ridge relative to the "
+        "zero predictor's, shots 1..k_max-1 (1 = Bayes-optimal, larger = better ICL)",
+        nullable=True,
+    ),
+    _c(
+        "reg_excess_area",
+        "float",
+        "squared error",
+        "in-context regression: mean excess squared error over Bayes ridge, shots "
+        "1..k_max-1 (0 = Bayes-optimal, lower = better ICL)",
+        nullable=True,
+    ),
     _c("plan_hash", "str", "-", "SHA-256 of the plan file the run was trained under"),
     _c("wall_time_s", "float", "s", "training wall time"),
     # The causal arms (issue 10): the registered noise options of the run's spec, and
@@ -407,6 +423,7 @@ _SCORE_MEASURES = (
     r"|induction_head_copying|(prefix_matching|copying)_l\d+_h\d+|order_std_(icl|sgd)"
     r"|overlap_(top|cos)_(gd|adam|icl)|accuracy_(icl|gd|adam)|(fact|in_weights)_(logprob|rank)"
     r"|format_accuracy(_icl|_facts)?"
+    r"|reg_(model|ridge|ols|knn|avg|zero)_error"
 )
 _EXPOSURES = ("int_pne", "int_pne_star", "int_pne_eff", "int_pne_star_eff", "int_pne_eta2")
 VALUES: dict[str, dict[str, Domain]] = {
@@ -477,6 +494,8 @@ VALUES: dict[str, dict[str, Domain]] = {
         "in_weights_accuracy": PROBABILITY,
         "memorization": PROBABILITY,
         "induction_score": FINITE,
+        "reg_icl_area": FINITE,
+        "reg_excess_area": FINITE,
         "plan_hash": matching(r"[0-9a-f]{64}", "a SHA-256 in hex"),
         "wall_time_s": NONNEGATIVE,
         "role": one_of("condition", "reference"),

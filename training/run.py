@@ -22,6 +22,7 @@ import torch.distributed as dist
 from preregistration.design import expand_design
 from preregistration.plan import load_plan, plan_hash
 from preregistration.tables import columns, read_table, write_table
+from training.regression_task import family_config
 from training.train import init_distributed, package_versions, save_checkpoint, train_run
 
 
@@ -72,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(int(config.get("threads_per_run", 1)))
     init_distributed()
     spec = find_spec(config, args.condition, args.seed)
-    corpus = torch.load(args.corpus, weights_only=False)
+    config = family_config(config, load_plan(config["plan"]), spec.arm, config["plan"])
+    # A regression run draws its prompts from the registered task (training.regression_task).
+    corpus = None if "regression" in config else torch.load(args.corpus, weights_only=False)
     hash_at_start = plan_hash(config["plan"])
     resume = args.out / "resume.pt"  # kept across a killed job, removed once the run ends
     reference = reference_trace(spec, args.reference_trace)

@@ -23,6 +23,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -36,6 +37,14 @@ from preregistration.design import RunSpec
 from training.model import GPT, GPTConfig, lm_loss
 from training.noise_arms import NoiseArm
 from training.pne import NoiseLogger
+from training.regression_model import RegressionConfig, RegressionGPT
+from training.regression_task import (
+    FAMILY,
+    RegressionTask,
+    regression_corpus,
+    regression_loss,
+    regression_validation_loss,
+)
 from training.stopping import ValidationSchedule
 
 PACKAGES = ("torch", "numpy", "pandas", "snakemake", "statsmodels", "pingouin", "scikit-learn")
@@ -113,6 +122,48 @@ def validation_loss(model: torch.nn.Module, val: torch.Tensor, chunk: int = 128)
     return total / count
 
 
+@dataclass(frozen=True)
+class TaskFamily:
+    """What a run's task decides: its model, its batches, its loss and its validation loss.
+
+    ``language`` is the synthetic corpus with next-token cross-entropy; ``regression``
+    (``training.regression_task``, chosen by ``cfg["family"]``) is in-context linear
+    regression with squared error at every x position. The loop is the same for both.
+    """
+
+    build: Callable[[dict, dict], torch.nn.Module]  # (model config, corpus) -> model
+    batch: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (split, indices) -> batch
+    loss: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]  # mean loss of a batch
+    validation: Callable[[torch.nn.Module, torch.Tensor], float]  # mean validation loss
+
+
+LANGUAGE = TaskFamily(
+    build=lambda model_cfg, corpus: GPT(
+        GPTConfig(vocab_size=int(corpus["vocab_size"]), **model_cfg)
+    ),
+    batch=lambda split, idx: split[idx].long(),
+    loss=lambda net, seq: lm_loss(net(seq[:, :-1]), seq[:, 1:]),
+    validation=lambda model, val: validation_loss(model, val),
+)
+REGRESSION_FAMILY = TaskFamily(
+    build=lambda model_cfg, corpus: RegressionGPT(
+        RegressionConfig(n_dims=corpus["task"].d, **model_cfg)
+    ),
+    batch=lambda split, idx: split[idx],
+    loss=regression_loss,
+    validation=regression_validation_loss,
+)
+
+
+def task_family(cfg: dict, corpus: dict | None) -> tuple[TaskFamily, dict]:
+    """The run's task family and its data: the given corpus, or the regression prompts
+    drawn from the registered task (``cfg["regression"]``, set by ``regression_task.run_config``).
+    """
+    if cfg.get("family", "language") != FAMILY:  # FAMILY: the regression family's name
+        return LANGUAGE, corpus
+    return REGRESSION_FAMILY, regression_corpus(RegressionTask.from_config(cfg["regression"]))
+
+
 def package_versions() -> dict[str, str]:
     return {name: metadata.version(name) for name in PACKAGES}
 
@@ -156,8 +207,8 @@ def train_run(
         device.type, dtype=torch.bfloat16, enabled=cfg.get("dtype", "float32") == "bfloat16"
     )
     torch.manual_seed(spec.seed)
-    gpt_cfg = GPTConfig(vocab_size=int(corpus["vocab_size"]), **model_cfg)
-    model = GPT(gpt_cfg).to(device)
+    family, corpus = task_family(cfg, corpus)
+    model = family.build(model_cfg, corpus).to(device)
     net: torch.nn.Module = model
     if world > 1:
         ids = [device.index] if device.type == "cuda" else None
@@ -217,12 +268,12 @@ def train_run(
         local = batch[rank * micro * n_micro : (rank + 1) * micro * n_micro]
         train_loss = torch.zeros((), device=device)  # summed on the device: no sync per micro
         for j in range(n_micro):
-            seq = train[local[j * micro : (j + 1) * micro]].long().to(device)
+            seq = family.batch(train, local[j * micro : (j + 1) * micro]).to(device)
             sync = world > 1 and not log_step and j == n_micro - 1
             no_sync = net.no_sync() if world > 1 and not sync else contextlib.nullcontext()
             with no_sync:
                 with autocast:
-                    loss = lm_loss(net(seq[:, :-1]), seq[:, 1:]) / n_micro
+                    loss = family.loss(net, seq) / n_micro
                 loss.backward()
             logger.after_micro_backward()
             arm.after_micro_backward()
@@ -267,7 +318,7 @@ def train_run(
         if record is None:
             continue
         if validate:
-            val_loss = validation_loss(model, val)
+            val_loss = family.validation(model, val)
         layers = record.pop("layers", None) or []
         rows.append(
             step_row

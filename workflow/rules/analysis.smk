@@ -96,3 +96,26 @@ rule noise_control_table:
         ENV
     script:
         "../scripts/noise_control_table.py"
+
+
+rule h1_regression:
+    input:
+        runs=f"{TABLES}/runs.parquet",
+        scores=f"{TABLES}/scores.parquet",
+        plan=config["plan"],
+    output:
+        csv=f"{TABLES}/h1_regression.csv",
+        md=f"{TABLES}/h1_regression.md",
+        shots_csv=f"{TABLES}/regression_shots.csv",
+        shots_md=f"{TABLES}/regression_shots.md",
+    benchmark:
+        f"{RESULTS}/benchmarks/h1_regression.tsv"
+    log:
+        f"{RESULTS}/logs/h1_regression.log",
+    localrule: True
+    conda:
+        ENV
+    params:
+        out_dir=lambda wildcards, output: str(Path(output.csv).parent),
+    script:
+        "../scripts/h1_regression.py"

@@ -66,4 +66,6 @@ def get_final_outputs():
     tables += [f"{TABLES}/{t}.{ext}" for t in ("sensitivity", "power") for ext in ("csv", "md")]
     tables += [f"{TABLES}/noise_control.{ext}" for ext in ("csv", "md")]
     figures = [f"{FIGURES}/{f}.{ext}" for f in FIGURE_STEMS for ext in ("png", "pdf")]
+    tables += [f"{TABLES}/{t}.{ext}" for t in ("h1_regression", "regression_shots")
+               for ext in ("csv", "md")]  # the regression family
     return tables + figures + [f"{RESULTS}/audit.md", f"{RESULTS}/audit.json"]

@@ -1,21 +1,36 @@
-"""Snakemake script: score one trained model (training.evaluate.score_model)."""
+"""Snakemake script: score one trained model (training.evaluate.score_model, or
+training.regression_scores.score_regression for a run of the regression family)."""
 
 import sys
 
 import torch
 
+from preregistration.plan import load_plan
 from preregistration.tables import write_table
 from training.evaluate import score_model
 from training.model import GPT, GPTConfig
+from training.regression_model import RegressionConfig, RegressionGPT
+from training.regression_scores import score_regression
+from training.regression_task import FAMILY, RegressionTask, family_config
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
 torch.set_num_threads(snakemake.threads)  # noqa: F821
 corpus = torch.load(snakemake.input.corpus, weights_only=False)  # noqa: F821
 ckpt = torch.load(snakemake.input.checkpoint, weights_only=False)  # noqa: F821
-model = GPT(GPTConfig(**ckpt["gpt_config"]))
+config = snakemake.config  # noqa: F821
+run_cfg = family_config(config, load_plan(config["plan"]), ckpt["spec"]["arm"], config["plan"])
+regression = run_cfg.get("family") == FAMILY
+if regression:
+    model = RegressionGPT(RegressionConfig(**ckpt["gpt_config"]))
+else:
+    model = GPT(GPTConfig(**ckpt["gpt_config"]))
 model.load_state_dict(ckpt["model"])
-if snakemake.config.get("device") == "cuda":  # noqa: F821
+if config.get("device") == "cuda":
     model = model.cuda()
-scores = score_model(model, corpus, snakemake.params.evaluate, snakemake.params.run_id)  # noqa: F821
+run_id = snakemake.params.run_id  # noqa: F821
+if regression:
+    scores = score_regression(model, RegressionTask.from_config(run_cfg["regression"]), run_id)
+else:
+    scores = score_model(model, corpus, snakemake.params.evaluate, run_id)  # noqa: F821
 write_table(scores, "scores", snakemake.output[0])  # noqa: F821
 print(scores.to_string(index=False), file=sys.stderr)
