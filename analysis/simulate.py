@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from preregistration.design import expand_design
-from preregistration.tables import validate
+from preregistration.tables import LM_EVAL_RUN_MEASURES, PROBE_RUN_MEASURES, validate
 
 
 def simulate_runs(
@@ -121,4 +121,6 @@ def simulate_runs(
             "wall_time_s": rng.uniform(50, 100, size=n),
         }
     )
+    # the end-of-run evaluation measures are not simulated: missing, as for a run without them
+    runs = runs.assign(**dict.fromkeys([*PROBE_RUN_MEASURES, *LM_EVAL_RUN_MEASURES], np.nan))
     return validate(runs, "runs", source="simulate_runs")
