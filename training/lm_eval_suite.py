@@ -132,6 +132,9 @@ def task_config(task: str, data_file: str | Path) -> dict:
         raise FileNotFoundError(f"{data_file}: data of lm-eval task {task!r} not found")
     config = yaml.safe_load((TASK_DIR / f"{task}.yaml").read_text())
     config["dataset_kwargs"] = {"data_files": {"test": str(data_file.resolve())}}
+    if config["output_type"] == "generate_until":  # generate as many tokens as the answers hold
+        first = json.loads(data_file.read_text().splitlines()[0])
+        config["generation_kwargs"]["max_gen_toks"] = len(first["target"].split())
     return config
 
 

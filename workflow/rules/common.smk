@@ -39,6 +39,7 @@ ANALYSIS_TABLES = ["h1", "t1_confirmatory", "t2_inventory", "t3_equivalence", "t
 FIGURE_STEMS = [
     "fig1_pne_icl", "fig2_phase", "fig3_equivalence", "fig4_frontier", "fig6_clipping", "icl_curves"
 ]
+FIGURE_STEMS += ["fig5_induction_sharpness"]  # rule figure_induction_sharpness (figures.smk)
 
 wildcard_constraints:
     condition=r"[A-Za-z0-9_.-]+",
