@@ -400,6 +400,29 @@ LM_EVAL = (
     _c("n_docs", "int", "documents", "documents evaluated"),
 )
 
+# Exploratory slopes of the evaluation measures on log integrated P-NE* at matched loss
+# (analysis.evaluation_slopes; results/tables/evaluation.csv): one row per measure.
+EVALUATION = (
+    _c("measure", "str", "-", "runs-table column of the measure (the outcome)"),
+    _c("role", "str", "-", "zero_shot_control | icl | memorization | probe | lm_eval"),
+    _c("predictor", "str", "-", "log(int_pne_star)"),
+    _c("slope", "float", "measure / log unit", "mixed-model slope on the predictor", nullable=True),
+    _c("se", "float", "measure / log unit", "its standard error", nullable=True),
+    _c("ci_low", "float", "measure / log unit", "lower bound of its two-sided CI", nullable=True),
+    _c("ci_high", "float", "measure / log unit", "upper bound of its two-sided CI", nullable=True),
+    _c("p", "float", "-", "two-sided p of the slope (exploratory, uncorrected)", nullable=True),
+    _c(
+        "spearman_rho",
+        "float",
+        "-",
+        "Spearman rho of the measure with the predictor",
+        nullable=True,
+    ),
+    _c("n_runs", "int", "runs", "included runs with the measure"),
+    _c("n_missing", "int", "runs", "included runs without it"),
+    _c("method", "str", "-", "the model fitted (analysis.h1_monotonicity.mixed_slope)"),
+)
+
 # Per-layer breakdown of a logged step (added by the estimator, training/pne.py: the
 # ``layers`` entry of NoiseLogger's record). A layer is a module (parameter name without
 # its last component); trace_pcp, pne, pne_star and pne_eff sum over layers to the step's
@@ -424,6 +447,7 @@ SCHEMAS: dict[str, tuple[Column, ...]] = {
     "runs": RUNS,
     "layers": LAYERS,
     "lm_eval": LM_EVAL,
+    "evaluation": EVALUATION,
     **REPORT_SCHEMAS,
 }
 
@@ -514,6 +538,7 @@ VALUES: dict[str, dict[str, Domain]] = {
         **{c: FINITE for c in LM_EVAL_RUN_MEASURES},
     },
     "lm_eval": {"value": FINITE, "stderr": NONNEGATIVE, "n_docs": COUNT},
+    "evaluation": {"p": PROBABILITY, "n_runs": COUNT, "n_missing": COUNT},
     "layers": {
         "step": POSITIVE_COUNT,
         "n_params": COUNT,

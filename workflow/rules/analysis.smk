@@ -79,3 +79,20 @@ rule power_table:
         ENV
     script:
         "../scripts/power_table.py"
+
+
+rule evaluation_table:
+    input:
+        runs=f"{TABLES}/runs.parquet",
+    output:
+        csv=f"{TABLES}/evaluation.csv",
+        md=f"{TABLES}/evaluation.md",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluation_table.tsv"
+    log:
+        f"{RESULTS}/logs/evaluation_table.log",
+    localrule: True
+    conda:
+        ENV
+    script:
+        "../scripts/evaluation_table.py"

@@ -65,5 +65,6 @@ def get_config_json(wildcards=None):
 def get_final_outputs():
     tables = [f"{TABLES}/{t}.{ext}" for t in ANALYSIS_TABLES for ext in ("csv", "md")]
     tables += [f"{TABLES}/{t}.{ext}" for t in ("sensitivity", "power") for ext in ("csv", "md")]
+    tables += [f"{TABLES}/evaluation.{ext}" for ext in ("csv", "md")]  # rule evaluation_table
     figures = [f"{FIGURES}/{f}.{ext}" for f in FIGURE_STEMS for ext in ("png", "pdf")]
     return tables + figures + [f"{RESULTS}/audit.md", f"{RESULTS}/audit.json"]
