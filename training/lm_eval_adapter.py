@@ -63,11 +63,6 @@ class SyntheticTokenizer:
     def bos(self) -> int:
         return self.vocab.bos
 
-    def word(self, family: str, index: int) -> str:
-        """The word of the ``index``-th token of ``family`` (a ``Vocab`` family name)."""
-        prefix = dict(WORD_PREFIX)[family]
-        return f"{prefix}{index}"
-
     def encode(self, text: str) -> list[int]:
         out = []
         for position, word in enumerate(text.split()):

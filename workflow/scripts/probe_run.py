@@ -5,15 +5,17 @@ import sys
 import torch
 
 from preregistration.tables import write_table
-from training.lm_eval_adapter import load_checkpoint
+from training.model import GPT, GPTConfig
 from training.probe_scores import probe_scores
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
 torch.set_num_threads(snakemake.threads)  # noqa: F821
-model, _ = load_checkpoint(snakemake.input.checkpoint, snakemake.input.corpus)  # noqa: F821
+corpus = torch.load(snakemake.input.corpus, weights_only=False)  # noqa: F821
+ckpt = torch.load(snakemake.input.checkpoint, weights_only=False)  # noqa: F821
+model = GPT(GPTConfig(**ckpt["gpt_config"]))
+model.load_state_dict(ckpt["model"])
 if snakemake.config.get("device") == "cuda":  # noqa: F821
     model = model.cuda()
-corpus = torch.load(snakemake.input.corpus, weights_only=False)  # noqa: F821
 timings: dict[str, float] = {}
 probes = probe_scores(model, corpus, snakemake.params.probes, snakemake.params.run_id, timings)  # noqa: F821
 write_table(probes, "scores", snakemake.output[0])  # noqa: F821
