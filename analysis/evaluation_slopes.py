@@ -74,7 +74,10 @@ def evaluation_slopes(runs: pd.DataFrame, arms: list[str] | None = None) -> pd.D
         if len(present) < 4 or present[measure].nunique() < 2:
             row |= dict.fromkeys(["slope", "se", "ci_low", "ci_high", "p", "spearman_rho"], np.nan)
             row |= {"n_runs": len(present), "n_missing": len(data) - len(present)}
-            row["method"] = f"not estimated: {len(present)} included run(s) with a varying value"
+            row["method"] = (
+                f"not estimated: {len(present)} included run(s) with the measure, "
+                f"{present[measure].nunique()} distinct value(s); needs 4 runs and 2 values"
+            )
             rows.append(row)
             continue
         fit = mixed_slope(present, measure, EXPOSURE, ("final_val_loss",), alternative="two-sided")
