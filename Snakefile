@@ -12,6 +12,7 @@ if not ANALYSIS_ONLY:
     include: "workflow/rules/data.smk"
     include: "workflow/rules/train.smk"
     include: "workflow/rules/score.smk"
+    include: "workflow/rules/evaluate.smk"
 
 
 include: "workflow/rules/analysis.smk"

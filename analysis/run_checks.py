@@ -31,6 +31,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.run_design import design_columns, noise_control_columns
+from analysis.run_measures import SOURCES as MEASURE_SOURCES
+from analysis.run_measures import read_measures
 from analysis.run_status import (
     EXPOSURES,
     derive_ending,
@@ -200,6 +202,8 @@ def read_run(traces: str | Path, spec) -> tuple[RunRecord | None, list[str]]:
         problems += _layers_problems(extra["layers.parquet"], trace, spec, directory)
     ending, found = derive_ending(trace, spec, block, directory / "trace.parquet")
     problems += found
+    measures, found = read_measures(directory, spec.run_id)  # probes, lm-eval (optional files)
+    problems += found
     if ending is not None:
         problems += meta_problems(meta, ending, directory / "meta.json")
     design = design_columns(spec)
@@ -211,6 +215,7 @@ def read_run(traces: str | Path, spec) -> tuple[RunRecord | None, list[str]]:
     row |= {"status": ending.status, "steps": ending.steps, "tokens": ending.tokens}
     row |= {"final_val_loss": ending.final_val_loss, "b_simple_run": ending.b_simple_run}
     row |= ending.exposure | summarize_scores(scores) | design | control
+    row |= measures
     return RunRecord(directory, meta, row, trace, scores), []
 
 
@@ -249,6 +254,8 @@ def source_file(column: str) -> str:
     """The per-run file a runs-table column is derived from."""
     if column in SCORE_COLUMNS:
         return "scores.parquet"
+    if column in MEASURE_SOURCES:
+        return MEASURE_SOURCES[column]
     if column in EXPOSURES or column in (
         "final_val_loss",
         "b_simple_run",

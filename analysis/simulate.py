@@ -38,7 +38,7 @@ import pandas as pd
 
 from analysis.run_design import design_columns
 from preregistration.design import expand_design
-from preregistration.tables import validate
+from preregistration.tables import LM_EVAL_RUN_MEASURES, PROBE_RUN_MEASURES, validate
 
 INJECTED_FORMS = ("gaussian", "anisotropic", "student_t")
 PHASE_SHIFT = {"early": -0.5, "mid": 0.0, "late": 0.5}
@@ -269,4 +269,6 @@ def simulate_runs(
     runs["tracking_error_median"] = np.where(controlled, rng.uniform(0.01, 0.08, size=n), np.nan)
     runs["pne_star_ratio_reference"] = np.where(injected, ratio, np.nan)
     runs["realised_budget"] = np.where(phased, 1 + 0.01 * rng.normal(size=n), np.nan)
+    # the end-of-run evaluation measures are not simulated: missing, as for a run without them
+    runs = runs.assign(**dict.fromkeys([*PROBE_RUN_MEASURES, *LM_EVAL_RUN_MEASURES], np.nan))
     return validate(runs, "runs", source="simulate_runs")

@@ -3,8 +3,9 @@
 Every rule writes ``<results>/benchmarks/<rule>...tsv`` (Snakemake's ``benchmark:``
 directive: wall seconds, peak memory). This script runs the study of a config in a
 fresh results directory (or reads an existing one with ``--existing``) and prints,
-per stage, the number of jobs, the summed and the longest job wall time, and the
-whole run's wall time; then per arm of the design (from the runs table) the
+per stage, the number of jobs, the summed and the longest job wall time, the
+evaluation cost of each run (seconds of its score, probes and lm-eval rules), and
+the whole run's wall time; then per arm of the design (from the runs table) the
 training and scoring wall time, summed and longest (``--per-run``: every run's).
 
     python bench/stage_times.py [--config config/config.yaml] [--existing results] [--per-run]
@@ -84,6 +85,26 @@ def arm_times(results: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return per_run.reset_index(names="run_id"), per_arm
 
 
+EVALUATION_STAGES = ("score", "probes", "lm_eval")  # per-run rules that read a checkpoint
+
+
+def evaluation_cost(results: Path) -> pd.DataFrame:
+    """Evaluation wall time per run: one row per run (``<condition>_seed<seed>``), one
+    column of seconds per evaluation rule (``EVALUATION_STAGES``) and their ``total_s``;
+    a last row ``mean`` over runs. Empty when no run was evaluated."""
+    per_rule = {}
+    for stage in EVALUATION_STAGES:
+        for tsv in sorted((results / "benchmarks" / stage).glob("*.tsv")):
+            seconds = float(pd.read_csv(tsv, sep="\t")["s"].iloc[0])
+            per_rule.setdefault(tsv.stem, {})[f"{stage}_s"] = seconds
+    if not per_rule:
+        return pd.DataFrame()
+    table = pd.DataFrame.from_dict(per_rule, orient="index").sort_index()
+    table["total_s"] = table.sum(axis=1, min_count=1)
+    table.loc["mean"] = table.mean()
+    return table.rename_axis("run").reset_index()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="config/config.yaml")
@@ -122,6 +143,10 @@ def main() -> int:
         if args.per_run:
             print("\nwall time per run")
             print(per_run.sort_values(["arm", "run_id"]).to_string(**show))
+    cost = evaluation_cost(results)
+    if len(cost):
+        print("\nevaluation cost per run (s):")
+        print(cost.to_string(**show))
     print(f"results: {results}")
     print(f"total_wall_s={total:.0f}")
     return 0

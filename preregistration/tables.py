@@ -15,6 +15,7 @@ scores  one row per (run, measure, shots) score of one trained model.
 runs    one row per run of the study: condition, seed, exposure, loss, scores,
         status and exclusion.
 layers  one row per (logged step, module) of one run: the per-layer P-NE breakdown.
+lm_eval one row per (run, task, metric) of the lm-eval harness on one trained model.
 """
 
 from __future__ import annotations
@@ -386,6 +387,98 @@ RUNS = (
 )  # fmt: skip
 NOISE_FORMS = ("none", "gaussian", "anisotropic", "student_t", "nap", "sgld", "precond_freeze")
 
+# End-of-run evaluation measures of a run (analysis.run_measures reads them from the
+# run's probes.parquet and lm_eval.parquet; NaN when the run has no such file). Each
+# column is named after its measure: the probe measures of training.probe_scores, and
+# lm_eval_<task>_<metric> for the project's lm-eval tasks (training.lm_eval_suite).
+PROBE_RUN_MEASURES = {  # measure -> (unit, meaning)
+    "hessian_top_eigenvalue": (
+        "nats/token",
+        "top Hessian eigenvalue, power iteration, probe batch",
+    ),
+    "sam_sharpness": ("nats/token", "first-order SAM sharpness L(w + rho g/|g|) - L(w)"),
+    "fisher_trace": ("-", "trace of the empirical Fisher, per-sequence gradients"),
+    "induction_head_score": ("fraction", "largest per-head prefix-matching score"),
+    "induction_head_copying": ("nats", "copying score of the best prefix-matching head"),
+    "order_std_icl": ("probability", "ICL order sensitivity: std of label probs over orders"),
+    "order_std_sgd": ("probability", "the same for one-pair SGD fine-tuning"),
+    "overlap_top_gd": ("fraction", "top-k label overlap of GD fine-tuning with ICL"),
+    "overlap_top_adam": ("fraction", "top-k label overlap of Adam fine-tuning with ICL"),
+    "overlap_top_icl": ("fraction", "top-k label overlap of ICL in another order with ICL"),
+    "overlap_cos_gd": ("-", "cosine of GD fine-tuning's label distribution with ICL's"),
+    "overlap_cos_adam": ("-", "cosine of Adam fine-tuning's label distribution with ICL's"),
+    "overlap_cos_icl": ("-", "cosine of ICL in another order with ICL"),
+    "accuracy_icl": ("fraction", "accuracy of ICL on the ICL-vs-GD episodes"),
+    "accuracy_gd": ("fraction", "accuracy of GD fine-tuning on those episodes"),
+    "accuracy_adam": ("fraction", "accuracy of Adam fine-tuning on those episodes"),
+    "fact_logprob": ("nats", "mean log-probability of the correct fact value, no context"),
+    "fact_rank": ("rank", "mean rank of the correct fact value (1 = best)"),
+    "in_weights_logprob": ("nats", "mean log-probability of the fixed in-weights label"),
+    "in_weights_rank": ("rank", "mean rank of the fixed in-weights label"),
+    "format_accuracy": ("fraction", "zero-shot control: answers in the right token family"),
+    "format_accuracy_icl": ("fraction", "its part on held-out ICL queries without demos"),
+    "format_accuracy_facts": ("fraction", "its part on the fact keys"),
+}
+LM_EVAL_RUN_MEASURES = {  # runs-table column -> (task, metric, unit, meaning)
+    "lm_eval_pne_icl_fewshot_acc": (
+        "pne_icl_fewshot",
+        "acc",
+        "fraction",
+        "lm-eval few-shot ICL classification accuracy",
+    ),
+    "lm_eval_pne_copy_cloze_exact_match": (
+        "pne_copy_cloze",
+        "exact_match",
+        "fraction",
+        "lm-eval copy cloze exact match (greedy)",
+    ),
+    "lm_eval_pne_heldout_rolling_word_perplexity": (
+        "pne_heldout_rolling",
+        "word_perplexity",
+        "-",
+        "lm-eval rolling perplexity per token",
+    ),
+}
+RUNS = (
+    *RUNS,
+    *(_c(m, "float", u, d, nullable=True) for m, (u, d) in PROBE_RUN_MEASURES.items()),
+    *(_c(c, "float", u, d, nullable=True) for c, (_, _, u, d) in LM_EVAL_RUN_MEASURES.items()),
+)
+
+# One row per (run, task, metric) of the lm-eval harness on one trained model
+# (training.lm_eval_suite.lm_eval_scores; the run's lm_eval.parquet).
+LM_EVAL = (
+    _c("run_id", "str", "-", "condition/seed identifier of the run"),
+    _c("task", "str", "-", "lm-eval task name (training/lm_eval_tasks/<task>.yaml)"),
+    _c("metric", "str", "-", "the task's registered metric (acc, exact_match, word_perplexity)"),
+    _c("value", "float", "-", "the metric's value over the task's documents"),
+    _c("stderr", "float", "-", "lm-eval's standard error (NaN where it gives none)", nullable=True),
+    _c("n_docs", "int", "documents", "documents evaluated"),
+)
+
+# Exploratory slopes of the evaluation measures on log integrated P-NE* at matched loss
+# (analysis.evaluation_slopes; results/tables/evaluation.csv): one row per measure.
+EVALUATION = (
+    _c("measure", "str", "-", "runs-table column of the measure (the outcome)"),
+    _c("role", "str", "-", "zero_shot_control | icl | memorization | probe | lm_eval"),
+    _c("predictor", "str", "-", "log(int_pne_star)"),
+    _c("slope", "float", "measure / log unit", "mixed-model slope on the predictor", nullable=True),
+    _c("se", "float", "measure / log unit", "its standard error", nullable=True),
+    _c("ci_low", "float", "measure / log unit", "lower bound of its two-sided CI", nullable=True),
+    _c("ci_high", "float", "measure / log unit", "upper bound of its two-sided CI", nullable=True),
+    _c("p", "float", "-", "two-sided p of the slope (exploratory, uncorrected)", nullable=True),
+    _c(
+        "spearman_rho",
+        "float",
+        "-",
+        "Spearman rho of the measure with the predictor",
+        nullable=True,
+    ),
+    _c("n_runs", "int", "runs", "included runs with the measure"),
+    _c("n_missing", "int", "runs", "included runs without it"),
+    _c("method", "str", "-", "the model fitted (analysis.h1_monotonicity.mixed_slope)"),
+)
+
 # Per-layer breakdown of a logged step (added by the estimator, training/pne.py: the
 # ``layers`` entry of NoiseLogger's record). A layer is a module (parameter name without
 # its last component); trace_pcp, pne, pne_star and pne_eff sum over layers to the step's
@@ -409,6 +502,8 @@ SCHEMAS: dict[str, tuple[Column, ...]] = {
     "scores": SCORES,
     "runs": RUNS,
     "layers": LAYERS,
+    "lm_eval": LM_EVAL,
+    "evaluation": EVALUATION,
     **REPORT_SCHEMAS,
 }
 
@@ -505,7 +600,11 @@ VALUES: dict[str, dict[str, Domain]] = {
         "tracking_error_median": NONNEGATIVE,
         "pne_star_ratio_reference": NONNEGATIVE,
         "realised_budget": NONNEGATIVE,
+        **{m: FINITE for m in PROBE_RUN_MEASURES},
+        **{c: FINITE for c in LM_EVAL_RUN_MEASURES},
     },
+    "lm_eval": {"value": FINITE, "stderr": NONNEGATIVE, "n_docs": COUNT},
+    "evaluation": {"p": PROBABILITY, "n_runs": COUNT, "n_missing": COUNT},
     "layers": {
         "step": POSITIVE_COUNT,
         "n_params": COUNT,

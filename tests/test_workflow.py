@@ -51,8 +51,12 @@ def test_smoke_study_end_to_end(smoke_study: Path):
     for name in ("h1.csv", "h1.md", "t1_confirmatory.csv", "t2_inventory.csv"):
         assert (smoke_study / "tables" / name).stat().st_size > 0
     for ext in ("png", "pdf"):
-        for figure in ("fig1_pne_icl", "fig6_clipping", "icl_curves"):
+        for figure in ("fig1_pne_icl", "fig5_induction_sharpness", "fig6_clipping", "icl_curves"):
             assert (smoke_study / f"figures/{figure}.{ext}").stat().st_size > 1000
+    # every run evaluated by the probes and lm-eval rules (columns named after the measure)
+    evaluated = ["hessian_top_eigenvalue", "sam_sharpness", "induction_head_score"]
+    evaluated += ["format_accuracy", "lm_eval_pne_icl_fewshot_acc"]
+    assert runs[evaluated].notna().all().all(), runs[evaluated]
     audit = json.loads((smoke_study / "audit.json").read_text())
     assert audit["passed"], audit
     for log in ("corpus.log", "collect_runs.log", "analysis_tables.log", "audit.log"):

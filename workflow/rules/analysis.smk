@@ -119,3 +119,20 @@ rule h1_regression:
         out_dir=lambda wildcards, output: str(Path(output.csv).parent),
     script:
         "../scripts/h1_regression.py"
+
+
+rule evaluation_table:
+    input:
+        runs=f"{TABLES}/runs.parquet",
+    output:
+        csv=f"{TABLES}/evaluation.csv",
+        md=f"{TABLES}/evaluation.md",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluation_table.tsv"
+    log:
+        f"{RESULTS}/logs/evaluation_table.log",
+    localrule: True
+    conda:
+        ENV
+    script:
+        "../scripts/evaluation_table.py"

@@ -39,6 +39,7 @@ ANALYSIS_TABLES = ["h1", "t1_confirmatory", "t2_inventory", "t3_equivalence", "t
 FIGURE_STEMS = [
     "fig1_pne_icl", "fig2_phase", "fig3_equivalence", "fig4_frontier", "fig6_clipping", "icl_curves"
 ]
+FIGURE_STEMS += ["fig5_induction_sharpness"]  # rule figure_induction_sharpness (figures.smk)
 
 wildcard_constraints:
     condition=r"[A-Za-z0-9_.-]+",
@@ -65,6 +66,7 @@ def get_final_outputs():
     tables = [f"{TABLES}/{t}.{ext}" for t in ANALYSIS_TABLES for ext in ("csv", "md")]
     tables += [f"{TABLES}/{t}.{ext}" for t in ("sensitivity", "power") for ext in ("csv", "md")]
     tables += [f"{TABLES}/noise_control.{ext}" for ext in ("csv", "md")]
+    tables += [f"{TABLES}/evaluation.{ext}" for ext in ("csv", "md")]  # rule evaluation_table
     figures = [f"{FIGURES}/{f}.{ext}" for f in FIGURE_STEMS for ext in ("png", "pdf")]
     tables += [f"{TABLES}/{t}.{ext}" for t in ("h1_regression", "regression_shots")
                for ext in ("csv", "md")]  # the regression family

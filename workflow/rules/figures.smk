@@ -95,3 +95,28 @@ rule figure_icl_curves:
         ENV
     script:
         "../scripts/figure_icl_curves.py"
+
+
+rule figure_induction_sharpness:
+    input:
+        runs=f"{TABLES}/runs.parquet",
+    output:
+        png=report(
+            f"{FIGURES}/fig5_induction_sharpness.png",
+            caption="../report/fig5_induction_sharpness.rst",
+            category=SECTIONS["exploratory"],
+            labels={"item": "Figure 5"},
+        ),
+        pdf=f"{FIGURES}/fig5_induction_sharpness.pdf",
+    benchmark:
+        f"{RESULTS}/benchmarks/figure_induction_sharpness.tsv"
+    log:
+        f"{RESULTS}/logs/figure_induction_sharpness.log",
+    params:
+        # the uniform-attention reference level is the chance of induction_head_score there
+        probes=run_files("probes.parquet"),
+    localrule: True
+    conda:
+        ENV
+    script:
+        "../scripts/figure_induction_sharpness.py"
