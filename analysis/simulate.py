@@ -57,6 +57,8 @@ def simulate_runs(
         Seeds to simulate instead of the registered ones (power analysis).
     """
     specs = expand_design(plan, scale)
+    arms = plan["design"]["arms"]  # the regression family's arms are not simulated
+    specs = [s for s in specs if arms.get(s.arm, {}).get("family") != "regression"]
     if seeds is not None:
         base = {(s.condition): s for s in specs}
         specs = [
@@ -117,7 +119,7 @@ def simulate_runs(
             "in_weights_accuracy": 2 * mem - fact,
             "memorization": mem,
             "induction_score": 0.5 + 0.1 * centred + 0.05 * rng.normal(size=n),
-            "reg_icl_area": np.full(n, np.nan),  # the regression family is not simulated
+            "reg_icl_area": np.full(n, np.nan),
             "reg_excess_area": np.full(n, np.nan),
             "plan_hash": "0" * 64,
             "wall_time_s": rng.uniform(50, 100, size=n),
