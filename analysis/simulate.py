@@ -183,6 +183,8 @@ def simulate_runs(
         True H2 late - early contrast; true shift of ICL per injected form.
     """
     specs = list(specs if specs is not None else expand_design(plan, scale))
+    arm_defs = plan["design"]["arms"]  # the regression family's arms are not simulated
+    specs = [s for s in specs if arm_defs.get(s.arm, {}).get("family") != "regression"]
     if arms is not None:
         specs = [s for s in specs if s.arm in arms]
     if seeds is not None:
@@ -259,7 +261,7 @@ def simulate_runs(
             "in_weights_accuracy": 2 * mem - fact,
             "memorization": mem,
             "induction_score": 0.5 + 0.1 * centred + 0.05 * rng.normal(size=n),
-            "reg_icl_area": np.full(n, np.nan),  # the regression family is not simulated
+            "reg_icl_area": np.full(n, np.nan),
             "reg_excess_area": np.full(n, np.nan),
             "plan_hash": "0" * 64,
             "wall_time_s": rng.uniform(50, 100, size=n),

@@ -85,12 +85,12 @@ def smoke_regression():
 
 def test_a_regression_run_trains_through_the_trainer_with_the_pne_logger(smoke_regression):
     cfg, spec = smoke_regression
-    spec = spec.__class__(**{**spec.__dict__, "target_val_loss": 1e-6, "token_cap": 20 * 4 * 12})
+    spec = spec.__class__(**{**spec.__dict__, "target_val_loss": 1e-6, "token_cap": 10 * 4 * 12})
     model, result = train_run(spec, cfg, None, show_progress=False)
     task = RegressionTask.from_config(cfg["regression"])
     assert model.read_in.in_features == task.d + 1 and model.read_out.out_features == 1
     trace = result.trace
-    assert result.status == "token_cap" and result.steps == 20
+    assert result.status == "token_cap" and result.steps == 10
     assert (trace["tokens"] == trace["step"] * spec.global_batch * task.block_size).all()
     for column in ("pne", "pne_star", "trace_pfp_fisher", "int_pne_star", "int_pne_star_eff"):
         assert np.isfinite(trace[column]).all() and (trace[column] > 0).all(), column

@@ -3,6 +3,12 @@ rule collect_runs:
         meta=run_files("meta.json"),
         trace=run_files("trace.parquet"),
         scores=run_files("scores.parquet"),
+        # probes and lm-eval (evaluate.smk); read when present, so not asked of released traces
+        evaluation=(
+            []
+            if ANALYSIS_ONLY
+            else language_run_files("probes.parquet") + language_run_files("lm_eval.parquet")
+        ),
         plan=config["plan"],
     output:
         runs=f"{TABLES}/runs.parquet",

@@ -51,6 +51,20 @@ def run_files(name):
     return [f"{TRACES}/{c}/seed{s}/{name}" for c, s in RUN_KEYS]
 
 
+def language_run_files(name):
+    """Path of one per-run file for every registered run of the language family.
+
+    The probes and the lm-eval tasks read a language model; an arm registered with
+    another task family (plan design.arms.<arm>.family, e.g. regression) has none.
+    """
+    arms = PLAN["design"]["arms"]
+    return [
+        f"{TRACES}/{s.condition}/seed{s.seed}/{name}"
+        for s in RUN_SPECS
+        if arms.get(s.arm, {}).get("family", "language") == "language"
+    ]
+
+
 def get_launcher():
     """The training launcher; plain "python" means the interpreter running Snakemake."""
     launcher = config.get("launcher", "python")

@@ -114,7 +114,7 @@ rule figure_induction_sharpness:
         f"{RESULTS}/logs/figure_induction_sharpness.log",
     params:
         # the uniform-attention reference level is the chance of induction_head_score there
-        probes=run_files("probes.parquet"),
+        probes=language_run_files("probes.parquet"),
     localrule: True
     conda:
         ENV
