@@ -22,6 +22,7 @@ import torch.distributed as dist
 from preregistration.design import expand_design
 from preregistration.plan import load_plan, plan_hash
 from preregistration.tables import columns, write_table
+from training.shards import load_corpus
 from training.train import init_distributed, package_versions, save_checkpoint, train_run
 
 
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(int(config.get("threads_per_run", 1)))
     init_distributed()
     spec = find_spec(config, args.condition, args.seed)
-    corpus = torch.load(args.corpus, weights_only=False)
+    corpus = load_corpus(args.corpus)  # synthetic corpus.pt or text shards' corpus.json
     hash_at_start = plan_hash(config["plan"])
     resume = args.out / "resume.pt"  # kept across a killed job, removed once the run ends
     model, result = train_run(spec, config, corpus, resume_path=resume)

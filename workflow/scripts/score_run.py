@@ -7,10 +7,11 @@ import torch
 from preregistration.tables import write_table
 from training.evaluate import score_model
 from training.model import GPT, GPTConfig
+from training.shards import load_corpus
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
 torch.set_num_threads(snakemake.threads)  # noqa: F821
-corpus = torch.load(snakemake.input.corpus, weights_only=False)  # noqa: F821
+corpus = load_corpus(snakemake.input.corpus)  # noqa: F821
 ckpt = torch.load(snakemake.input.checkpoint, weights_only=False)  # noqa: F821
 model = GPT(GPTConfig(**ckpt["gpt_config"]))
 model.load_state_dict(ckpt["model"])
