@@ -115,3 +115,17 @@ def test_cluster_dry_run_lists_gpu_jobs_with_torchrun(tmp_path):
     for block in blocks:
         assert "gpu=8" in block and "gpu_model=h100" in block and "runtime=7200" in block
         assert "torchrun --standalone --nnodes=1 --nproc_per_node=8 -m training.run" in block
+
+
+def test_test_profile_differs_from_the_cluster_profile_only_in_resources_and_status():
+    """cluster/test/config.yaml (make cluster-test) runs what a cluster user runs."""
+    cluster = yaml.safe_load((REPO / "cluster/config.yaml").read_text())
+    test = yaml.safe_load((REPO / "cluster/test/config.yaml").read_text())
+    resources = {"default-resources", "set-resources"}
+    status = {"slurm-status-command", "slurm-init-seconds-before-status-checks",
+              "seconds-between-status-checks"}  # fmt: skip
+    assert {k: v for k, v in test.items() if k not in resources | status} == {
+        k: v for k, v in cluster.items() if k not in resources | status
+    }
+    assert test["slurm-status-command"] == "squeue"
+    assert cluster["retries"] >= 1 and cluster["slurm-requeue"] is True
