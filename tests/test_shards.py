@@ -5,6 +5,9 @@ reads the memory-mapped rows."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -131,3 +134,44 @@ def test_damaged_shard_and_missing_text_are_named(text_config, tmp_path):
     missing = cfg | {"text": cfg["text"] | {"train": [str(tmp_path / "none" / "*.txt")]}}
     with pytest.raises(FileNotFoundError, match=r"text\.train: no file matches"):
         build_shards(missing, tmp_path / "other")
+
+
+def test_the_workflow_rule_writes_the_shards_a_train_job_reads(tmp_path):
+    """Rule text_shards (workflow/rules/data.smk) on a generated text, through Snakemake;
+    the train rule's corpus is then the shard header."""
+    for split, seed in (("train", 7), ("val", 8)):
+        (tmp_path / split).mkdir()
+        (tmp_path / split / "a.txt").write_text(generated_text(seed, 200), encoding="utf-8")
+    cfg = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
+    cfg["results"] = str(tmp_path / "results")
+    cfg["text"] = {
+        "train": [str(tmp_path / "train" / "*.txt")],
+        "val": [str(tmp_path / "val" / "*.txt")],
+        "vocab_size": 300,
+        "min_frequency": 2,
+        "synthetic_fraction": 0.5,
+    }
+    config_file = tmp_path / "text.yaml"
+    config_file.write_text(yaml.safe_dump(cfg))
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    snakemake = str(Path(sys.executable).with_name("snakemake"))
+    header_path = tmp_path / "results/data/shards/corpus.json"
+    args = ["--cores", "1", "--configfile", str(config_file)]
+    proc = subprocess.run(
+        [snakemake, str(header_path), *args], cwd=REPO, capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    corpus = load_corpus(header_path)
+    header = json.loads(header_path.read_text())
+    assert corpus["vocab_size"] == header["text_offset"] + 300
+    rows = corpus["train"][torch.arange(len(corpus["train"]))]
+    tokenizer = Tokenizer.from_file(str(header_path.parent / "tokenizer.json"))
+    is_text = rows.min(dim=1).values >= header["text_offset"]
+    assert int((~is_text).sum()) == header["splits"]["train"]["n_synthetic"] > 0
+    decoded = tokenizer.decode((rows[is_text].reshape(-1) - header["text_offset"]).tolist())
+    assert decoded == generated_text(7, 200)[: len(decoded)]
+    dry = subprocess.run(
+        [snakemake, *args, "-n"], cwd=REPO, capture_output=True, text=True, env=env
+    )
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert f"input: {header_path}, preregistration/plan.yaml" in dry.stdout  # rule train
