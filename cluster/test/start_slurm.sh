@@ -3,23 +3,26 @@
 #
 #   cluster/test/start_slurm.sh DIR
 #
-# Installs Debian's slurm-wlm and munge when missing (apt-get; root or sudo), then
-# starts, all under DIR (nothing under /etc is changed): a munged on its own socket
-# with its own key, slurmctld and slurmd (Slurm 22.05) on ports 16817/16818, with
-# accounting off (the test profile queries job status with squeue; MinJobAge keeps
-# finished jobs visible to it). Writes DIR/env, to be sourced by every client
+# Installs Debian's slurm-wlm and munge when missing (apt-get), then starts, with
+# their state, logs and config under DIR: a munged on its own socket with its own
+# key, slurmctld and slurmd (Slurm 22.05) on ports 16817/16818, with accounting off
+# (the test profile queries job status with squeue; MinJobAge keeps finished jobs
+# visible to it). Outside DIR it writes only /etc/slurm/slurm.conf (a copy of
+# DIR/slurm.conf, for job steps; refused when a SLURM config is already there),
+# which stop_slurm.sh removes. Writes DIR/env, to be sourced by every client
 # (SLURM_CONF), and DIR/pids, which cluster/test/stop_slurm.sh DIR reads.
 set -euo pipefail
 dir=${1:?usage: $0 DIR}
+# The daemons run as root (slurmd starts jobs as their users): re-run under sudo otherwise.
+[ "$(id -u)" = 0 ] || exec sudo --preserve-env=PATH "$0" "$@"
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
-sudo=$([ "$(id -u)" = 0 ] || echo sudo)
 
 if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null \
     || ! command -v sbatch >/dev/null || ! command -v munged >/dev/null; then
     echo "installing slurm-wlm and munge (apt-get)" >&2
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
         slurm-wlm munge >/dev/null
 fi
 version=$(slurmctld -V | awk '{print $2}')
@@ -93,8 +96,8 @@ if [ -e "$etc_conf" ] && ! cmp -s "$etc_conf" "$dir/slurm.conf"; then
     munged --stop --socket="$socket" || true
     exit 1
 fi
-$sudo mkdir -p /etc/slurm
-$sudo cp "$dir/slurm.conf" "$etc_conf"
+mkdir -p /etc/slurm
+cp "$dir/slurm.conf" "$etc_conf"
 echo "$etc_conf" > "$dir/installed_conf"
 
 slurmctld -f "$SLURM_CONF"

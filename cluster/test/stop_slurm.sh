@@ -3,6 +3,8 @@
 # by the process ids it recorded in DIR/pids; nothing else is touched.
 set -uo pipefail
 dir=${1:?usage: $0 DIR}
+# The daemons run as root (slurmd starts jobs as their users): re-run under sudo otherwise.
+[ "$(id -u)" = 0 ] || exec sudo --preserve-env=PATH "$0" "$@"
 [ -f "$dir/pids" ] || { echo "no $dir/pids: nothing to stop" >&2; exit 0; }
 if [ -f "$dir/env" ]; then
     # shellcheck disable=SC1091
