@@ -113,7 +113,7 @@ def test_cluster_dry_run_lists_gpu_jobs_with_torchrun(tmp_path):
     plan = load_plan(REPO / "preregistration/plan.yaml")
     assert len(blocks) == len(expand_design(plan, "gpu"))
     for block in blocks:
-        assert "gpu=8" in block and "gpu_model=h100" in block and "runtime=7200" in block
+        assert "gpu=8" in block and "gpu_model=h100" in block and "runtime=4320" in block
         assert "torchrun --standalone --nnodes=1 --nproc_per_node=8 -m training.run" in block
 
 
