@@ -56,3 +56,16 @@ bench: venv
 
 clean:
 	rm -rf results .snakemake
+
+.PHONY: estimate cluster-test
+ESTIMATE_CONFIG ?= config/gpu.yaml
+
+## What the registered design needs before anything is submitted: FLOPs (6ND plus attention),
+## GPU-hours and the number of jobs (training/compute_estimate.py).
+estimate: venv
+	$(PY) -m training.compute_estimate --config $(ESTIMATE_CONFIG)
+
+## The smoke study on a one-node SLURM cluster started here (Debian's slurm-wlm and munge,
+## installed when missing), with one training job cancelled part-way and resumed.
+cluster-test: venv
+	cluster/test/run_cluster_test.sh

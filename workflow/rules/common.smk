@@ -16,10 +16,17 @@ from preregistration.plan import load_plan  # noqa: E402
 
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 
+# The paper scale names its model shapes (training/paper_scale.py): the chosen one becomes `model`.
+from training.paper_scale import check_registered, job_resources, launcher_command  # noqa: E402
+from training.paper_scale import resolve_model  # noqa: E402
+
+config.update(resolve_model(config, "config"))
+
 RESULTS = config["results"]
 ANALYSIS_ONLY = bool(config.get("analysis_only", False))
 TRACES = config.get("traces") or f"{RESULTS}/runs"
 PLAN = load_plan(config["plan"])
+check_registered(config, PLAN, "config", config["plan"])
 RUN_SPECS = expand_design(PLAN, config["scale"], config["plan"])
 RUN_KEYS = [(s.condition, s.seed) for s in RUN_SPECS]
 if ANALYSIS_ONLY:
@@ -30,6 +37,9 @@ if ANALYSIS_ONLY:
         raise WorkflowError(
             "analysis_only: registered runs lack their files:\n  " + "\n  ".join(_MISSING)
         )
+# The training corpus: token shards of the user's text when the config has `text`
+# (workflow/rules/data.smk, rule text_shards), else the synthetic corpus.
+CORPUS = f"{RESULTS}/data/shards/corpus.json" if config.get("text") else f"{RESULTS}/data/corpus.pt"
 TABLES = f"{RESULTS}/tables"
 # One environment for every rule (the pins of environment.yml), used with `--sdm conda`.
 ENV = "../envs/study.yaml"
@@ -66,9 +76,14 @@ def language_run_files(name):
 
 
 def get_launcher():
-    """The training launcher; plain "python" means the interpreter running Snakemake."""
-    launcher = config.get("launcher", "python")
-    return shlex.quote(sys.executable) if launcher == "python" else launcher
+    """The training launcher; plain "python" means the interpreter running Snakemake,
+    {gpus} in a torchrun line the train job's GPU count."""
+    return launcher_command(config, sys.executable)
+
+
+def get_resources(rule):
+    """SLURM resources of one job of `rule` at the config's model size (cluster_resources)."""
+    return job_resources(config, rule)
 
 
 def get_config_json(wildcards=None):

@@ -1,6 +1,6 @@
 rule score:
     input:
-        corpus=f"{RESULTS}/data/corpus.pt",
+        corpus=CORPUS,
         checkpoint=f"{TRACES}/{{condition}}/seed{{seed}}/checkpoint.pt",
     output:
         f"{TRACES}/{{condition}}/seed{{seed}}/scores.parquet",
@@ -9,6 +9,8 @@ rule score:
     log:
         f"{RESULTS}/logs/score/{{condition}}_seed{{seed}}.log",
     threads: config.get("threads_per_run", 1)
+    resources:
+        **get_resources("score"),
     params:
         evaluate=config["evaluate"],
         run_id=lambda w: f"{w.condition}_s{w.seed}",

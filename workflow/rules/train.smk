@@ -15,7 +15,7 @@ def get_reference_arg(wildcards, input):
 rule train:
     input:
         unpack(get_reference_trace),
-        corpus=f"{RESULTS}/data/corpus.pt",
+        corpus=CORPUS,
         plan=config["plan"],
     output:
         checkpoint=f"{TRACES}/{{condition}}/seed{{seed}}/checkpoint.pt",
@@ -27,6 +27,8 @@ rule train:
     log:
         f"{RESULTS}/logs/train/{{condition}}_seed{{seed}}.log",
     threads: config.get("threads_per_run", 1)
+    resources:
+        **get_resources("train"),
     params:
         launcher=get_launcher(),
         config_json=get_config_json,

@@ -12,10 +12,11 @@ from training.model import GPT, GPTConfig
 from training.regression_model import RegressionConfig, RegressionGPT
 from training.regression_scores import score_regression
 from training.regression_task import FAMILY, RegressionTask, family_config
+from training.shards import load_corpus
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
 torch.set_num_threads(snakemake.threads)  # noqa: F821
-corpus = torch.load(snakemake.input.corpus, weights_only=False)  # noqa: F821
+corpus = load_corpus(snakemake.input.corpus)  # noqa: F821
 ckpt = torch.load(snakemake.input.checkpoint, weights_only=False)  # noqa: F821
 config = snakemake.config  # noqa: F821
 run_cfg = family_config(config, load_plan(config["plan"]), ckpt["spec"]["arm"], config["plan"])

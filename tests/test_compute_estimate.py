@@ -1,0 +1,54 @@
+"""The compute estimate equals a count by hand for the smoke config (and names a missing rate)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from preregistration.design import expand_design
+from preregistration.plan import load_plan
+from training.compute_estimate import load_config, model_params, report, run_costs
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_estimate_matches_a_hand_count_for_the_smoke_config(monkeypatch):
+    monkeypatch.chdir(REPO)
+    config = load_config(REPO / "config/smoke.yaml", None)
+    # By hand: smoke model L=1, H=2, d=32 (Q=16), T=32; synthetic vocabulary
+    # 1 BOS + 4 labels + 16 ICL items + 16 in-weights items + 8 key + 8 value + 16 copy tokens.
+    vocab, d, n_layer, n_head, head_dim, T = 69, 32, 1, 2, 16, 32
+    # Tied embedding V d; per block qkv 3d^2, proj d^2 + d, MLP 8d^2 + 5d, two LayerNorms 4d;
+    # final LayerNorm 2d.
+    n_params = vocab * d + n_layer * (3 * d * d + d * d + d + 8 * d * d + 5 * d + 4 * d) + 2 * d
+    assert n_params == 14_880 == model_params(config)
+    per_token = 6 * n_params + 12 * n_layer * n_head * head_dim * T  # 89,280 + 12,288
+    assert per_token == 101_568
+    # Smoke design: batches 4 and 8 sequences x rules fixed, sqrt x seeds 0, 1; token cap
+    # 60,000: 468 steps of 128 tokens or 234 steps of 256 tokens, 59,904 tokens either way.
+    specs = expand_design(load_plan(REPO / "preregistration/plan.yaml"), "smoke")
+    assert len(specs) == 8
+    costs = run_costs(config, specs)
+    assert [c.tokens for c in costs] == [59_904] * 8
+    total = 8 * 59_904 * per_token
+    assert sum(c.flops for c in costs) == pytest.approx(total, rel=1e-12)
+    # At a measured 5,000 tokens/s on one GPU: total / (5,000 * per_token) seconds.
+    text = report(config, tokens_per_second=5000.0)
+    assert f"N={n_params:,} parameters" in text
+    assert f"training FLOPs, all runs (upper bound): {total:.4e}" in text
+    assert f"GPU-hours: {8 * 59_904 / 5000 / 3600:,.4g} " in text
+    assert "jobs submitted: 8 train + 8 score + 1 data = 17" in text
+
+
+def test_gpu_estimate_uses_the_tabled_peak_and_names_a_missing_rate(monkeypatch):
+    monkeypatch.chdir(REPO)
+    config = load_config(REPO / "config/gpu.yaml", "1.3b")
+    per_gpu = 9.89e14 * 0.4  # H100 bf16 dense peak x the config's MFU
+    n_params = model_params(config)
+    per_token = 6 * n_params + 12 * 24 * 2048 * 1024
+    specs = expand_design(load_plan(REPO / "preregistration/plan.yaml"), "gpu")
+    tokens = sum((s.token_cap // (s.global_batch * 1024)) * s.global_batch * 1024 for s in specs)
+    assert f"GPU-hours: {tokens * per_token / per_gpu / 3600:,.4g} (h100)" in report(config)
+    with pytest.raises(SystemExit, match="no throughput for GPU model None"):
+        report(load_config(REPO / "config/smoke.yaml", None))

@@ -1,0 +1,143 @@
+"""What the registered design needs, printed before anything is submitted.
+
+``python -m training.compute_estimate --config config/gpu.yaml`` (``make estimate``).
+
+Training FLOPs of one run (Kaplan et al. 2020, eq. 2.1; PaLM, Chowdhery et al. 2022,
+appendix B, for the attention term):
+
+    C = D * (6 N + 12 L H Q T)
+
+N: the model's parameters (training/model.py's GPT at the config's shape, tied
+embeddings counted once); L layers, H heads, Q head width, T context; 6 N is the
+forward (2 N) and backward (4 N) matrix products per token, 12 L H Q T those of the
+attention scores and their weighted sum (2 * 2 L T H Q forward, times 3). D: the
+tokens the run may train, floor(token_cap / (B T)) * B T for global batch B (the
+trainer's step limit); runs that reach the target loss stop earlier, so the totals
+are an upper bound. Validation, scoring and the P-NE logger's curvature probes are
+not counted (the logger adds no backward pass).
+
+GPU-hours = C / (3600 * per-GPU FLOP/s), with the per-GPU rate a measured tokens per
+second times (6 N + 12 L H Q T), or else the config's ``throughput``: the GPU model's
+bf16 peak times an assumed utilisation (MFU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+from preregistration.design import RunSpec, expand_design
+from preregistration.plan import load_plan
+from training.model import GPT, GPTConfig
+from training.paper_scale import corpus_vocab_size, job_resources, resolve_model
+
+
+@dataclass(frozen=True)
+class RunCost:
+    run_id: str
+    tokens: int  # D: tokens trained at most (the token cap rounded down to whole steps)
+    flops: float  # D * (6 N + 12 L H Q T)
+
+
+def model_params(config: dict) -> int:
+    """N of the config's model, counted on the meta device (no memory, no init)."""
+    with torch.device("meta"):
+        model = GPT(GPTConfig(vocab_size=corpus_vocab_size(config), **config["model"]))
+    return model.n_params()
+
+
+def flops_per_token(n_params: int, model_cfg: dict) -> float:
+    """6 N + 12 L H Q T: training FLOPs per token (forward and backward)."""
+    n_layer, n_head = int(model_cfg["n_layer"]), int(model_cfg["n_head"])
+    head_dim = int(model_cfg["n_embd"]) // n_head
+    return 6.0 * n_params + 12.0 * n_layer * n_head * head_dim * int(model_cfg["block_size"])
+
+
+def run_tokens(spec: RunSpec, block_size: int) -> int:
+    """D: the tokens of the trainer's last allowed step (training/train.py's max_steps)."""
+    per_step = spec.global_batch * block_size
+    return max(1, spec.token_cap // per_step) * per_step
+
+
+def run_costs(config: dict, specs: list[RunSpec]) -> list[RunCost]:
+    per_token = flops_per_token(model_params(config), config["model"])
+    block = int(config["model"]["block_size"])
+    return [
+        RunCost(s.run_id, run_tokens(s, block), run_tokens(s, block) * per_token) for s in specs
+    ]
+
+
+def flops_per_gpu(config: dict, tokens_per_second: float | None, per_token: float) -> float:
+    """Sustained model FLOP/s of one GPU: measured, or the table's peak times its MFU."""
+    if tokens_per_second is not None:
+        return tokens_per_second * per_token
+    table = config.get("throughput")
+    gpu = job_resources(config, "train").get("gpu_model")
+    if not table or gpu not in table["peak_flops"]:
+        raise SystemExit(
+            f"no throughput for GPU model {gpu!r}: give --tokens-per-second (measured by "
+            "bench/throughput.py) or add it to throughput.peak_flops in the config"
+        )
+    return float(table["peak_flops"][gpu]) * float(table["mfu"])
+
+
+def report(config: dict, tokens_per_second: float | None = None) -> str:
+    """The printed estimate: model, per-run and total FLOPs, GPU-hours and job counts."""
+    plan = load_plan(config["plan"])
+    specs = expand_design(plan, config["scale"], config["plan"])
+    n_params = model_params(config)
+    per_token = flops_per_token(n_params, config["model"])
+    costs = run_costs(config, specs)
+    total = sum(c.flops for c in costs)
+    resources = job_resources(config, "train")
+    gpus = int(resources.get("gpu", 1))
+    rate = flops_per_gpu(config, tokens_per_second, per_token)
+    gpu_hours = total / rate / 3600.0
+    m = config["model"]
+    lines = [
+        f"scale {config['scale']}, model {config.get('model_size', '(config model)')}: "
+        f"L={m['n_layer']} H={m['n_head']} d={m['n_embd']} T={m['block_size']}, "
+        f"N={n_params:,} parameters",
+        f"FLOPs per token = 6N + 12LHQT = {per_token:.4e}",
+        f"runs: {len(specs)}; tokens per run at most {max(c.tokens for c in costs):,} "
+        f"(token cap {specs[0].token_cap:,})",
+        f"training FLOPs, all runs (upper bound): {total:.4e}",
+        f"per-GPU rate: {rate:.4e} FLOP/s = {rate / per_token:,.0f} tokens/s"
+        + ("" if tokens_per_second is not None else " (peak x MFU from the config)"),
+        f"GPU-hours: {gpu_hours:,.4g} ({resources.get('gpu_model', 'GPU')}), "
+        f"{gpus} GPUs per run: {gpu_hours / gpus / len(specs):,.4g} h wall per run at most",
+        f"jobs submitted: {len(specs)} train + {len(specs)} score + 1 data = {2 * len(specs) + 1}"
+        " (statistics, figures, audit and report run locally)",
+    ]
+    return "\n".join(lines)
+
+
+def load_config(path: Path, model_size: str | None) -> dict:
+    config = yaml.safe_load(Path(path).read_text())
+    if model_size is not None:
+        config["model_size"] = model_size
+    return resolve_model(config, str(path))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=Path("config/gpu.yaml"))
+    parser.add_argument("--model-size", help="a key of the config's models (default model_size)")
+    parser.add_argument(
+        "--tokens-per-second", type=float, help="measured training tokens/s of one GPU"
+    )
+    args = parser.parse_args(argv)
+    rate = args.tokens_per_second
+    if rate is not None and not (math.isfinite(rate) and rate > 0):
+        parser.error(f"--tokens-per-second must be a positive number, got {rate}")
+    print(report(load_config(args.config, args.model_size), args.tokens_per_second))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
