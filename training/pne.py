@@ -198,7 +198,7 @@ class NoiseLogger:
         return step < self.log_interval and step & (step - 1) == 0
 
     def begin_step(self, step: int, log: bool | None = None) -> None:
-        """Start optimizer step ``step``; on a logging step, snapshot the .grad it starts from.
+        """Start optimizer step ``step``; on a logging step, open the micro-batch gradient stream.
 
         ``log`` forces (True) or skips (False) the estimate of this step; None
         applies ``is_log_step``. Under DDP the caller's no_sync decision must match.
@@ -235,9 +235,9 @@ class NoiseLogger:
         """Integrate this step's exposure; on a logging step estimate anew and return the record.
 
         Call after ``optimizer.step()`` and before ``zero_grad()``. ``grad_norm`` is
-        the unclipped norm (the caller records it; the estimate uses the
-        snapshots, so clipping ``.grad`` in place does not leak into the potential
-        exposure), ``clip_coef`` = min(1, max_norm / grad_norm) the update used.
+        the unclipped norm (the caller records it; the estimate uses the streamed
+        micro-batch gradients, so clipping ``.grad`` in place does not leak into the
+        potential exposure), ``clip_coef`` = min(1, max_norm / grad_norm) the update used.
         ``logits_closure`` returns ``(logits, targets)`` of a batch, logits with
         their graph from the unwrapped module (DDP cannot double-backward),
         targets -1 where ignored; the loss is their mean cross-entropy. Required
