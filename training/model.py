@@ -56,7 +56,8 @@ def smear_keys(k: torch.Tensor, smear: torch.Tensor) -> torch.Tensor:
 
     ``k`` (B, T, n_head, head_dim); ``smear`` (n_head, 1, 1) logits.
     """
-    k_prev = F.pad(k, (0, 0, 0, 0, 1, 0))[:, :-1]  # (B, T, n_head, head_dim), zero at t = 0
+    # (B, T, n_head, head_dim), zero at t = 0; cat, not pad: no pass filling the whole output
+    k_prev = torch.cat([k.new_zeros(k.shape[0], 1, *k.shape[2:]), k[:, :-1]], dim=1)
     mix = torch.sigmoid(smear).view(-1, 1).expand(-1, k.shape[-1]).contiguous()  # (n_head, d)
     return torch.lerp(k_prev, k, mix)
 
