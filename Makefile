@@ -54,6 +54,14 @@ lint: venv
 bench: venv
 	$(PY) bench/stage_times.py
 
+## Tokens/s and MFU of the study's model against Hugging Face GPT-2 at the same shapes
+## (the config's model, then 4 layers x 128 wide); installs the bench-only requirements.
+.PHONY: bench-throughput
+bench-throughput: venv
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt
+	$(PY) bench/throughput.py --config $(CONFIG)
+	$(PY) bench/throughput.py --config $(CONFIG) --n-layer 4 --n-embd 128 --n-head 4
+
 clean:
 	rm -rf results .snakemake
 

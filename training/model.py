@@ -29,20 +29,37 @@ class GPTConfig:
     smeared_keys: bool = False  # each key mixes in the previous position's key (Olsson et al. 2022)
 
 
-def rope_tables(T: int, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of the rotation angles, each (T, head_dim // 2).
+def rope_tables(T: int, n_head: int, head_dim: int, base: float) -> torch.Tensor:
+    """Unit complex numbers e^{i t theta_j}, (T, n_head, head_dim // 2): the turn of pair j at t.
 
-    Position t, channel pair i turns by t * base^(-2i/d) (Su et al. 2021).
+    Position t, channel pair j turns by t * theta_j, theta_j = base^(-2j/d) (Su et al. 2021).
+    Repeated over heads, so that the product with the keys needs no broadcast in its
+    inner dimensions (a broadcast complex product is several times slower on CPUs).
     """
     inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
     angles = torch.outer(torch.arange(T, dtype=torch.float32), inv_freq)
-    return angles.cos(), angles.sin()
+    return torch.polar(torch.ones_like(angles), angles)[:, None].repeat(1, n_head, 1)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate each (even, odd) channel pair of ``x`` (B, n_head, T, head_dim) by its angle."""
-    x1, x2 = x[..., 0::2], x[..., 1::2]  # (B, n_head, T, head_dim // 2) each
-    return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
+def apply_rope(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
+    """Rotate each (even, odd) channel pair of ``x`` (B, T, n_head, head_dim) by its angle.
+
+    The pair (x1, x2) read as x1 + i x2 times e^{i t theta} is (x1 cos - x2 sin) +
+    i (x1 sin + x2 cos): one complex product per pair, in fp32.
+    """
+    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))  # (B, T, n_head, d/2)
+    return torch.view_as_real(pairs * rotation[: x.shape[1]]).flatten(-2).type_as(x)
+
+
+def smear_keys(k: torch.Tensor, smear: torch.Tensor) -> torch.Tensor:
+    """k_t <- s k_t + (1 - s) k_{t-1} per head, s = sigmoid(smear), k_{-1} = 0.
+
+    ``k`` (B, T, n_head, head_dim); ``smear`` (n_head, 1, 1) logits.
+    """
+    # (B, T, n_head, head_dim), zero at t = 0; cat, not pad: no pass filling the whole output
+    k_prev = torch.cat([k.new_zeros(k.shape[0], 1, *k.shape[2:]), k[:, :-1]], dim=1)
+    mix = torch.sigmoid(smear).view(-1, 1).expand(-1, k.shape[-1]).contiguous()  # (n_head, d)
+    return torch.lerp(k_prev, k, mix)
 
 
 class CausalSelfAttention(nn.Module):
@@ -57,29 +74,31 @@ class CausalSelfAttention(nn.Module):
         self.dropout = cfg.dropout
         self.rope = cfg.rope
         if cfg.rope:
-            cos, sin = rope_tables(cfg.block_size, cfg.n_embd // cfg.n_head, cfg.rope_base)
-            self.register_buffer("rope_cos", cos, persistent=False)  # (block_size, head_dim // 2)
-            self.register_buffer("rope_sin", sin, persistent=False)
+            head_dim = cfg.n_embd // cfg.n_head
+            rotation = rope_tables(cfg.block_size, cfg.n_head, head_dim, cfg.rope_base)
+            self.register_buffer("rope_rotation", rotation, persistent=False)  # (T, n_head, d/2)
         # One learned mixing logit per head; sigmoid(0) = 1/2 of each key at initialization.
         self.smear = nn.Parameter(torch.zeros(cfg.n_head, 1, 1)) if cfg.smeared_keys else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v of input ``x`` (B, T, C), each (B, n_head, T, head_dim), keys smeared and
+        queries and keys rotated as the attention uses them."""
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)
-        # (B, n_head, T, head_dim)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).unbind(2)
         if self.smear is not None:
             # Why: a smeared key carries its predecessor's token, so one attention layer can
             # match "the token after an earlier copy of mine" (an induction head), which
             # otherwise needs a previous-token head below it (Olsson et al. 2022, §4).
-            mix = torch.sigmoid(self.smear)  # (n_head, 1, 1)
-            k_prev = F.pad(k, (0, 0, 1, 0))[:, :, :-1]  # (B, n_head, T, head_dim), zero at t=0
-            k = mix * k + (1 - mix) * k_prev
+            k = smear_keys(k, self.smear)
         if self.rope:
             # Why: q.k then depends only on the offset between positions (Su et al. 2021), so a
             # previous-token head, the first half of an induction circuit, is one fixed rotation.
-            q = apply_rope(q, self.rope_cos[:T], self.rope_sin[:T])
-            k = apply_rope(k, self.rope_cos[:T], self.rope_sin[:T])
+            q, k = apply_rope(q, self.rope_rotation), apply_rope(k, self.rope_rotation)
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.heads(x)  # (B, n_head, T, head_dim)
         y = F.scaled_dot_product_attention(
             q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
         )

@@ -31,23 +31,13 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from training.model import GPT, CausalSelfAttention, apply_rope
+from training.model import GPT, CausalSelfAttention
 
 
 def _qkv(attn: CausalSelfAttention, x: torch.Tensor):
     """q, k, v of ``attn`` for its input ``x`` (B, T, C), each (B, n_head, T, head_dim),
     with smeared keys and RoPE applied in the module's order."""
-    B, T, C = x.shape
-    q, k, v = attn.qkv(x).split(C, dim=2)
-    q, k, v = (t.view(B, T, attn.n_head, C // attn.n_head).transpose(1, 2) for t in (q, k, v))
-    if attn.smear is not None:
-        mix = torch.sigmoid(attn.smear)  # (n_head, 1, 1)
-        k_prev = F.pad(k, (0, 0, 1, 0))[:, :, :-1]  # zero at t = 0
-        k = mix * k + (1 - mix) * k_prev
-    if attn.rope:
-        q = apply_rope(q, attn.rope_cos[:T], attn.rope_sin[:T])
-        k = apply_rope(k, attn.rope_cos[:T], attn.rope_sin[:T])
-    return q, k, v
+    return attn.heads(x)
 
 
 def attention_pattern(attn: CausalSelfAttention, x: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,10 @@ non-finite loss ends the run with status ``diverged`` and a last row that shows
 it; it is recorded, never raised.
 
 Runs in one process or under ``torchrun`` (DistributedDataParallel, gloo or NCCL):
-each of the W workers takes its share of every global batch.
+each of the W workers takes its share of every global batch. The same loop serves
+both scales (DESIGN §7): on GPUs AdamW runs fused, and the train config may ask for
+``compile`` (``torch.compile`` of the forward pass) and ``activation_checkpointing``
+(blocks recompute their activations in the backward pass, for the 1.3B model).
 """
 
 from __future__ import annotations
@@ -104,7 +107,55 @@ def make_optimizer(model: GPT, lr: float, train_cfg: dict) -> torch.optim.AdamW:
         lr=lr,
         betas=(train_cfg["beta1"], train_cfg["beta2"]),
         eps=train_cfg["adam_eps"],
+        fused=fused_adamw_available(model),
     )
+
+
+def fused_adamw_available(model: torch.nn.Module) -> bool:
+    """Whether AdamW's fused kernel (one launch for all parameters) applies: parameters on CUDA."""
+    return all(p.is_cuda for p in model.parameters())
+
+
+def checkpoint_activations(model: GPT) -> None:
+    """Make every block recompute its activations in the backward pass (Chen et al. 2016).
+
+    Memory for activations drops from O(layers) to O(1) blocks at the cost of a
+    second forward pass per block; the function computed is unchanged, and so are
+    the parameter names, the state dict and the gradients.
+    """
+    for block in model.blocks:
+        forward = block.forward
+
+        def recomputed(x: torch.Tensor, forward=forward) -> torch.Tensor:
+            return torch.utils.checkpoint.checkpoint(
+                forward, x, use_reentrant=False, context_fn=_same_attention_kernels
+            )
+
+        block.forward = recomputed
+
+
+def _same_attention_kernels() -> tuple:
+    """Recompute under the attention kernels of the forward pass (the curvature probes
+    ask for the math kernel, whose saved tensors differ from the fused ones)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    flags = {
+        SDPBackend.FLASH_ATTENTION: torch.backends.cuda.flash_sdp_enabled(),
+        SDPBackend.EFFICIENT_ATTENTION: torch.backends.cuda.mem_efficient_sdp_enabled(),
+        SDPBackend.MATH: torch.backends.cuda.math_sdp_enabled(),
+        SDPBackend.CUDNN_ATTENTION: torch.backends.cuda.cudnn_sdp_enabled(),
+    }
+    enabled = [b for b, on in flags.items() if on]
+
+    class Recompute:  # re-enterable: a graph kept for several backward passes recomputes often
+        def __enter__(self):
+            self.context = sdpa_kernel(enabled)
+            return self.context.__enter__()
+
+        def __exit__(self, *exc):
+            return self.context.__exit__(*exc)
+
+    return contextlib.nullcontext(), Recompute()
 
 
 @torch.no_grad()
@@ -209,10 +260,14 @@ def train_run(
     torch.manual_seed(spec.seed)
     family, corpus = task_family(cfg, corpus)
     model = family.build(model_cfg, corpus).to(device)
+    if train_cfg.get("activation_checkpointing", False):
+        checkpoint_activations(model)
     net: torch.nn.Module = model
     if world > 1:
         ids = [device.index] if device.type == "cuda" else None
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    # The compiled forward shares net's parameters; no_sync and the logger use net itself.
+    forward = torch.compile(net) if train_cfg.get("compile", False) else net
     optimizer = make_optimizer(model, spec.lr_peak, train_cfg)
     logger = NoiseLogger(
         net,
@@ -273,7 +328,7 @@ def train_run(
             no_sync = net.no_sync() if world > 1 and not sync else contextlib.nullcontext()
             with no_sync:
                 with autocast:
-                    loss = family.loss(net, seq) / n_micro
+                    loss = family.loss(forward, seq) / n_micro
                 loss.backward()
             logger.after_micro_backward()
             arm.after_micro_backward()
@@ -377,8 +432,12 @@ def save_resume_state(
 ) -> None:  # fmt: skip
     """Everything a restart needs after ``step``, written atomically (temp file, rename).
 
-    The only random state stored is the noise arm's own generators (``noise``);
-    the data order is a function of (seed, step) and the model has no dropout.
+    Model, optimizer (moments and step counts), the logger's sums and windows, the
+    trace so far, and the random states (``random_states``). The learning-rate
+    schedule and the data position are functions of the step (``lr_at``,
+    ``batch_indices``), and the logger draws its sketch and probes from generators
+    seeded by (seed, step), so the step restores them. The noise arm's own
+    generators are stored with it (``noise``).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -386,7 +445,7 @@ def save_resume_state(
         {"fingerprint": run_fingerprint(spec, cfg), "step": step, "model": model.state_dict(),
          "optimizer": optimizer.state_dict(), "logger": logger.state_dict(),
          "rows": rows, "layer_rows": layer_rows, "wall_time_s": wall_time_s,
-         "noise": noise or {}},
+         "noise": noise or {}, "random_states": random_states()},
         tmp,
     )  # fmt: skip
     os.replace(tmp, path)
@@ -406,7 +465,28 @@ def load_resume_state(path: Path, spec: RunSpec, cfg: dict, model: GPT, optimize
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     logger.load_state_dict(state["logger"])
+    if "random_states" not in state:
+        raise RuntimeError(f"{path}: resume checkpoint lacks the random states; delete it")
+    set_random_states(state["random_states"])
     return state
+
+
+def random_states() -> dict:
+    """Torch's CPU generator and, with GPUs, every CUDA generator (dropout draws from them).
+
+    Under DDP every worker seeds alike and draws alike, so rank 0's states are everyone's.
+    """
+    states = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_random_states(states: dict) -> None:
+    """Restore what ``random_states`` returned."""
+    torch.set_rng_state(states["cpu"])
+    if "cuda" in states:
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 def run_device(cfg: dict) -> torch.device:
