@@ -15,12 +15,6 @@ are estimated on logging steps from the step's last micro-batch, as
 ``training/train.py`` does. The cost of each proxy per logging step is printed
 beside the cost of one ordinary training step either way.
 
-It prints the logger's own peak extra memory on a logging step in gradient copies
-(bytes / 4 D), for K = 8 and K = 32 (``--memory-k``): the live bytes of the
-tensors the logger's calls allocate (``training.pne_memory.LiveBytes``), at
-their peak during the logging step, minus those held before it; the fixed-size
-part (the K x sketch_width sketch rows and the tail sample) is shown apart.
-
 Besides the wall-clock ratio it prints the time spent inside the logger's calls,
 a lower bound of the overhead that does not carry the machine's timing noise
 (two identical arms without a logger differ by about 0.5 % on a busy 2-core
@@ -49,7 +43,6 @@ from training.model import GPT, GPTConfig, lm_loss
 from training.pne import NoiseLogger
 from training.pne_curvature import PROXIES, logit_curvature
 from training.pne_formulas import preconditioner
-from training.pne_memory import LiveBytes
 
 
 class Arm:
@@ -72,7 +65,6 @@ class Arm:
         self.max_norm = float(train["grad_clip"])
         self.n_micro, self.micro, self.step = n_micro, micro, 0
         self.logger_seconds = 0.0  # time spent inside the logger's calls
-        self.memory: LiveBytes | None = None  # when set, counts what the logger's calls hold
         self.logger = None
         if log_interval is not None:
             self.logger = NoiseLogger(
@@ -105,11 +97,7 @@ class Arm:
         if self.logger is None:
             return
         start = time.perf_counter()
-        if self.memory is None:
-            getattr(self.logger, method)(*args)
-        else:
-            with self.memory:
-                getattr(self.logger, method)(*args)
+        getattr(self.logger, method)(*args)
         self.logger_seconds += time.perf_counter() - start
 
 
@@ -128,33 +116,6 @@ def peak_memory(arm: Arm, batch: torch.Tensor) -> float:
         arm.train_step(batch)
     _, sizes = MemoryProfileTimeline(prof._memory_profile())._coalesce_timeline(torch.device("cpu"))
     return float(np.asarray(sizes).sum(1).max())
-
-
-def logger_memory(cfg: dict, n_micro: int, micro: int) -> dict[str, float]:
-    """The logger's peak extra bytes on a logging step, in gradient copies (bytes / 4 D).
-
-    Steps 1 .. 3 run with the logger's calls counted (step 4 logs with N = 4);
-    the peak during step 4 minus what the logger held before it is the extra.
-    ``fixed`` is the part that does not grow with D: the stream's K x width
-    sketch rows and its tail sample (``training.pne_stream``).
-    """
-    arm = Arm(cfg, n_micro, micro, log_interval=4)
-    arm.memory = LiveBytes()
-    vocab, block = arm.model.cfg.vocab_size, arm.model.cfg.block_size
-    generator = torch.Generator().manual_seed(1)
-    batches = torch.randint(0, vocab, (4, n_micro * micro, block + 1), generator=generator)
-    for step in range(3):
-        arm.train_step(batches[step])
-    before = arm.memory.live
-    arm.memory.reset_peak()
-    arm.train_step(batches[3])
-    logger = arm.logger
-    n_coords = sum(logger.sizes)
-    width = min(n_coords, logger.sketch_width)
-    stride = max(1, -(-n_micro * n_coords // logger.hill_max_samples))
-    fixed = n_micro * (width + -(-n_coords // stride)) / n_coords  # in copies of D floats
-    total = (arm.memory.peak - before) / (4 * n_coords)
-    return {"total": total, "fixed": fixed, "grad_sized": total - fixed, "n_coords": n_coords}
 
 
 def proxy_seconds(arm: Arm, batch: torch.Tensor, repeats: int = 5) -> dict[str, float]:
@@ -183,7 +144,6 @@ def main() -> None:
     parser.add_argument("--n-micro", type=int, default=8, help="K")
     parser.add_argument("--global-batch", type=int, default=32, help="B = m * K sequences")
     parser.add_argument("--proxies", default="", help="comma-separated, or 'config'")
-    parser.add_argument("--memory-k", default="8,32", help="K values of the memory count")
     args = parser.parse_args()
     cfg = yaml.safe_load(args.config.read_text())
     if args.proxies == "config":
@@ -242,16 +202,6 @@ def main() -> None:
         f"peak tensor memory: logging step {memory_on / 2**20:.1f} MiB, ordinary step "
         f"{memory_off / 2**20:.1f} MiB, peak_memory_ratio={memory_on / memory_off:.3f}"
     )
-    wide = {**cfg, "model": {**cfg["model"], "n_layer": 4, "n_embd": 256, "n_head": 4}}
-    for name, shape in (("config model", cfg), ("4 x 256 model", wide)):
-        for n_micro in [int(k) for k in args.memory_k.split(",")]:
-            memory = logger_memory(shape, n_micro, 1)
-            print(
-                f"logger peak extra memory, {name} (D={memory['n_coords']}), K={n_micro}: "
-                f"{memory['total']:.2f} gradient copies = {memory['grad_sized']:.2f} "
-                f"gradient-sized + {memory['fixed']:.2f} in the fixed-size sketch rows and "
-                "tail sample"
-            )
     print(f"overhead_ratio={times['on'] / times['off']:.4f}")
 
 

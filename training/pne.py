@@ -37,13 +37,11 @@ Cost: on every r-th non-logging step (``precond_interval``) one pass over Adam's
 second moments and one (q, D) x D product, nothing else on the others; the
 q = 2 + (diagonal proxies) <= 4 held diagonals stay in memory between logging
 steps (4 q D bytes, fp32, on the parameters' device).
-On a logging step the K micro-batch gradients are reduced as they arrive
-(``training.pne_stream``): at most three flat fp32 vectors of the gradient's size
-(12 D bytes) for any K, plus the K x ``sketch_width`` sketch and at most
-``hill_max_samples`` tail values; two all-reduces of D floats, one all-gather of
-K * ``sketch_width`` + k floats (with diagonal proxies, one all-reduce of D floats
-each); with extra curvature proxies one forward pass and one backward pass per
-probe and proxy (and a double backward for the raw Hessian).
+On a logging step (K + 1) flat fp32 copies of the gradient (memory 4 (K + 1) D
+bytes), one all-reduce of 2 D floats, one all-gather of K * ``sketch_width`` + k
+floats (with diagonal proxies, one all-reduce of D floats each); with extra curvature
+proxies one forward pass and one backward pass per probe and proxy (and a
+double backward for the raw Hessian).
 """
 
 from __future__ import annotations
@@ -60,11 +58,11 @@ from training.pne_formulas import (
     grad_sq_diag,
     layer_name,
     precond_diag_product,
-    precond_piece,
     precond_sq_flat,
+    preconditioner,
 )
 from training.pne_integrals import DIAGONAL_CURVATURES, INTEGRATED, ExposureIntegral
-from training.pne_pooling import check_world, gather_pair, mean_over_workers, pool_moments_
+from training.pne_pooling import check_world, gather_pair, mean_over_workers, pooled_moments
 from training.pne_record import (
     LAYER_TRACES,
     check_one_lr,
@@ -73,14 +71,14 @@ from training.pne_record import (
     step_record,
 )
 from training.pne_spectrum import (
+    count_sketch,
     gram_spectrum,
     hill_k,
     hill_tail_index,
     largest_abs,
     spectrum_summary,
-    tail_scale,
+    tail_sample,
 )
-from training.pne_stream import MicroStream
 
 __all__ = ["CURVATURES", "INTEGRATED", "NoiseLogger"]
 
@@ -169,7 +167,7 @@ class NoiseLogger:
         self.step: int | None = None
         self.logging = False  # whether the current step estimates
         self._seen = 0
-        self._stream: MicroStream | None = None  # the micro-batch gradients of a logging step
+        self._cumulative: torch.Tensor | None = None  # (K + 1, D) accumulated .grad snapshots
         self._precond_sq: torch.Tensor | None = None  # (D,) buffer of P_t^2 for the integral
         self.last_precond: torch.Tensor | None = None  # flat P of the latest logging step
         self.last_spectrum: torch.Tensor | None = None  # eigenvalues of P C P / B, descending
@@ -199,7 +197,7 @@ class NoiseLogger:
         return step < self.log_interval and step & (step - 1) == 0
 
     def begin_step(self, step: int, log: bool | None = None) -> None:
-        """Start optimizer step ``step``; on a logging step, open the micro-batch gradient stream.
+        """Start optimizer step ``step``; on a logging step, snapshot the .grad it starts from.
 
         ``log`` forces (True) or skips (False) the estimate of this step; None
         applies ``is_log_step``. Under DDP the caller's no_sync decision must match.
@@ -207,15 +205,14 @@ class NoiseLogger:
         self.step, self._seen = step, 0
         self.logging = self.is_log_step(step) if log is None else bool(log)
         if self.logging:
-            self._stream = None  # a step abandoned before its update leaves nothing behind
-            self._stream = MicroStream(
-                self.params, self.n_micro, self.sketch_width,
-                self.hill_max_samples // self.world_size, self._sketch_weight,
-                lambda: self._generator(0),
-            )  # fmt: skip
+            n_coords = sum(self.sizes)
+            device = self.params[0].device
+            if self._cumulative is None:
+                self._cumulative = torch.empty(self.n_micro + 1, n_coords, device=device)
+            self._copy_grads(self._cumulative[0])
 
     def after_micro_backward(self) -> None:
-        """After each micro-batch backward: on logging steps, fold its gradient into the stream."""
+        """After each micro-batch backward: on logging steps, snapshot the accumulated gradient."""
         if not self.logging:
             return
         if self._seen >= self.n_micro:
@@ -224,7 +221,7 @@ class NoiseLogger:
                 f"times in step {self.step}"
             )
         self._seen += 1
-        self._stream.add()
+        self._copy_grads(self._cumulative[self._seen])
 
     def after_update(
         self,
@@ -236,9 +233,9 @@ class NoiseLogger:
         """Integrate this step's exposure; on a logging step estimate anew and return the record.
 
         Call after ``optimizer.step()`` and before ``zero_grad()``. ``grad_norm`` is
-        the unclipped norm (the caller records it; the estimate uses the streamed
-        micro-batch gradients, so clipping ``.grad`` in place does not leak into the
-        potential exposure), ``clip_coef`` = min(1, max_norm / grad_norm) the update used.
+        the unclipped norm (the caller records it; the estimate uses the
+        snapshots, so clipping ``.grad`` in place does not leak into the potential
+        exposure), ``clip_coef`` = min(1, max_norm / grad_norm) the update used.
         ``logits_closure`` returns ``(logits, targets)`` of a batch, logits with
         their graph from the unwrapped module (DDP cannot double-backward),
         targets -1 where ignored; the loss is their mean cross-entropy. Required
@@ -255,13 +252,11 @@ class NoiseLogger:
                 "restore the logger with load_state_dict when resuming"
             )
         precond_sq = None  # between refreshes of P: the latest traces again
-        if (estimate is not None or self.step % self.precond_interval == 0) and (
-            self._precond_sq is None
-        ):
-            self._precond_sq = torch.empty(sum(self.sizes), device=self.params[0].device)
         if estimate is not None:
-            precond_sq = torch.mul(self.last_precond, self.last_precond, out=self._precond_sq)
+            precond_sq = self.last_precond**2
         elif self.step % self.precond_interval == 0:
+            if self._precond_sq is None:
+                self._precond_sq = torch.empty(sum(self.sizes), device=self.params[0].device)
             precond_sq = precond_sq_flat(self.optimizer, self.params, out=self._precond_sq)
         self.step_traces = self.integral.add_step(precond_sq, lr, clip_coef, self._injected)
         self._injected = None
@@ -269,7 +264,7 @@ class NoiseLogger:
             return None
         record = self._record(estimate, lr, clip_coef)
         self.window_steps = self.window_clipped = 0
-        self.logging, self._stream = False, None
+        self.logging, self._cumulative = False, None
         return record
 
     def divergence_record(self) -> dict:
@@ -325,67 +320,49 @@ class NoiseLogger:
 
     # -- internals ---------------------------------------------------------
 
-    def _sketch_weight(self, i: int, piece: slice) -> torch.Tensor:
-        """Sketch weight of coordinates ``piece`` of parameter i: P before this step's update.
+    def _copy_grads(self, row: torch.Tensor) -> None:
+        grads = [p.grad for p in self.params]
+        if all(g is not None and g.dtype == row.dtype for g in grads):
+            torch.cat([g.reshape(-1) for g in grads], out=row)  # one call: the common case
+            return
+        for piece, g in zip(row.split(self.sizes), grads, strict=True):
+            if g is None:
+                piece.zero_()
+            else:
+                piece.copy_(g.reshape(-1))
 
-        The sketch is taken while the micro-batches arrive, before the update that
-        sets P_t, so the spectrum is that of P_{t-1} C_t P_{t-1} / B (Adam's second
-        moments move by a factor 1 - beta2 per step); before Adam's first update
-        there is no P and the spectrum is zero. The traces use P_t itself.
-        """
-        return precond_piece(self.optimizer, self.params[i], piece)
-
-    def _flat_precond(self, chunks) -> torch.Tensor:
-        """P_t of the parameters laid end to end, fp32 (the previous one is dropped first)."""
-        self.last_precond = None
-        flat = torch.empty(sum(self.sizes), device=self.params[0].device)
-        for i, piece, lo, hi in chunks:
-            flat[lo:hi] = precond_piece(self.optimizer, self.params[i], piece)
-        return flat
-
-    def _estimate(self, logits_closure) -> dict:
-        """Traces (totals and per layer) and noise shape of this step; holds its diagonals.
-
-        Works parameter by parameter on the stream's buffers: the mean and variance
-        become the held Fisher and covariance diagonals in place, so no step holds
-        more than three gradient-sized vectors besides the held ones.
-        """
-        check_one_lr(self.optimizer)
-        stream = self._stream
+    def _micro_means(self) -> torch.Tensor:
+        """(K, D) micro-batch mean gradients: n_micro times each micro-batch's .grad increment."""
         if self._seen != self.n_micro:
             raise RuntimeError(
                 f"NoiseLogger: step {self.step} saw {self._seen} micro-batch backward passes, "
                 f"expected n_micro={self.n_micro}"
             )
-        stream.release_prev()
-        mean, var = pool_moments_(
-            stream.mean, stream.m2, self.n_micro, self.world_size, self.process_group
+        snaps = self._cumulative
+        for j in range(self.n_micro, 0, -1):
+            snaps[j].sub_(snaps[j - 1]).mul_(self.n_micro)
+        return snaps[1:]
+
+    def _estimate(self, logits_closure) -> dict:
+        """Traces (totals and per layer) and noise shape of this step; holds its diagonals."""
+        check_one_lr(self.optimizer)
+        micro = self._micro_means()
+        precond_parts = preconditioner(self.optimizer, self.params)
+        precond = torch.cat([p.reshape(-1) for p in precond_parts])
+        mean, var = pooled_moments(micro, self.world_size, self.process_group)
+        cov = covariance_diag(var, self.micro_batch_size)
+        grad_sq = grad_sq_diag(mean, cov, self.global_batch)
+        fisher = fisher_diag(cov, grad_sq)
+        per_coord = torch.stack(
+            [
+                precond_diag_product(precond, cov) / self.global_batch,
+                precond_diag_product(precond, fisher),
+                cov,
+                grad_sq,
+            ]
         )
-        self.integral.held = None  # replaced below by the stream's moments, made diagonals
-        precond = self._flat_precond(stream.chunks)
-        precond_parts = [
-            piece.view_as(p)
-            for piece, p in zip(precond.split(self.sizes), self.params, strict=True)
-        ]
-        shape = self._noise_shape(stream, mean, var)
-        sums = torch.zeros(
-            len(LAYER_TRACES), len(self.sizes), dtype=torch.float64, device=precond.device
-        )
-        for i, _, lo, hi in stream.chunks:  # chunk by chunk: no gradient-sized temporaries
-            p, g, v = precond[lo:hi], mean[lo:hi], var[lo:hi]
-            cov = covariance_diag(v, self.micro_batch_size)
-            grad_sq = grad_sq_diag(g, cov, self.global_batch)
-            fisher = fisher_diag(cov, grad_sq)
-            for row, values in enumerate(
-                (precond_diag_product(p, cov) / self.global_batch,
-                 precond_diag_product(p, fisher), cov, grad_sq)
-            ):  # fmt: skip
-                sums[row, i] += values.sum(dtype=torch.float64)
-            v.copy_(cov)
-            g.copy_(fisher)
-        cov, fisher = var, mean  # the buffers now hold the diagonals
-        layers = torch.zeros(len(LAYER_TRACES), len(self.layer_names), dtype=torch.float64)
-        layers.index_add_(1, self._layer_index, sums.cpu())
+        layers = self._layer_sums(per_coord)
+        del per_coord
         estimate = dict(zip(LAYER_TRACES, layers.sum(1).tolist(), strict=True))
         estimate["layer_sums"] = layers
         proxies = self._proxies(logits_closure, precond_parts)
@@ -393,19 +370,24 @@ class NoiseLogger:
             diag = proxies.get(name)
             estimate[column] = math.nan if diag is None else float((precond**2) @ diag)
         estimate["trace_php_hessian"] = proxies.get("hessian", math.nan)
-        estimate |= shape
+        estimate |= self._noise_shape(micro, mean, var, precond)
         if self._injected is not None:
             estimate["trace_pcp"] += float((precond**2) @ self._injected)
         self.last_precond = precond
         diagonals = {"cov": cov, "fisher": fisher} | {
             k: proxies[k] for k in DIAGONAL_PROXIES if k in proxies
         }
-        # Rows (cov, fisher) of the stream's moments: held without a copy when no proxy adds rows.
-        self.integral.hold(
-            diagonals, estimate["trace_cov"], estimate["grad_sq"], stacked=stream.moments
-        )
+        self.integral.hold(diagonals, estimate["trace_cov"], estimate["grad_sq"])
         self.b_window.append((estimate["trace_cov"], estimate["grad_sq"]))
         return estimate
+
+    def _layer_sums(self, per_coord: torch.Tensor) -> torch.Tensor:
+        """(q, n_layers) float64 sums of each row of ``per_coord`` (q, D) over each layer."""
+        per_param = torch.stack(
+            [piece.sum(1, dtype=torch.float64) for piece in per_coord.split(self.sizes, dim=1)], 1
+        )
+        out = torch.zeros(per_coord.shape[0], len(self.layer_names), dtype=torch.float64)
+        return out.index_add_(1, self._layer_index, per_param.cpu())
 
     def _proxies(self, logits_closure, precond_parts: list[torch.Tensor]) -> dict:
         """The extra curvature proxies of this logging step, averaged over workers."""
@@ -432,13 +414,19 @@ class NoiseLogger:
                 )
         return out
 
-    def _noise_shape(self, stream: MicroStream, mean: torch.Tensor, var: torch.Tensor) -> dict:
-        """Spectrum of P C P / B (sketched) and Hill tail index, pooled over all workers."""
+    def _noise_shape(
+        self, micro: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, precond: torch.Tensor
+    ) -> dict:
+        """Spectrum of P C P / B (sketched) and Hill tail index, pooled over all workers.
+
+        Centres ``micro`` in place (the snapshots are not needed afterwards).
+        """
         n = self.n_micro * self.world_size
+        centred = micro.sub_(mean)
         # rows x_j = P (g_j - G_bar) sqrt(m / ((n - 1) B)): sum_j x_j x_j^T = P C_hat P / B
-        scale = math.sqrt(self.micro_batch_size / ((n - 1) * self.global_batch))
-        sketch = stream.centred_sketch(mean).mul_(scale)
-        sample = stream.centred_tail(mean).div_(tail_scale(var, self.sizes, stream.stride))
+        weight = precond * math.sqrt(self.micro_batch_size / ((n - 1) * self.global_batch))
+        sketch = count_sketch(centred, self.sketch_width, self._generator(0), weight)
+        sample = tail_sample(centred, var, self.sizes, self.hill_max_samples // self.world_size)
         k = hill_k(sample.numel() * self.world_size, self.hill_fraction)
         top = largest_abs(sample, k + 1)
         if self.world_size > 1:

@@ -108,24 +108,18 @@ def b_simple(trace_cov: float, grad_sq: float) -> float:
     return trace_cov / grad_sq
 
 
-def adam_precond(
-    optimizer: torch.optim.Optimizer, param: torch.Tensor, piece: slice | None = None
-) -> torch.Tensor:
+def adam_precond(optimizer: torch.optim.Optimizer, param: torch.Tensor) -> torch.Tensor:
     """Adam(W)'s preconditioner for ``param``: P = 1 / (sqrt(v_t / (1 - beta2^t)) + eps).
 
     Read after ``optimizer.step()``, so it is the factor the update just applied
     (with ``amsgrad``, the running maximum of v). A parameter without optimizer
-    state was not updated and gets P = 0. With ``piece``, only those coordinates
-    of the flattened parameter (a flat tensor).
+    state was not updated and gets P = 0.
     """
     state = optimizer.state.get(param, {})
     if "exp_avg_sq" not in state:
-        shape = param.shape if piece is None else (len(range(param.numel())[piece]),)
-        return torch.zeros(shape, dtype=torch.float32, device=param.device)
+        return torch.zeros_like(param, dtype=torch.float32)
     group = next(g for g in optimizer.param_groups if any(p is param for p in g["params"]))
     second = state["max_exp_avg_sq"] if group.get("amsgrad", False) else state["exp_avg_sq"]
-    if piece is not None:
-        second = second.reshape(-1)[piece]
     bias_correction = 1.0 - group["betas"][1] ** float(state["step"])
     return 1.0 / ((second.float() / bias_correction).sqrt() + group["eps"])
 
@@ -142,20 +136,6 @@ def preconditioner(
         return [adam_precond(optimizer, p) for p in params]
     updated = {id(p) for g in optimizer.param_groups for p in g["params"]}
     return [torch.full_like(p, float(id(p) in updated), dtype=torch.float32) for p in params]
-
-
-def precond_piece(
-    optimizer: torch.optim.Optimizer, param: torch.Tensor, piece: slice
-) -> torch.Tensor:
-    """``preconditioner`` of the coordinates ``piece`` of the flattened ``param`` (flat, fp32).
-
-    Lets a caller walk a large parameter in chunks without a parameter-sized temporary.
-    """
-    if isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW):
-        return adam_precond(optimizer, param, piece)
-    updated = any(p is param for g in optimizer.param_groups for p in g["params"])
-    size = len(range(param.numel())[piece])
-    return torch.full((size,), float(updated), dtype=torch.float32, device=param.device)
 
 
 def layer_name(param_name: str) -> str:

@@ -1,9 +1,9 @@
 """Pooling the P-NE logger's per-worker statistics across data-parallel workers.
 
-Each worker holds the moments of the K micro-batch mean gradients of its own
-share of the global batch. The estimate needs moments over all n = K * W of
-them: two all-reduces of per-coordinate statistics, then one small all-gather of
-the sketch rows and tail values. With W = 1 nothing is communicated.
+Each worker holds the K micro-batch mean gradients of its own share of the
+global batch. The estimate needs moments over all n = K * W of them: one
+all-reduce of per-coordinate statistics, then one small all-gather of the
+sketch rows and tail values. With W = 1 nothing is communicated.
 """
 
 from __future__ import annotations
@@ -26,28 +26,32 @@ def check_world(world_size: int, group=None) -> None:
         raise ValueError(f"NoiseLogger(world_size={world_size}) but the process group has {actual}")
 
 
-def pool_moments_(
-    mean: torch.Tensor, m2: torch.Tensor, n_local: int, world_size: int, group=None
+def pooled_moments(
+    micro: torch.Tensor, world_size: int, group=None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """In place: per-coordinate mean and unbiased variance over all workers' micro-batch means.
+    """Per-coordinate mean and unbiased variance over all workers' micro-batch means.
 
-    ``mean`` (D,) and ``m2`` (D,) hold this worker's mean mu_w of its n_local = K
-    means and M2_w = sum_j (g_j - mu_w)^2 (Welford, ``training.pne_stream``). Two
-    in-place all-reduces, of K mu_w and of M2_w + K mu_w^2, give the pooled mean
-    G_bar and M2 = sum_w (M2_w + K mu_w^2) - n G_bar^2 (Chan, Golub & LeVeque
-    1983), whose cancellation touches only the between-worker part. Returns
-    (G_bar, M2 / (n - 1)) in the buffers of ``mean`` and ``m2``: the unbiased
-    variance of the n = K * W micro-batch means, with no extra gradient-sized memory.
+    ``micro`` (K, D) holds this worker's K means. Each worker centres its own
+    means first (two passes, accurate in fp32): mu_w and M2_w = sum_j (g_j - mu_w)^2.
+    One all-reduce of [K mu_w, M2_w + K mu_w^2] gives the pooled mean G_bar and
+    M2 = sum_w (M2_w + K mu_w^2) - n G_bar^2 (Chan, Golub & LeVeque 1983), whose
+    cancellation touches only the between-worker part. Returns (G_bar,
+    M2 / (n - 1)), the unbiased variance of the n = K * W micro-batch means.
     """
+    n_local = micro.shape[0]
     n = n_local * world_size
-    if world_size > 1:
-        m2.addcmul_(mean, mean, value=n_local)
-        mean.mul_(n_local)
-        dist.all_reduce(mean, group=group)
-        dist.all_reduce(m2, group=group)
-        mean.div_(n)
-        m2.addcmul_(mean, mean, value=-n).clamp_min_(0.0)
-    return mean, m2.div_(n - 1)
+    local_mean = micro.mean(0)
+    local_m2 = torch.zeros_like(local_mean)
+    for row in micro:  # row by row: a (D,) temporary, not (K, D); var_mean(dim=0) is slow on CPU
+        centred = row - local_mean
+        local_m2.addcmul_(centred, centred)
+    if world_size == 1:
+        return local_mean, local_m2 / (n - 1)
+    packed = torch.cat([n_local * local_mean, local_m2 + n_local * local_mean**2])
+    dist.all_reduce(packed, group=group)
+    total, second = packed.split(local_mean.numel())
+    mean = total / n
+    return mean, (second - n * mean**2).clamp_min(0.0) / (n - 1)
 
 
 def gather_pair(

@@ -40,32 +40,13 @@ def count_sketch(
     weight = torch.ones(n_coords, device=rows.device) if weight is None else weight
     if n_coords <= width:
         return rows * weight
-    (hashed,) = sketch_hash([n_coords], width, generator, rows.device)
+    bucket = torch.randint(0, width, (n_coords,), generator=generator, device=rows.device)
+    sign = torch.randint(0, 2, (n_coords,), generator=generator, device=rows.device)
+    signed_weight = weight * (2 * sign - 1).to(weight.dtype)
     out = torch.zeros(n_rows, width, dtype=rows.dtype, device=rows.device)
     for j in range(n_rows):  # row by row: one (D,) temporary, not (n, D)
-        sketch_add_(out[j], rows[j] * weight, hashed)
+        out[j].index_add_(0, bucket, rows[j] * signed_weight)
     return out
-
-
-def sketch_hash(
-    sizes: list[int], width: int, generator: torch.Generator, device: torch.device | str
-):
-    """CountSketch's hash (bucket h(i), sign s_i) of coordinates laid out in pieces of ``sizes``.
-
-    Yields one (bucket, sign) pair of int64 tensors per piece, drawn in order from
-    ``generator``: the same generator state gives the same hash, piece by piece,
-    so a sketch can be accumulated one parameter tensor at a time.
-    """
-    for size in sizes:
-        bucket = torch.randint(0, width, (size,), generator=generator, device=device)
-        sign = torch.randint(0, 2, (size,), generator=generator, device=device)
-        yield bucket, sign
-
-
-def sketch_add_(row: torch.Tensor, values: torch.Tensor, hashed: tuple) -> torch.Tensor:
-    """In place: add s_i * values_i into bucket h(i) of ``row`` (width,), for one piece."""
-    bucket, sign = hashed
-    return row.index_add_(0, bucket, (values * (2 * sign - 1)).to(row.dtype))
 
 
 def gram_spectrum(sketch: torch.Tensor) -> torch.Tensor:
@@ -75,8 +56,7 @@ def gram_spectrum(sketch: torch.Tensor) -> torch.Tensor:
     n x n Gram matrix X X^T (Halko et al. 2011, §5): with n micro-batches this is
     an n x n eigenproblem, whatever the number of parameters.
     """
-    rows = sketch.double()
-    gram = rows @ rows.T  # (n, n)
+    gram = sketch.double() @ sketch.double().T  # (n, n)
     eigenvalues = torch.linalg.eigvalsh(gram).clamp_min(0.0)
     return eigenvalues.flip(0)
 
@@ -108,22 +88,25 @@ def spectrum_summary(eigenvalues: torch.Tensor, rank: int) -> dict[str, float]:
     }
 
 
-def tail_scale(var: torch.Tensor, sizes: list[int], stride: int) -> torch.Tensor:
-    """Root mean square, per parameter tensor, of the noise at flat coordinates 0, s, 2s, ...
+def tail_sample(
+    centred: torch.Tensor, var: torch.Tensor, sizes: list[int], max_samples: int
+) -> torch.Tensor:
+    """Centred micro-batch gradient coordinates (K, D') for the tail index, unit RMS per tensor.
 
-    The tail sample is the centred micro-batch gradient coordinates 0, s, 2s, ...
-    (a fixed stride, the same on every worker, so that the pooled sample does not
-    depend on W; ``training.pne_stream``), each divided by this scale: the root of
-    the tensor's mean pooled variance ``var`` (D,) (tensors laid end to end in
-    pieces of ``sizes``). Differences of scale between layers then do not pose as
-    a heavy tail (a mixture of Gaussians of different scales looks heavy-tailed to
-    the Hill estimator at finite k).
+    ``centred`` (K, D) holds micro-batch mean gradients minus their pooled mean,
+    ``var`` their pooled per-coordinate unbiased variance over all n micro-batches,
+    ``sizes`` the sizes of the parameter tensors laid end to end. Each tensor's
+    centred values are divided by their root mean square, so that differences of
+    scale between layers do not pose as a heavy tail (a mixture of Gaussians of
+    different scales looks heavy-tailed to the Hill estimator at finite k). At
+    most ``max_samples`` values are kept, by a fixed stride over coordinates, the
+    same on every worker so that the pooled sample does not depend on W.
     """
-    per_tensor = torch.stack([v.mean() for v in var.split(sizes)]).sqrt().clamp_min(1e-30)
-    ends = [0, *torch.tensor(sizes).cumsum(0).tolist()]
-    bounds = zip(ends[:-1], ends[1:], strict=True)
-    counts = [-(-hi // stride) - -(-lo // stride) for lo, hi in bounds]
-    return per_tensor.repeat_interleave(torch.tensor(counts, device=var.device))
+    per_tensor = torch.stack([v.mean() for v in var.split(sizes)])
+    lengths = torch.tensor(sizes, device=var.device)
+    rms = torch.repeat_interleave(per_tensor.sqrt().clamp_min(1e-30), lengths)
+    stride = max(1, math.ceil(centred.numel() / max_samples))
+    return centred[:, ::stride] / rms[::stride]
 
 
 def hill_k(n_samples: int, fraction: float, min_k: int = 10) -> int:
