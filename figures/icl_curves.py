@@ -31,7 +31,8 @@ def plot_icl_curves(scores: pd.DataFrame, runs: pd.DataFrame, out_stem: Path) ->
         fig, ax = plt.subplots(figsize=(6.2, 4.2))
         no_runs_panel(ax, sorted(runs["arm"].unique()) or ["any"], "ICL vs shots: no scores")
         return save_figure(fig, out_stem.parent, out_stem.name)
-    styles = condition_styles(included)
+    # Conditions with ICL scores only (a regression-family run has its own per-shot table).
+    styles = condition_styles(included[included["run_id"].isin(icl["run_id"])])
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2), gridspec_kw={"width_ratios": [3, 2]})
     for condition, style in styles.items():
         curve = icl[icl["condition"] == condition].groupby("shots")["value"]
