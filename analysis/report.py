@@ -197,7 +197,9 @@ def loss_matching_table(included: pd.DataFrame, plan: dict, design: dict) -> pd.
 def inventory_table(runs: pd.DataFrame, plan: dict, scale: str) -> tuple[pd.DataFrame, list]:
     """Table T2: every run (excluded ones with reason), in design order; and missing runs."""
     specs = expand_design(plan, scale)
-    order = {s.condition: i for i, s in enumerate(specs)}
+    order: dict[str, int] = {}
+    for i, s in enumerate(specs):  # first place: a reference condition recurs in a later arm
+        order.setdefault(s.condition, i)
     registered = {(s.condition, s.seed) for s in specs}
     t2 = runs.copy()
     t2["in_design"] = [(c, s) in registered for c, s in zip(t2.condition, t2.seed, strict=True)]

@@ -14,7 +14,8 @@ from preregistration.tables import validate
 
 
 def test_planted_slopes_are_recovered_and_missing_measures_reported():
-    runs = simulate_runs(load_plan("preregistration/plan.yaml"), "cpu", seeds=[0, 1, 2, 3])
+    plan = load_plan("preregistration/plan.yaml")
+    runs = simulate_runs(plan, "cpu", seeds=[0, 1, 2, 3], arms=["batch_sweep"])
     rng = np.random.default_rng(0)
     log_e = np.log(runs["int_pne_star"].to_numpy())
     runs["induction_head_score"] = 0.3 + 0.05 * log_e + 0.002 * rng.normal(size=len(runs))

@@ -58,7 +58,9 @@ def _build(tmp: Path, runs: pd.DataFrame, scale: str = "cpu") -> tuple[Path, Pat
 
 @pytest.fixture(scope="module")
 def cpu_study(plan, tmp_path_factory):
-    runs = simulate_runs(plan, "cpu", icl_slope=0.05, mem_slope=-0.05, n_excluded=2)
+    runs = simulate_runs(
+        plan, "cpu", icl_slope=0.05, mem_slope=-0.05, n_excluded=2, arms=["batch_sweep"]
+    )
     tmp = tmp_path_factory.mktemp("cpu")
     tables, figs = _build(tmp, runs)
     return runs, tables, figs
@@ -119,7 +121,7 @@ def test_inventory_lists_every_run_with_exclusion_reason(cpu_study, plan):
     assert len(excluded) == 2 and (excluded["exclusion_reason"] == "missed_target").all()
     assert (t2["in_design"].astype(str) == "True").all()
     # design order: the conditions as expand_design lists them
-    simulated = [s for s in expand_design(plan, "cpu") if s.arm != "regression_sweep"]
+    simulated = [s for s in expand_design(plan, "cpu") if s.arm == "batch_sweep"]
     registered = list(dict.fromkeys(s.condition for s in simulated))
     assert list(dict.fromkeys(t2["condition"])) == registered
 
@@ -157,7 +159,7 @@ def test_tables_are_deterministic(plan, cpu_study, tmp_path):
 
 
 def test_arm_without_included_runs_still_renders(plan, tmp_path):
-    runs = simulate_runs(plan, "smoke", icl_slope=0.02)
+    runs = simulate_runs(plan, "smoke", icl_slope=0.02, arms=["batch_sweep"])
     runs["excluded"], runs["status"] = True, "diverged"
     runs["exclusion_reason"] = "diverged"
     tables, figs = _build(tmp_path, runs, scale="smoke")
@@ -171,7 +173,7 @@ def test_arm_without_included_runs_still_renders(plan, tmp_path):
 
 
 def test_smoke_scale_and_cli(plan, tmp_path):
-    runs = simulate_runs(plan, "smoke", n_excluded=1, random_state=3)
+    runs = simulate_runs(plan, "smoke", n_excluded=1, random_state=3, arms=["batch_sweep"])
     runs_path = _write_runs(runs, tmp_path / "runs.parquet")
     cmd = [
         sys.executable,

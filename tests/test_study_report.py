@@ -41,6 +41,7 @@ FIGURES = {
     "fig4_frontier.png": SECTIONS["H4"],
     "fig6_clipping.png": SECTIONS["exploratory"],
     "icl_curves.png": SECTIONS["exploratory"],
+    "fig5_induction_sharpness.png": SECTIONS["exploratory"],
 }
 PAGES = {
     "audit.html": SECTIONS["verdict"],

@@ -89,7 +89,10 @@ def flops_per_gpu(config: dict, tokens_per_second: float | None, per_token: floa
 def report(config: dict, tokens_per_second: float | None = None) -> str:
     """The printed estimate: model, per-run and total FLOPs, GPU-hours and job counts."""
     plan = load_plan(config["plan"])
-    specs = expand_design(plan, config["scale"], config["plan"])
+    arms = plan["design"]["arms"]
+    registered = expand_design(plan, config["scale"], config["plan"])
+    # The language model's runs; another task family (regression) has its own smaller model.
+    specs = [s for s in registered if arms[s.arm].get("family", "language") == "language"]
     n_params = model_params(config)
     per_token = flops_per_token(n_params, config["model"])
     costs = run_costs(config, specs)
@@ -114,6 +117,11 @@ def report(config: dict, tokens_per_second: float | None = None) -> str:
         f"jobs submitted: {len(specs)} train + {len(specs)} score + 1 data = {2 * len(specs) + 1}"
         " (statistics, figures, audit and report run locally)",
     ]
+    if len(registered) > len(specs):
+        lines.append(
+            f"not counted: {len(registered) - len(specs)} runs of another task family "
+            "(regression_sweep), with their own smaller model and token cap"
+        )
     return "\n".join(lines)
 
 

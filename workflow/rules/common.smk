@@ -1,3 +1,4 @@
+import glob
 import json
 import shlex
 import sys
@@ -38,7 +39,7 @@ if ANALYSIS_ONLY:
             "analysis_only: registered runs lack their files:\n  " + "\n  ".join(_MISSING)
         )
 # The training corpus: token shards of the user's text when the config has `text`
-# (workflow/rules/data.smk, rule text_shards), else the synthetic corpus.
+# (text_shards in workflow/rules/data.smk), else the synthetic corpus.
 CORPUS = f"{RESULTS}/data/shards/corpus.json" if config.get("text") else f"{RESULTS}/data/corpus.pt"
 TABLES = f"{RESULTS}/tables"
 # One environment for every rule (the pins of environment.yml), used with `--sdm conda`.
@@ -49,7 +50,7 @@ ANALYSIS_TABLES = ["h1", "t1_confirmatory", "t2_inventory", "t3_equivalence", "t
 FIGURE_STEMS = [
     "fig1_pne_icl", "fig2_phase", "fig3_equivalence", "fig4_frontier", "fig6_clipping", "icl_curves"
 ]
-FIGURE_STEMS += ["fig5_induction_sharpness"]  # rule figure_induction_sharpness (figures.smk)
+FIGURE_STEMS += ["fig5_induction_sharpness"]  # Figure 5 (figures.smk)
 
 wildcard_constraints:
     condition=r"[A-Za-z0-9_.-]+",
@@ -95,8 +96,37 @@ def get_final_outputs():
     tables = [f"{TABLES}/{t}.{ext}" for t in ANALYSIS_TABLES for ext in ("csv", "md")]
     tables += [f"{TABLES}/{t}.{ext}" for t in ("sensitivity", "power") for ext in ("csv", "md")]
     tables += [f"{TABLES}/noise_control.{ext}" for ext in ("csv", "md")]
-    tables += [f"{TABLES}/evaluation.{ext}" for ext in ("csv", "md")]  # rule evaluation_table
+    tables += [f"{TABLES}/evaluation.{ext}" for ext in ("csv", "md")]  # evaluation_table (analysis.smk)
     figures = [f"{FIGURES}/{f}.{ext}" for f in FIGURE_STEMS for ext in ("png", "pdf")]
     tables += [f"{TABLES}/{t}.{ext}" for t in ("h1_regression", "regression_shots")
                for ext in ("csv", "md")]  # the regression family
     return tables + figures + [f"{RESULTS}/audit.md", f"{RESULTS}/audit.json"]
+
+
+# The paper scale's text corpus (its shards are made in data.smk).
+def get_text_files(split):
+    """The user's text files of one split (globs of config text.<split>); none: the job says so."""
+    return sorted({f for p in config["text"][split] for f in glob.glob(p, recursive=True)})
+
+
+if config.get("text") and not (get_text_files("train") and get_text_files("val")):
+    from snakemake.logging import logger
+
+    logger.warning(
+        f"config text.train {config['text']['train']} or text.val {config['text']['val']} "
+        "matches no file yet: rule text_shards will stop until your UTF-8 text is there"
+    )
+
+
+def get_reference_trace(wildcards):
+    """The trace of the run's reference (noise arms, issue 10); none for other runs."""
+    spec = next(
+        s for s in RUN_SPECS if s.condition == wildcards.condition and s.seed == int(wildcards.seed)
+    )
+    if spec.reference is None:
+        return {}
+    return {"reference": f"{TRACES}/{spec.reference}/seed{spec.seed}/trace.parquet"}
+
+
+def get_reference_arg(wildcards, input):
+    return f"--reference-trace {input.reference}" if "reference" in input.keys() else ""

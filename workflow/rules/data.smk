@@ -14,23 +14,6 @@ rule corpus:
         "../scripts/make_corpus.py"
 
 
-import glob
-
-
-def get_text_files(split):
-    """The user's text files of one split (globs of config text.<split>); none: the job says so."""
-    return sorted({f for p in config["text"][split] for f in glob.glob(p, recursive=True)})
-
-
-if config.get("text") and not (get_text_files("train") and get_text_files("val")):
-    from snakemake.logging import logger
-
-    logger.warning(
-        f"config text.train {config['text']['train']} or text.val {config['text']['val']} "
-        "matches no file yet: rule text_shards will stop until your UTF-8 text is there"
-    )
-
-
 rule text_shards:
     input:
         train=lambda w: get_text_files("train"),

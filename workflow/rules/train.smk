@@ -1,17 +1,3 @@
-def get_reference_trace(wildcards):
-    """The trace of the run's reference (noise arms, issue 10); none for other runs."""
-    spec = next(
-        s for s in RUN_SPECS if s.condition == wildcards.condition and s.seed == int(wildcards.seed)
-    )
-    if spec.reference is None:
-        return {}
-    return {"reference": f"{TRACES}/{spec.reference}/seed{spec.seed}/trace.parquet"}
-
-
-def get_reference_arg(wildcards, input):
-    return f"--reference-trace {input.reference}" if "reference" in input.keys() else ""
-
-
 rule train:
     input:
         unpack(get_reference_trace),
