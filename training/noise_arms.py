@@ -85,6 +85,11 @@ class NoiseArm:
             self.controller = ExposureController(
                 target, float(control["horizon"]), float(control["max_scale"])
             )
+        # P = 1 before Adam's first step (NAP), diag(C) = 0 before the first estimate: made
+        # once here, not on every step of the loop (unit_covariance only reads them).
+        n_coords = sum(p.numel() for p in self.params)
+        self._ones = torch.ones(n_coords, device=self.params[0].device)
+        self._zeros = torch.zeros_like(self._ones)
         self._injected: torch.Tensor | None = None
         self._scale = math.nan
         self.best_val_loss = math.inf  # progress on the validation_loss axis
@@ -103,14 +108,12 @@ class NoiseArm:
         if math.isfinite(val_loss):
             self.best_val_loss = min(self.best_val_loss, val_loss)
         progress = self.best_val_loss if self.controller.target.axis == "validation_loss" else step
-        n_coords = sum(p.numel() for p in self.params)
-        ones = torch.ones(n_coords, device=self.params[0].device)
         if isinstance(self.injector, NAPNoise):  # the latest P the logger applied (1 before)
             held = self.logger.integral.latest_precond_sq
-            unit = self.injector.unit_covariance(ones if held is None else held.sqrt())
+            unit = self.injector.unit_covariance(self._ones if held is None else held.sqrt())
         else:  # diag(C) / B of the latest logging step (0 before step 1)
             held = self.logger.integral.held
-            diag = 0 * ones if held is None else held[0] / self.global_batch
+            diag = self._zeros if held is None else held[0] / self.global_batch
             unit = self.injector.unit_covariance(diag)
         rate = self.logger.injected_rate(unit, lr)
         self._scale = self.controller.scale(step, rate, progress)
