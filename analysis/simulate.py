@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.run_design import design_columns
-from preregistration.design import expand_design
+from preregistration.design import arm_family, expand_design
 from preregistration.tables import LM_EVAL_RUN_MEASURES, PROBE_RUN_MEASURES, validate
 
 INJECTED_FORMS = ("gaussian", "anisotropic", "student_t")
@@ -183,8 +183,8 @@ def simulate_runs(
         True H2 late - early contrast; true shift of ICL per injected form.
     """
     specs = list(specs if specs is not None else expand_design(plan, scale))
-    arm_defs = plan["design"]["arms"]  # the regression family's arms are not simulated
-    specs = [s for s in specs if arm_defs.get(s.arm, {}).get("family") != "regression"]
+    # the regression family's arms are not simulated
+    specs = [s for s in specs if arm_family(plan, s.arm) == "language"]
     if arms is not None:
         specs = [s for s in specs if s.arm in arms]
     if seeds is not None:

@@ -230,6 +230,15 @@ ARMS = {
 }
 
 
+def arm_family(plan: dict, arm: str) -> str:
+    """The task family an arm trains on (plan ``design.arms.<arm>.family``; default language).
+
+    The language family is the study's LM corpus; ``regression`` is in-context linear
+    regression (``training.regression_task``), with its own model head and target.
+    """
+    return plan["design"]["arms"].get(arm, {}).get("family", "language")
+
+
 def expand_design(plan: dict, scale: str, source: str = "plan") -> list[RunSpec]:
     """All run specs of ``scale``: the registered arms' conditions x the registered seeds."""
     design = scale_design(plan, scale, source)

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from preregistration.design import RunSpec, expand_design
+from preregistration.design import RunSpec, arm_family, expand_design
 from preregistration.plan import load_plan
 from training.model import GPT, GPTConfig
 from training.paper_scale import corpus_vocab_size, job_resources, resolve_model
@@ -89,10 +89,9 @@ def flops_per_gpu(config: dict, tokens_per_second: float | None, per_token: floa
 def report(config: dict, tokens_per_second: float | None = None) -> str:
     """The printed estimate: model, per-run and total FLOPs, GPU-hours and job counts."""
     plan = load_plan(config["plan"])
-    arms = plan["design"]["arms"]
     registered = expand_design(plan, config["scale"], config["plan"])
     # The language model's runs; another task family (regression) has its own smaller model.
-    specs = [s for s in registered if arms[s.arm].get("family", "language") == "language"]
+    specs = [s for s in registered if arm_family(plan, s.arm) == "language"]
     n_params = model_params(config)
     per_token = flops_per_token(n_params, config["model"])
     costs = run_costs(config, specs)

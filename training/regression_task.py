@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
+from preregistration.design import arm_family
 from preregistration.plan import PlanError, scale_design
 
 FAMILY = "regression"  # plan design.arms.<arm>.family of the arms trained on this task
@@ -174,6 +175,6 @@ def run_config(cfg: dict, arm_block: dict, source: str = "plan") -> dict:
 def family_config(cfg: dict, plan: dict, arm: str, source: str = "plan") -> dict:
     """The config a run of ``arm`` trains under: ``run_config`` when the plan registers the
     arm with ``family: regression`` (design.arms), else ``cfg`` unchanged."""
-    if plan["design"]["arms"].get(arm, {}).get("family") != FAMILY:
+    if arm_family(plan, arm) != FAMILY:
         return cfg
     return run_config(cfg, scale_design(plan, cfg["scale"], source)["arms"][arm], source)

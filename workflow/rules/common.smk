@@ -12,7 +12,7 @@ min_version("9.0")
 sys.path.insert(0, workflow.basedir)
 
 from analysis.run_checks import missing_run_files  # noqa: E402
-from preregistration.design import expand_design  # noqa: E402
+from preregistration.design import arm_family, expand_design  # noqa: E402
 from preregistration.plan import load_plan  # noqa: E402
 
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
@@ -68,11 +68,10 @@ def language_run_files(name):
     The probes and the lm-eval tasks read a language model; an arm registered with
     another task family (plan design.arms.<arm>.family, e.g. regression) has none.
     """
-    arms = PLAN["design"]["arms"]
     return [
         f"{TRACES}/{s.condition}/seed{s.seed}/{name}"
         for s in RUN_SPECS
-        if arms.get(s.arm, {}).get("family", "language") == "language"
+        if arm_family(PLAN, s.arm) == "language"
     ]
 
 
