@@ -4,7 +4,7 @@ Every rule writes ``<results>/benchmarks/<rule>...tsv`` (Snakemake's ``benchmark
 directive: wall seconds, peak memory). This script runs the study of a config in a
 fresh results directory (or reads an existing one with ``--existing``) and prints,
 per stage, the number of jobs, the summed and the longest job wall time, the
-evaluation cost of each run (seconds of its score, probes and lm-eval rules), and
+evaluation cost of each run (its evaluate or score job, and each measure inside it), and
 the whole run's wall time; then per arm of the design (from the runs table) the
 training and scoring wall time, summed and longest (``--per-run``: every run's).
 
@@ -14,6 +14,7 @@ training and scoring wall time, summed and longest (``--per-run``: every run's).
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 import tempfile
@@ -54,8 +55,9 @@ def stage_table(results: Path) -> pd.DataFrame:
 def arm_times(results: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Training and scoring wall time per run and per arm.
 
-    Per run: the ``train`` and ``score`` benchmark files
-    (``benchmarks/<stage>/<condition>_seed<seed>.tsv``) joined to the runs table
+    Per run: the ``train`` benchmark files and those of the run's evaluation
+    (``evaluate`` for a language run, ``score`` for a run of another family;
+    ``benchmarks/<stage>/<condition>_seed<seed>.tsv``) joined to the runs table
     (``tables/runs.parquet``: arm, role, and the trainer's own ``wall_time_s``).
     Per arm: runs, summed and longest job wall time of training and scoring.
     A benchmark of a run the runs table does not list is reported under arm '?'.
@@ -64,12 +66,14 @@ def arm_times(results: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     if "role" not in runs:  # a runs table written before the causal arms
         runs["role"] = "condition"
     per_run = runs[["run_id", "arm", "role", "wall_time_s"]].set_index("run_id")
-    for stage in ("train", "score"):
+    for column, stages in (("train_s", ("train",)), ("score_s", EVALUATION_STAGES)):
         times = {}
-        for tsv in sorted((results / "benchmarks" / stage).glob("*_seed*.tsv")):
-            condition, seed = tsv.stem.rsplit("_seed", 1)
-            times[f"{condition}_s{int(seed)}"] = float(pd.read_csv(tsv, sep="\t")["s"].iloc[0])
-        per_run = per_run.join(pd.Series(times, name=f"{stage}_s"), how="outer")
+        for stage in stages:
+            for tsv in sorted((results / "benchmarks" / stage).glob("*_seed*.tsv")):
+                condition, seed = tsv.stem.rsplit("_seed", 1)
+                seconds = float(pd.read_csv(tsv, sep="\t")["s"].iloc[0])
+                times[f"{condition}_s{int(seed)}"] = seconds
+        per_run = per_run.join(pd.Series(times, name=column), how="outer")
     per_run["arm"] = per_run["arm"].fillna("?")
     per_arm = (
         per_run.groupby("arm", sort=False)
@@ -85,23 +89,37 @@ def arm_times(results: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return per_run.reset_index(names="run_id"), per_arm
 
 
-EVALUATION_STAGES = ("score", "probes", "lm_eval")  # per-run rules that read a checkpoint
+# per-run rules that read a checkpoint: `evaluate` (a language run: scores, probes and
+# lm-eval in one process) and `score` (a run of another task family)
+EVALUATION_STAGES = ("evaluate", "score")
+# the line of seconds per measure that workflow/scripts/evaluate_run.py writes to its log
+TIMING_LINE = re.compile(r"^(?:[a-z_]+ [0-9.]+ s)(?:, [a-z_]+ [0-9.]+ s)*$")
 
 
 def evaluation_cost(results: Path) -> pd.DataFrame:
-    """Evaluation wall time per run: one row per run (``<condition>_seed<seed>``), one
-    column of seconds per evaluation rule (``EVALUATION_STAGES``) and their ``total_s``;
-    a last row ``mean`` over runs. Empty when no run was evaluated."""
-    per_rule = {}
+    """Evaluation wall time per run: one row per run (``<condition>_seed<seed>``), the
+    job's seconds (``total_s``: its benchmark file) and, for an ``evaluate`` job, the
+    seconds of each measure inside it (``<measure>_s``, from its log: scores, the
+    probes' hessian, sam, fisher, heads, icl_vs_gd, memorization, and lm_eval); a last
+    row ``mean`` over runs. Empty when no run was evaluated."""
+    per_run: dict[str, dict[str, float]] = {}
     for stage in EVALUATION_STAGES:
         for tsv in sorted((results / "benchmarks" / stage).glob("*.tsv")):
-            seconds = float(pd.read_csv(tsv, sep="\t")["s"].iloc[0])
-            per_rule.setdefault(tsv.stem, {})[f"{stage}_s"] = seconds
-    if not per_rule:
+            row = per_run.setdefault(tsv.stem, {"stage": stage})
+            row["total_s"] = float(pd.read_csv(tsv, sep="\t")["s"].iloc[0])
+            log = results / "logs" / stage / f"{tsv.stem}.log"
+            lines = log.read_text().splitlines() if log.exists() else []
+            for line in filter(TIMING_LINE.match, lines):
+                for part in line.split(", "):
+                    measure, seconds, _ = part.split(" ")
+                    row[f"{measure}_s"] = float(seconds)
+    if not per_run:
         return pd.DataFrame()
-    table = pd.DataFrame.from_dict(per_rule, orient="index").sort_index()
-    table["total_s"] = table.sum(axis=1, min_count=1)
-    table.loc["mean"] = table.mean()
+    table = pd.DataFrame.from_dict(per_run, orient="index").sort_index()
+    columns = ["stage", "total_s"] + [c for c in table if c not in ("stage", "total_s")]
+    table = table[columns]
+    table.loc["mean"] = table.drop(columns="stage").mean()
+    table.loc["mean", "stage"] = "mean"
     return table.rename_axis("run").reset_index()
 
 

@@ -246,12 +246,18 @@ def test_stage_times_sums_wall_time_per_arm(runs, tmp_path):
     write_table(runs, "runs", tmp_path / "tables" / "runs.parquet")
     rng = np.random.default_rng(0)
     seconds = {}
-    for stage in ("train", "score"):
+    for stage in ("train", "evaluate", "score"):
         (tmp_path / "benchmarks" / stage).mkdir(parents=True)
-        for r in runs.itertuples():
-            seconds[stage, r.run_id] = s = float(rng.uniform(1, 50))
+    (tmp_path / "logs" / "evaluate").mkdir(parents=True)
+    for i, r in enumerate(runs.itertuples()):
+        # a language run is evaluated by one `evaluate` job, another family's by `score`
+        for stage, key in (("train", "train"), ("evaluate" if i % 2 else "score", "score")):
+            seconds[key, r.run_id] = s = float(rng.uniform(1, 50))
             path = tmp_path / "benchmarks" / stage / f"{r.condition}_seed{r.seed}.tsv"
             path.write_text(f"s\th:m:s\tmax_rss\n{s}\t0:00:01\t100\n")
+        if i % 2:
+            log = tmp_path / "logs" / "evaluate" / f"{r.condition}_seed{r.seed}.log"
+            log.write_text(f"scores 1.25 s, hessian {i}.50 s, lm_eval 2.00 s\nrun_id ...\n")
     per_run, per_arm = stage_times.arm_times(tmp_path)
     per_arm = per_arm.set_index("arm")
     for arm, sub in runs.groupby("arm"):
@@ -263,3 +269,13 @@ def test_stage_times_sums_wall_time_per_arm(runs, tmp_path):
             sum(seconds["score", i] for i in sub["run_id"])
         )
     assert len(per_run) == len(runs)
+    cost = stage_times.evaluation_cost(tmp_path).set_index("run")
+    assert len(cost) == len(runs) + 1  # every run and the mean
+    for i, r in enumerate(runs.itertuples()):
+        row = cost.loc[f"{r.condition}_seed{r.seed}"]
+        assert row["total_s"] == pytest.approx(seconds["score", r.run_id])
+        assert row["stage"] == ("evaluate" if i % 2 else "score")
+        if i % 2:
+            assert (row["scores_s"], row["hessian_s"], row["lm_eval_s"]) == (1.25, i + 0.5, 2.0)
+        else:
+            assert np.isnan(row["hessian_s"])

@@ -53,7 +53,7 @@ def test_smoke_study_end_to_end(smoke_study: Path):
     for ext in ("png", "pdf"):
         for figure in ("fig1_pne_icl", "fig5_induction_sharpness", "fig6_clipping", "icl_curves"):
             assert (smoke_study / f"figures/{figure}.{ext}").stat().st_size > 1000
-    # every run evaluated by the probes and lm-eval rules (columns named after the measure)
+    # every language run evaluated by its evaluate job (columns named after the measure)
     evaluated = ["hessian_top_eigenvalue", "sam_sharpness", "induction_head_score"]
     evaluated += ["format_accuracy", "lm_eval_pne_icl_fewshot_acc"]
     language = runs[runs["arm"] != "regression_sweep"]  # probes and lm-eval read language models
@@ -77,7 +77,7 @@ def test_analysis_only_schedules_no_training(smoke_study: Path):
     out = snakemake(*analysis_only_args(smoke_study), "-n").stdout
     jobs = planned_jobs(out)
     assert "collect_runs" in jobs and "audit" in jobs
-    assert not {"corpus", "train", "score"} & set(jobs), jobs
+    assert not {"corpus", "train", "score", "evaluate"} & set(jobs), jobs
 
 
 def test_analysis_only_regenerates_tables(smoke_study: Path):

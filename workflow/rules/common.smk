@@ -1,5 +1,6 @@
 import glob
 import json
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -73,6 +74,17 @@ def language_run_files(name):
         for s in RUN_SPECS
         if arm_family(PLAN, s.arm) == "language"
     ]
+
+
+def family_condition_pattern(family):
+    """Regex matching exactly the conditions of the registered runs of one task family.
+
+    A language run is evaluated by the `evaluate` job (scores, probes and lm-eval in one
+    process), a run of another family by `score` alone; the patterns keep the two apart.
+    A family without runs gets a pattern that matches nothing.
+    """
+    names = sorted({s.condition for s in RUN_SPECS if arm_family(PLAN, s.arm) == family})
+    return "|".join(re.escape(n) for n in names) or "(?!)"
 
 
 def get_launcher():

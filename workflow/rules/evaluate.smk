@@ -1,7 +1,9 @@
-# End-of-run evaluation of every trained model beside its scores (score.smk): the
-# probes (training.probe_scores) and the project's lm-eval tasks, run offline on
-# local data (training.lm_eval_suite). Each writes a tidy per-run table that
-# collect_runs joins into runs.parquet, one column per measure.
+# End-of-run evaluation of every trained language model: its scores
+# (training.evaluate), the probes (training.probe_scores) and the project's lm-eval
+# tasks, run offline on local data (training.lm_eval_suite). One process per run
+# loads the model once and writes the three tidy per-run tables; collect_runs joins
+# them into runs.parquet, one column per measure. A run of another task family is
+# scored alone (score.smk).
 
 
 rule lm_eval_data:
@@ -23,43 +25,34 @@ rule lm_eval_data:
         "../scripts/lm_eval_data.py"
 
 
-rule probes:
+rule evaluate:
     input:
-        corpus=f"{RESULTS}/data/corpus.pt",
-        checkpoint=f"{TRACES}/{{condition}}/seed{{seed}}/checkpoint.pt",
-    output:
-        f"{TRACES}/{{condition}}/seed{{seed}}/probes.parquet",
-    benchmark:
-        f"{RESULTS}/benchmarks/probes/{{condition}}_seed{{seed}}.tsv"
-    log:
-        f"{RESULTS}/logs/probes/{{condition}}_seed{{seed}}.log",
-    threads: config.get("threads_per_run", 1)
-    params:
-        probes=config["probes"],
-        run_id=lambda w: f"{w.condition}_s{w.seed}",
-    conda:
-        ENV
-    script:
-        "../scripts/probe_run.py"
-
-
-rule lm_eval:
-    input:
-        corpus=f"{RESULTS}/data/corpus.pt",
+        # the training corpus (token shards when the config has `text`) for the scores;
+        # the synthetic corpus for the probes and the lm-eval tasks, built on its families
+        corpus=CORPUS,
+        synthetic=f"{RESULTS}/data/corpus.pt",
         checkpoint=f"{TRACES}/{{condition}}/seed{{seed}}/checkpoint.pt",
         data=rules.lm_eval_data.output,
     output:
-        f"{TRACES}/{{condition}}/seed{{seed}}/lm_eval.parquet",
+        scores=f"{TRACES}/{{condition}}/seed{{seed}}/scores.parquet",
+        probes=f"{TRACES}/{{condition}}/seed{{seed}}/probes.parquet",
+        lm_eval=f"{TRACES}/{{condition}}/seed{{seed}}/lm_eval.parquet",
+    wildcard_constraints:
+        condition=family_condition_pattern("language"),
     benchmark:
-        f"{RESULTS}/benchmarks/lm_eval/{{condition}}_seed{{seed}}.tsv"
+        f"{RESULTS}/benchmarks/evaluate/{{condition}}_seed{{seed}}.tsv"
     log:
-        f"{RESULTS}/logs/lm_eval/{{condition}}_seed{{seed}}.log",
+        f"{RESULTS}/logs/evaluate/{{condition}}_seed{{seed}}.log",
     threads: config.get("threads_per_run", 1)
+    resources:
+        **get_resources("score"),
     params:
+        evaluate=config["evaluate"],
+        probes=config["probes"],
         tasks=config["lm_eval"]["tasks"],
         run_id=lambda w: f"{w.condition}_s{w.seed}",
         data_dir=lambda wildcards, input: str(Path(input.data[0]).parent),
     conda:
         ENV
     script:
-        "../scripts/lm_eval_run.py"
+        "../scripts/evaluate_run.py"

@@ -1,9 +1,14 @@
+# The scores of a run of a family without a language model (e.g. the in-context
+# regression family); a language run's scores come with its probes and lm-eval
+# tasks from one evaluation process (evaluate.smk).
 rule score:
     input:
         corpus=CORPUS,
         checkpoint=f"{TRACES}/{{condition}}/seed{{seed}}/checkpoint.pt",
     output:
         f"{TRACES}/{{condition}}/seed{{seed}}/scores.parquet",
+    wildcard_constraints:
+        condition=family_condition_pattern("regression"),
     benchmark:
         f"{RESULTS}/benchmarks/score/{{condition}}_seed{{seed}}.tsv"
     log:
