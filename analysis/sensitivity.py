@@ -106,6 +106,7 @@ def sensitivity_table(
     n_boot: int = 2000,
     ci: float = 0.95,
     random_state: int = 0,
+    arms: list[str] | None = None,
 ) -> pd.DataFrame:
     """The estimator-sensitivity table: per-run ratios, scale change and rank agreement.
 
@@ -115,6 +116,9 @@ def sensitivity_table(
     runs : the runs table (``preregistration.tables.RUNS``), for condition, exclusion and ``dv``.
     dv : the outcome ranked against each exposure (default the primary ICL metric).
     n_boot, ci, random_state : the bootstrap of medians and rank correlations.
+    arms : the arms whose runs are compared (config ``train.curvature_proxy_arms``, the
+        runs that log the extra proxies); None: every run. Ranking runs of different
+        manipulations together would mix the estimator's choices with the arms' designs.
 
     Returns
     -------
@@ -146,9 +150,20 @@ def sensitivity_table(
     unknown = sorted(set(final["run_id"]) - set(runs["run_id"]))
     if unknown:
         raise ValueError(f"{func}: steps has runs missing from the runs table: {unknown[:5]}")
+    notes = []
+    if arms is not None:
+        require_columns(runs, ["arm"], func)
+        absent = sorted(set(arms) - set(runs["arm"]))
+        if absent:
+            raise ValueError(f"{func}: the runs table has no run of arm(s) {absent}")
+        runs = runs[runs["arm"].isin(arms)]
+        final = final[final["run_id"].isin(runs["run_id"])]
+        notes.append(f"runs of {', '.join(arms)}")
     merged = final.merge(runs[["run_id", "condition", "excluded", dv]], on="run_id")
     excluded = merged["excluded"].astype(bool)
-    note = f"{int(excluded.sum())} excluded run(s) left out" if excluded.any() else ""
+    if excluded.any():
+        notes.append(f"{int(excluded.sum())} excluded run(s) left out")
+    note = "; ".join(notes)
     data = merged[~excluded]
     boot = (n_boot, ci, random_state)
     rows = []

@@ -135,6 +135,25 @@ def test_generate_until_is_greedy_and_stops(tiny):
     assert cut == ""  # stops before the first stop string
 
 
+def test_requests_in_batches_equal_requests_one_at_a_time(tiny):
+    """Greedy decoding of many contexts (grouped by length, batch_size at a time, each
+    stopping at its own stop string) and rolling likelihoods of many texts scored
+    together give what each request gives alone."""
+    model, corpus, tok = tiny
+    lm = PneGPT(model, tok, batch_size=4)
+    rows = corpus["val"].long().tolist() + corpus["train"][:6].long().tolist()
+    contexts = [tok.decode(r[1 : 4 + i % 5]) for i, r in enumerate(rows)]  # lengths 3..7
+    stops = ["nothing", tok.decode(rows[0][5:6])]
+    gen = [
+        _request(c, {"until": [stops[i % 2]], "max_gen_toks": 4}) for i, c in enumerate(contexts)
+    ]
+    assert lm.generate_until(gen) == [lm.generate_until([g])[0] for g in gen]
+    texts = [_request(tok.decode(r[1:][: 5 + 3 * (i % 8)])) for i, r in enumerate(rows)]
+    together = lm.loglikelihood_rolling(texts)
+    alone = [lm.loglikelihood_rolling([t])[0] for t in texts]
+    assert together == pytest.approx(alone, abs=1e-6)
+
+
 def test_tasks_run_offline_through_simple_evaluate(tiny, tmp_path, monkeypatch):
     model, corpus, tok = tiny
     paths = write_task_data(corpus, LM_CFG, tmp_path / "data")

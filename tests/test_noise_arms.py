@@ -156,3 +156,31 @@ def test_only_noise_options_differ_between_any_two_arms(scale):
             assert spec.noise.get("form"), spec.run_id
     keys = [(s.condition, s.seed) for s in specs]
     assert len(keys) == len(set(keys))  # a run registered by two arms is run once
+
+
+def test_curvature_proxies_are_measurements_only(tiny):
+    """A run that logs the extra curvature proxies trains exactly as one that does not
+    (config train.curvature_proxy_arms), so logging them in some arms only varies no
+    more than the measurement; the proxy columns are there only where they are logged."""
+    cfg, corpus, specs, traces = tiny
+    spec = specs[("inj_gaussian_bs8", 0)]
+    proxies = ["ggn", "true_fisher", "hessian"]
+    runs = {}
+    for arms in (["noise_injection"], ["batch_sweep"]):
+        run_cfg = cfg | {
+            "train": cfg["train"] | {"curvature_proxies": proxies, "curvature_proxy_arms": arms}
+        }
+        model, result = train_run(
+            spec, run_cfg, corpus, show_progress=False, reference_trace=traces["bs4_fixed"]
+        )
+        runs[arms[0]] = model, result.trace
+    (with_model, with_trace), (without_model, without_trace) = runs.values()
+    assert with_trace["trace_pgp_ggn"].notna().all()
+    assert with_trace["trace_php_hessian"].notna().all()
+    assert without_trace["trace_pgp_ggn"].isna().all()
+    training = ["step", "tokens", "train_loss", "grad_norm", "val_loss", "trace_pcp",
+                "int_pne_star", "noise_scale"]  # fmt: skip
+    pd.testing.assert_frame_equal(with_trace[training], without_trace[training], check_exact=True)
+    for a, b in zip(with_model.state_dict().values(), without_model.state_dict().values(),
+                    strict=True):  # fmt: skip
+        assert torch.equal(a, b)

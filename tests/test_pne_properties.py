@@ -450,3 +450,35 @@ def test_sensitivity_table_reads_proxy_scale_and_rank_agreement():
     assert clip.tolist() == pytest.approx(
         [0.5 * 9 / 20] * 6
     )  # window 2..10 of 20 steps clipped half
+
+
+def test_sensitivity_table_compares_the_runs_of_its_arms_only():
+    """With ``arms``, the table is the one of those arms' runs alone, and says so in note;
+    an arm without runs is an error, not an empty table."""
+    from analysis.sensitivity import sensitivity_table
+
+    rng = np.random.default_rng(1)
+    steps, runs = [], []
+    for i in range(8):
+        arm = "batch_sweep" if i % 2 else "noise_injection"
+        for step in (1, 10):
+            steps.append(
+                {"run_id": f"r{i}", "step": step, "clip_rate": 0.0,
+                 "int_pne": step * (i + 1), "int_pne_star": step * (i + 1) / 10,
+                 "int_pne_eff": step * (i + 1), "int_pne_star_eff": step * (i + 1) / 10,
+                 "int_pne_eta2": step * (i + 1) / 100, "int_pne_star_fisher": step * (i + 1) / 10,
+                 "int_pne_star_ggn": step * (i + 1) * rng.uniform(0.1, 0.3),
+                 "int_pne_star_true_fisher": step * (i + 1) * rng.uniform(0.1, 0.3),
+                 "trace_pfp_fisher": 1.0, "trace_pgp_ggn": 0.5, "trace_php_hessian": 0.2}
+            )  # fmt: skip
+        runs.append({"run_id": f"r{i}", "condition": f"c{i}", "arm": arm, "excluded": False,
+                     "icl_auc": rng.uniform()})  # fmt: skip
+    steps, runs = pd.DataFrame(steps), pd.DataFrame(runs)
+    table = sensitivity_table(steps, runs, n_boot=100, arms=["batch_sweep"])
+    sweep = runs[runs["arm"] == "batch_sweep"]
+    alone = sensitivity_table(steps[steps["run_id"].isin(sweep["run_id"])], sweep, n_boot=100)
+    pd.testing.assert_frame_equal(table.drop(columns="note"), alone.drop(columns="note"))
+    assert set(table.loc[table["scope"] != "all runs", "scope"]) == set(sweep["run_id"])
+    assert table.loc[table["scope"] == "all runs", "note"].str.contains("runs of batch_sweep").all()
+    with pytest.raises(ValueError, match=r"no run of arm\(s\) \['nap'\]"):
+        sensitivity_table(steps, runs, n_boot=100, arms=["nap"])

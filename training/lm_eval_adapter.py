@@ -189,42 +189,70 @@ class PneGPT(LM):
     def loglikelihood_rolling(self, requests) -> list[float]:
         """log p(text) per request (``args = (text,)``), conditioned on BOS: the text in
         disjoint windows of at most ``block_size`` predictions, each with the longest
-        context that fits (lm-eval's ``get_rolling_token_windows``)."""
-        out = []
-        for r in requests:
+        context that fits (lm-eval's ``get_rolling_token_windows``). The windows of all
+        requests are scored together, in batches."""
+        windows, owner = [], []
+        for i, r in enumerate(requests):
             tokens = self.tok.encode(r.args[0])
-            windows = [
-                make_disjoint_window(w)
-                for w in get_rolling_token_windows(
-                    token_list=tokens,
-                    prefix_token=self.tok.bos,
-                    max_seq_len=self.block_size,
-                    context_len=1,
-                )
-            ]
-            out.append(sum(score for score, _ in self._score(windows)))
+            for w in get_rolling_token_windows(
+                token_list=tokens, prefix_token=self.tok.bos, max_seq_len=self.block_size,
+                context_len=1,
+            ):  # fmt: skip
+                windows.append(make_disjoint_window(w))
+                owner.append(i)
+        out = [0.0] * len(requests)
+        for i, (score, _) in zip(owner, self._score(windows), strict=True):
+            out[i] += score
         return out
 
     @torch.no_grad()
     def generate_until(self, requests) -> list[str]:
         """Greedy continuation of each context (``args = (context, gen_kwargs)``) for at
         most ``gen_kwargs['max_gen_toks']`` tokens (default 16), cut before the first
-        stop string of ``gen_kwargs['until']``; words joined by single spaces."""
-        out = []
-        for r in requests:
+        stop string of ``gen_kwargs['until']``; words joined by single spaces.
+
+        Requests whose contexts have the same length and whose settings agree are
+        decoded together, ``batch_size`` at a time: one forward pass per generated
+        token for the batch; a sequence stops growing once a stop string appears.
+        """
+        out: list[str] = [""] * len(requests)
+        groups: dict[tuple, list[int]] = {}
+        parsed = []
+        for i, r in enumerate(requests):
             context, kwargs = r.args
             until = kwargs.get("until") or []
-            until = [until] if isinstance(until, str) else list(until)
+            until = (until,) if isinstance(until, str) else tuple(until)
             tokens = self.tok.encode(context) or [self.tok.bos]
-            generated: list[int] = []
-            for _ in range(int(kwargs.get("max_gen_toks", 16))):
-                window = torch.tensor([(tokens + generated)[-self.block_size :]])
-                logits = self.model(window.to(self._model_device))[0, -1]
-                generated.append(int(logits.argmax()))
-                if any(stop in self.tok.decode(generated) for stop in until):
-                    break
-            text = self.tok.decode(generated)
+            max_new = int(kwargs.get("max_gen_toks", 16))
+            parsed.append((tokens, until, max_new))
+            groups.setdefault((len(tokens), until, max_new), []).append(i)
+        for (_, until, max_new), members in groups.items():
+            for start in range(0, len(members), self.batch_size):
+                chunk = members[start : start + self.batch_size]
+                texts = self._greedy([parsed[i][0] for i in chunk], until, max_new)
+                for i, text in zip(chunk, texts, strict=True):
+                    out[i] = text
+        return out
+
+    def _greedy(self, contexts: list[list[int]], until: tuple, max_new: int) -> list[str]:
+        """Greedy decoding of equal-length ``contexts`` as one batch (``generate_until``)."""
+        seqs = torch.tensor(contexts, dtype=torch.long)
+        generated: list[list[int]] = [[] for _ in contexts]
+        done = [False] * len(contexts)
+        for _ in range(max_new):
+            window = seqs[:, -self.block_size :].to(self._model_device)
+            nxt = self.model(window)[:, -1].argmax(dim=-1).cpu()
+            seqs = torch.cat([seqs, nxt[:, None]], dim=1)
+            for j, token in enumerate(nxt.tolist()):
+                if not done[j]:
+                    generated[j].append(token)
+                    done[j] = any(stop in self.tok.decode(generated[j]) for stop in until)
+            if all(done):
+                break
+        texts = []
+        for tokens in generated:
+            text = self.tok.decode(tokens)
             for stop in until:
                 text = text.split(stop)[0]
-            out.append(text.strip())
-        return out
+            texts.append(text.strip())
+        return texts

@@ -85,7 +85,9 @@ class ExposureIntegral:
 
     def traces(self, precond_sq: torch.Tensor) -> dict[str, float]:
         """Tr(P C P)/B (``trace_pcp``) and Tr(P F^k P) of every held proxy, for this step's P^2."""
-        values = dict(zip(self.rows, (self.held @ precond_sq).tolist(), strict=True))
+        # one dot product per row: a row's trace does not depend on which other proxies
+        # are held (a (q, D) @ D product rounds differently for another q)
+        values = {r: float(row @ precond_sq) for r, row in zip(self.rows, self.held, strict=True)}
         traces = {"trace_pcp": values.pop("cov") / self.global_batch}
         return traces | values
 

@@ -158,6 +158,20 @@ def _same_attention_kernels() -> tuple:
     return contextlib.nullcontext(), Recompute()
 
 
+def logged_proxies(train_cfg: dict, arm: str) -> tuple[str, ...]:
+    """The extra curvature proxies a run of ``arm`` logs for the sensitivity table.
+
+    ``train.curvature_proxies`` names them; ``train.curvature_proxy_arms``, when set,
+    limits them to the runs of those arms (the sensitivity table compares those runs).
+    They are measurements only: the logger draws its probes from its own generators
+    and leaves ``.grad`` alone, so a run's updates are the same with or without them.
+    """
+    arms = train_cfg.get("curvature_proxy_arms")
+    if arms is not None and arm not in arms:
+        return ()
+    return tuple(train_cfg.get("curvature_proxies", ()))
+
+
 @torch.no_grad()
 def validation_loss(model: torch.nn.Module, val: torch.Tensor, chunk: int = 128) -> float:
     """Mean next-token loss (nats/token) over the whole validation split."""
@@ -277,7 +291,7 @@ def train_run(
         world_size=world,
         log_interval=int(train_cfg["log_interval"]),
         curvature=train_cfg.get("curvature", "fisher"),
-        proxies=tuple(train_cfg.get("curvature_proxies", ())),
+        proxies=logged_proxies(train_cfg, spec.arm),
         curvature_probes=int(train_cfg.get("curvature_probes", 1)),
     )
     arm = NoiseArm(spec, model, optimizer, logger, n_micro, micro, world, reference_trace)

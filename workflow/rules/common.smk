@@ -30,6 +30,14 @@ TRACES = config.get("traces") or f"{RESULTS}/runs"
 PLAN = load_plan(config["plan"])
 check_registered(config, PLAN, "config", config["plan"])
 RUN_SPECS = expand_design(PLAN, config["scale"], config["plan"])
+# The arms whose runs log the extra curvature proxies must be arms of this scale.
+_ARMS = sorted({s.arm for s in RUN_SPECS})
+_PROXY_ARMS = config["train"].get("curvature_proxy_arms") or []
+if set(_PROXY_ARMS) - set(_ARMS):
+    raise WorkflowError(
+        f"config train.curvature_proxy_arms: {sorted(set(_PROXY_ARMS) - set(_ARMS))} is no "
+        f"arm of scale {config['scale']!r} (its arms: {_ARMS})"
+    )
 RUN_KEYS = [(s.condition, s.seed) for s in RUN_SPECS]
 if ANALYSIS_ONLY:
     # Nothing makes run files here: without this check Snakemake would skip
