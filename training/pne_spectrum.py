@@ -109,6 +109,22 @@ def tail_sample(
     return centred[:, ::stride] / rms[::stride]
 
 
+def tail_scale(var: torch.Tensor, sizes: list[int], stride: int) -> torch.Tensor:
+    """The divisors of ``tail_sample`` at flat coordinates 0, s, 2s, ...: per-tensor RMS noise.
+
+    For a sample taken by stride s as the values arrive (``training.pne_stream``):
+    the root of each tensor's mean pooled variance ``var`` (D,), repeated for
+    the strided coordinates that fall in that tensor (tensors laid end to end in
+    pieces of ``sizes``). ``tail_sample`` divides by the same numbers.
+    """
+    per_tensor = torch.stack([v.mean() for v in var.split(sizes)]).sqrt().clamp_min(1e-30)
+    ends = [0, *torch.tensor(sizes).cumsum(0).tolist()]
+    counts = [
+        -(-hi // stride) - -(-lo // stride) for lo, hi in zip(ends[:-1], ends[1:], strict=True)
+    ]
+    return per_tensor.repeat_interleave(torch.tensor(counts, device=var.device))
+
+
 def hill_k(n_samples: int, fraction: float, min_k: int = 10) -> int:
     """Number k of upper order statistics the Hill estimator uses: max(min_k, fraction * n).
 
