@@ -25,9 +25,9 @@ sketch weight w, whose buffer the logger then fills with P_t), plus the K x
 min(D, width) sketch, the tail sample, and chunk-sized temporaries of at most
 D / 16 coordinates. The weight must be known while the micro-batches run,
 before the update that sets P_t: the logger passes the preconditioner held when
-the step began, P_{t-1} (``training.pne``). Per micro-batch: five passes over D
-(two of them parameter by parameter) and the sketch's hash, drawn afresh in
-chunks from the same generator state (never stored).
+the step began, P_{t-1} (``training.pne``). Per micro-batch: seven passes over D
+(two of them one ``torch._foreach`` call each) and the sketch's hash, drawn
+afresh in chunks from the same generator state (never stored).
 """
 
 from __future__ import annotations
@@ -76,7 +76,9 @@ class MicroStream:
         # into the covariance and Fisher diagonals it holds (``ExposureIntegral.hold``).
         self.moments = torch.zeros(2, n_coords, device=device)
         self.m2, self.mean = self.moments
-        self.mean_parts = self.mean.split(self.sizes)
+        self.mean_views = [
+            part.view_as(p) for part, p in zip(self.mean.split(self.sizes), params, strict=True)
+        ]
         self.weight = weight(torch.empty(n_coords, device=device))
         self.sketch = torch.zeros(n_micro, self.width, device=device)
         self.tail = torch.empty(n_micro, -(-n_coords // self.stride), device=device)
@@ -85,11 +87,12 @@ class MicroStream:
     def add(self) -> None:
         """Fold the micro-batch just back-propagated (the increment of every ``.grad``) in."""
         j = self.seen + 1
+        # parameters without .grad have had no gradient: their mu and delta stay 0
+        present = [(v, p.grad) for v, p in zip(self.mean_views, self.params, strict=True)
+                   if p.grad is not None]  # fmt: skip
+        views, grads = [v for v, _ in present], [g for _, g in present]
         delta = self.mean.mul_(-j)  # -j mu_{j-1}; + K grad_j below
-        grads = [p.grad for p in self.params]
-        for part, grad in zip(self.mean_parts, grads, strict=True):
-            if grad is not None:
-                part.add_(grad.reshape(-1), alpha=self.n_micro)
+        torch._foreach_add_(views, grads, alpha=self.n_micro)  # one call for all parameters
         if j > 1:
             self.m2.addcmul_(delta, delta, value=(j - 1) / j)
         self.tail[self.seen] = delta[:: self.stride]
@@ -97,11 +100,8 @@ class MicroStream:
         if j > 1:  # the rows of g_j = delta_j + mean of g_1 .. g_{j-1}
             self.tail[self.seen] += self.tail[: self.seen].mean(0)
             self.sketch[self.seen] += self.sketch[: self.seen].mean(0)
-        for part, grad in zip(self.mean_parts, grads, strict=True):
-            if grad is None:
-                part.zero_()
-            else:
-                torch.mul(grad.reshape(-1), self.n_micro / j, out=part)  # mu_j = K grad_j / j
+        torch._foreach_copy_(views, grads)
+        self.mean.mul_(self.n_micro / j)  # mu_j = K grad_j / j
         self.seen = j
 
     def centred_tail(self, pooled_mean: torch.Tensor) -> torch.Tensor:
