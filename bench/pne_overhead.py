@@ -165,7 +165,8 @@ def logger_memory(cfg: dict, n_micro: int, micro: int, streaming: bool) -> dict[
     if streaming:
         width = min(n_coords, logger.sketch_width)
         stride = max(1, -(-n_micro * n_coords // logger.hill_max_samples))
-        fixed = n_micro * (width + -(-n_coords // stride)) / n_coords  # in copies of D floats
+        # sketch rows with their float64 copy (the Gram matrix) and tail sample, in D floats
+        fixed = n_micro * (3 * width + -(-n_coords // stride)) / n_coords
     return {
         "gradient_sized": (arm.memory.peak_large - before_large) / (4 * n_coords),
         "total": (arm.memory.peak - before) / (4 * n_coords) - fixed,

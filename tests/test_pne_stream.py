@@ -197,7 +197,8 @@ class TwoLayer(torch.nn.Module):
 def logging_step_extra(n_micro: int, streaming: bool) -> tuple[float, float]:
     """(gradient-sized buffers, all extra bytes) the logger's calls add at the peak of a
     logging step (the second, with Adam state, held diagonals and P in place), in fp32
-    gradient copies 4 D; the fixed-size sketch rows and tail sample are left out of both."""
+    gradient copies 4 D; the sketch rows and tail sample, whose size does not depend on D,
+    are left out of the second."""
     torch.manual_seed(0)
     model = TwoLayer()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -225,7 +226,8 @@ def logging_step_extra(n_micro: int, streaming: bool) -> tuple[float, float]:
         optimizer.zero_grad(set_to_none=True)
     assert record is not None, "step 2 should log"
     stride = math.ceil(n_micro * n_coords / max_samples)
-    fixed = 4 * n_micro * (width + -(-n_coords // stride))  # sketch rows and tail sample
+    # sketch rows (and their float64 copy for the Gram matrix) and tail sample
+    fixed = 4 * n_micro * (3 * width + -(-n_coords // stride))
     large = (memory.peak_large - before_large) / (4 * n_coords)
     return large, (memory.peak - before - fixed) / (4 * n_coords)
 

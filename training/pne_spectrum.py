@@ -56,7 +56,8 @@ def gram_spectrum(sketch: torch.Tensor) -> torch.Tensor:
     n x n Gram matrix X X^T (Halko et al. 2011, §5): with n micro-batches this is
     an n x n eigenproblem, whatever the number of parameters.
     """
-    gram = sketch.double() @ sketch.double().T  # (n, n)
+    rows = sketch.double()  # one float64 copy of the (n, width) rows
+    gram = rows @ rows.T  # (n, n)
     eigenvalues = torch.linalg.eigvalsh(gram).clamp_min(0.0)
     return eigenvalues.flip(0)
 

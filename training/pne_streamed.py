@@ -109,7 +109,7 @@ class StreamedEstimate:
             sketch, top = gather_pair(sketch, top, self.world_size, self.process_group)
         # rows x_j = w (g_j - G_bar) sqrt(m / ((n - 1) B)): sum_j x_j x_j^T = P C_hat P / B
         scale = math.sqrt(self.micro_batch_size / ((n - 1) * self.global_batch))
-        centred = (sketch - sketch.mean(0)).mul_(scale)
+        centred = sketch.sub_(sketch.mean(0)).mul_(scale)  # in place: the raw rows are done
         self.last_spectrum = gram_spectrum(centred)
         shape = spectrum_summary(self.last_spectrum, self.sketch_rank)
         shape["hill_tail_index"] = hill_tail_index(top, k) if top.numel() > k else math.nan
