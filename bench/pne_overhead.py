@@ -67,6 +67,7 @@ class Arm:
         log_interval: int | None,
         proxies: tuple = (),
         streaming: bool = False,
+        **settings,
     ):
         torch.manual_seed(0)
         vocab = vocab_from_config(cfg["data"]).size
@@ -88,7 +89,7 @@ class Arm:
             self.logger = NoiseLogger(
                 self.model, self.optimizer, n_micro=n_micro, micro_batch_size=micro,
                 log_interval=log_interval, curvature=train.get("curvature", "fisher"),
-                proxies=proxies, streaming=streaming,
+                proxies=proxies, streaming=streaming, **settings,
             )  # fmt: skip
 
     def train_step(self, batch: torch.Tensor) -> None:
@@ -140,16 +141,22 @@ def peak_memory(arm: Arm, batch: torch.Tensor) -> float:
     return float(np.asarray(sizes).sum(1).max())
 
 
+COUNT_SETTINGS = {"sketch_width": 512, "hill_max_samples": 2**12}  # small fixed-size parts
+
+
 def logger_memory(cfg: dict, n_micro: int, micro: int, streaming: bool) -> dict[str, float]:
     """The logger's peak extra memory on a logging step, in gradient copies (bytes / 4 D).
 
     Steps 1 .. 7 run with the logger's calls counted (N = 4: steps 1, 2 and 4
     log); the peak during step 8 (a logging step with the estimate of step 4
-    held) minus what the logger held before it is the extra. ``gradient_sized``
-    counts the buffers of at least half the gradient; ``total`` all bytes less
-    ``fixed``, the K x width sketch rows and the tail sample (streaming only).
+    held) minus what the logger held before it is the extra. The logger runs
+    with ``COUNT_SETTINGS``, so that the parts whose size does not depend on D
+    (K x width sketch rows, at most ``hill_max_samples`` tail values) stay small
+    next to D: ``gradient_sized`` counts the buffers of at least half the
+    gradient; ``total`` all extra bytes less ``fixed``, those fixed-size parts
+    (streaming mode; in the default mode they are part of ``total``).
     """
-    arm = Arm(cfg, n_micro, micro, log_interval=4, streaming=streaming)
+    arm = Arm(cfg, n_micro, micro, log_interval=4, streaming=streaming, **COUNT_SETTINGS)
     logger = arm.logger
     n_coords = sum(logger.sizes)
     arm.memory = LiveBytes(large=2 * n_coords)
@@ -282,7 +289,9 @@ def main() -> None:
                     f"{'streaming' if streaming else 'default'} mode: "
                     f"{count['gradient_sized']:.2f} gradient-sized buffers, "
                     f"{count['total']:.2f} gradient copies in all "
-                    f"(+ {count['fixed']:.2f} in the fixed-size sketch rows and tail sample)"
+                    f"(+ {count['fixed']:.2f} in the fixed-size sketch rows and tail sample; "
+                    f"sketch_width={COUNT_SETTINGS['sketch_width']}, "
+                    f"hill_max_samples={COUNT_SETTINGS['hill_max_samples']})"
                 )
     print(f"overhead_ratio_streaming={times['streaming'] / times['off']:.4f}")
     print(f"overhead_ratio={times['on'] / times['off']:.4f}")
