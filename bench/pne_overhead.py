@@ -208,7 +208,9 @@ def main() -> None:
     parser.add_argument("--n-micro", type=int, default=8, help="K")
     parser.add_argument("--global-batch", type=int, default=32, help="B = m * K sequences")
     parser.add_argument("--proxies", default="", help="comma-separated, or 'config'")
-    parser.add_argument("--memory-k", default="8,32", help="K values of the memory count")
+    parser.add_argument(
+        "--memory-k", default="8,32", help="K values of the memory count ('': none)"
+    )
     args = parser.parse_args()
     cfg = yaml.safe_load(args.config.read_text())
     if args.proxies == "config":
@@ -281,7 +283,7 @@ def main() -> None:
         )
     wide = {**cfg, "model": {**cfg["model"], "n_layer": 4, "n_embd": 256, "n_head": 4}}
     for label, shape in (("config model", cfg), ("4 x 256 model", wide)):
-        for n_micro in [int(k) for k in args.memory_k.split(",")]:
+        for n_micro in [int(k) for k in args.memory_k.split(",") if k]:
             for streaming in (False, True):
                 count = logger_memory(shape, n_micro, 1, streaming)
                 print(
