@@ -224,6 +224,9 @@ class NoiseLogger(StreamedEstimate):
     def begin_step(self, step: int, log: bool | None = None) -> None:
         """Start optimizer step ``step``; on a logging step, snapshot the .grad it starts from.
 
+        In streaming mode a logging step opens the micro-batch stream instead, with
+        the sketch weight P_{t-1}, the preconditioner held now.
+
         ``log`` forces (True) or skips (False) the estimate of this step; None
         applies ``is_log_step``. Under DDP the caller's no_sync decision must match.
         """

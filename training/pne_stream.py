@@ -92,7 +92,8 @@ class MicroStream:
                    if p.grad is not None]  # fmt: skip
         views, grads = [v for v, _ in present], [g for _, g in present]
         delta = self.mean.mul_(-j)  # -j mu_{j-1}; + K grad_j below
-        torch._foreach_add_(views, grads, alpha=self.n_micro)  # one call for all parameters
+        if views:
+            torch._foreach_add_(views, grads, alpha=self.n_micro)  # one call for all parameters
         if j > 1:
             self.m2.addcmul_(delta, delta, value=(j - 1) / j)
         self.tail[self.seen] = delta[:: self.stride]
@@ -100,7 +101,8 @@ class MicroStream:
         if j > 1:  # the rows of g_j = delta_j + mean of g_1 .. g_{j-1}
             self.tail[self.seen] += self.tail[: self.seen].mean(0)
             self.sketch[self.seen] += self.sketch[: self.seen].mean(0)
-        torch._foreach_copy_(views, grads)
+        if views:
+            torch._foreach_copy_(views, grads)
         self.mean.mul_(self.n_micro / j)  # mu_j = K grad_j / j
         self.seen = j
 
@@ -180,8 +182,8 @@ def chunk_traces(
 
 def precond_sq_dot(precond: torch.Tensor, diag: torch.Tensor, chunk: int) -> float:
     """Tr(P diag P) = sum_i P_i^2 diag_i, chunk by chunk (no gradient-sized temporary)."""
-    total = 0.0
+    total = torch.zeros((), dtype=torch.float64, device=precond.device)
     for lo in range(0, precond.numel(), chunk):
         p = precond[lo : lo + chunk]
-        total += float((p * p) @ diag[lo : lo + chunk])
-    return total
+        total += (p * p) @ diag[lo : lo + chunk]
+    return float(total)  # one device synchronisation
