@@ -70,12 +70,16 @@ def exact_covariance_diag(model, inputs, labels) -> torch.Tensor:
     return flat.var(0, unbiased=True)
 
 
-def test_logged_pne_includes_the_injected_covariance_exactly():
+@pytest.mark.parametrize("streaming", [False, True], ids=["snapshots", "streaming"])
+def test_logged_pne_includes_the_injected_covariance_exactly(streaming):
     model, inputs, labels = make_problem()
     cov_s = exact_covariance_diag(model, inputs, labels)
     batch = MICRO * N_MICRO
     optimizer = torch.optim.Adam(model.parameters(), lr=0.0, betas=(0.9, 0.95))
-    logger = NoiseLogger(model, optimizer, n_micro=N_MICRO, micro_batch_size=MICRO, log_interval=1)
+    logger = NoiseLogger(
+        model, optimizer, n_micro=N_MICRO, micro_batch_size=MICRO, log_interval=1,
+        streaming=streaming,
+    )  # fmt: skip
     noise = GradientNoise(model.parameters(), "gaussian", seed=3)
     gen = torch.Generator().manual_seed(2)
     shape = torch.rand(cov_s.numel(), generator=gen) + 0.5

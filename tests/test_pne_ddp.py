@@ -47,7 +47,7 @@ def tokens() -> torch.Tensor:
     return torch.randint(0, VOCAB, (256, BLOCK + 1), generator=torch.Generator().manual_seed(0))
 
 
-def simulate(rank: int, world: int) -> list[dict]:
+def simulate(rank: int, world: int, streaming: bool = False) -> list[dict]:
     """Train STEPS steps as the trainer does; return this rank's logger records."""
     data = tokens()
     torch.manual_seed(0)
@@ -60,7 +60,7 @@ def simulate(rank: int, world: int) -> list[dict]:
     n_micro = N_MICRO_TOTAL // world
     logger = NoiseLogger(
         net, optimizer, n_micro=n_micro, micro_batch_size=MICRO, world_size=world,
-        log_interval=LOG_INTERVAL, **SETTINGS,
+        log_interval=LOG_INTERVAL, streaming=streaming, **SETTINGS,
     )  # fmt: skip
     probe = data[:8].view(world, -1, BLOCK + 1)[rank]  # each worker: its half of the probe batch
 
@@ -102,13 +102,13 @@ class _Nothing:
         return False
 
 
-def _worker(rank: int, world: int, port: int, out_path: str) -> None:
+def _worker(rank: int, world: int, port: int, out_path: str, streaming: bool) -> None:
     torch.set_num_threads(1)
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
     )
     try:
-        records = simulate(rank, world)
+        records = simulate(rank, world, streaming)
         torch.save(records, f"{out_path}.{rank}")
     finally:
         dist.destroy_process_group()
@@ -122,13 +122,14 @@ def _same(a: float, b: float, scale: float) -> bool:
     return abs(a - b) <= 1e-3 * max(abs(a), abs(b)) + 1e-6 * scale
 
 
-def test_ddp_logger_equals_single_process_logger(tmp_path):
-    single = simulate(0, 1)
+@pytest.mark.parametrize("streaming", [False, True], ids=["snapshots", "streaming"])
+def test_ddp_logger_equals_single_process_logger(tmp_path, streaming):
+    single = simulate(0, 1, streaming)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     out_path = str(tmp_path / "records")
-    mp.spawn(_worker, args=(2, port, out_path), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, port, out_path, streaming), nprocs=2, join=True)
     rank0, rank1 = torch.load(f"{out_path}.0"), torch.load(f"{out_path}.1")
     assert len(single) == len(rank0) == 4, "logging steps 1, 2, 3 and 6"
     for one, two, other in zip(single, rank0, rank1, strict=True):

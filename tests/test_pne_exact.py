@@ -78,8 +78,11 @@ def lr_at(step: int) -> float:
     return 1e-4 + 1e-3 * (1 + math.cos(math.pi * step / STEPS)) / 2
 
 
-def simulate(rank: int, world: int, out_path: str | None = None) -> dict:
-    """Train with the logger as the trainer does; this rank takes its share of micro-batches."""
+def simulate(rank: int, world: int, out_path: str | None = None, streaming: bool = False) -> dict:
+    """Train with the logger as the trainer does; this rank takes its share of micro-batches.
+
+    ``streaming`` selects the logger's streaming mode (``NoiseLogger(streaming=True)``).
+    """
     inputs, labels = make_data()
     model = make_model()
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
@@ -97,8 +100,9 @@ def simulate(rank: int, world: int, out_path: str | None = None) -> dict:
         optimizer.step()
         optimizer.zero_grad()
     logger = NoiseLogger(
-        net, optimizer, n_micro=n_micro, micro_batch_size=MICRO, world_size=world, log_interval=1
-    )
+        net, optimizer, n_micro=n_micro, micro_batch_size=MICRO, world_size=world, log_interval=1,
+        streaming=streaming,
+    )  # fmt: skip
     records, preconds, lrs, clips = [], [], [], []
     for step in range(1, STEPS + 1):
         logger.begin_step(step)
@@ -135,14 +139,14 @@ class _Nothing:
         return False
 
 
-def _worker(rank: int, world: int, port: int, out_path: str) -> None:
+def _worker(rank: int, world: int, port: int, out_path: str, streaming: bool) -> None:
     torch.set_num_threads(1)
     os.environ["GLOO_SOCKET_IFNAME"] = os.environ.get("GLOO_SOCKET_IFNAME", "lo")
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
     )
     try:
-        simulate(rank, world, out_path)
+        simulate(rank, world, out_path, streaming)
     finally:
         dist.destroy_process_group()
 
@@ -178,9 +182,10 @@ def exact_moments() -> dict:
     }
 
 
-@pytest.fixture(scope="module")
-def single() -> dict:
-    return simulate(0, 1)
+@pytest.fixture(scope="module", params=[False, True], ids=["snapshots", "streaming"])
+def single(request) -> dict:
+    """One worker, in the logger's default mode (K + 1 snapshots) and in its streaming mode."""
+    return simulate(0, 1, streaming=request.param) | {"streaming": request.param}
 
 
 def rel_se_trace(cov: torch.Tensor, weight: torch.Tensor, n: int) -> float:
@@ -267,7 +272,7 @@ def test_two_workers_match_single_worker_and_exact_formula(single, exact, tmp_pa
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     out_path = str(tmp_path / "rank0.pt")
-    mp.spawn(_worker, args=(2, port, out_path), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, port, out_path, single["streaming"]), nprocs=2, join=True)
     double = torch.load(out_path)
     assert torch.allclose(double["precond"], single["precond"], rtol=1e-4), (
         "P differs between W=1 and W=2"

@@ -52,8 +52,10 @@ def _ddp_worker(rank: int, world: int, port: int, cfg, corpus, spec, out: str) -
         dist.destroy_process_group()
 
 
-def test_two_gloo_workers_give_the_trajectory_of_one_process(smoke, tmp_path):
+@pytest.mark.parametrize("streaming", [False, True], ids=["snapshots", "streaming"])
+def test_two_gloo_workers_give_the_trajectory_of_one_process(smoke, tmp_path, streaming):
     cfg, corpus, spec = short_run(smoke)
+    cfg = {**cfg, "train": {**cfg["train"], "pne_streaming": streaming}}  # the logger's mode
     # One process with K = 4 micro-batches of one sequence; two workers with K = 2 each:
     # the same sequences in the same micro-batches, so the logger pools the same means.
     one = {**cfg, "train": {**cfg["train"], "n_micro": 4}}

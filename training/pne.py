@@ -42,6 +42,18 @@ bytes), one all-reduce of 2 D floats, one all-gather of K * ``sketch_width`` + k
 floats (with diagonal proxies, one all-reduce of D floats each); with extra curvature
 proxies one forward pass and one backward pass per probe and proxy (and a
 double backward for the raw Hessian).
+With ``streaming=True`` the K micro-batch gradients are reduced as they arrive
+(``training.pne_stream``): a logging step holds at most three extra flat fp32
+vectors of the gradient's size (12 D bytes) for any K, plus the K x
+``sketch_width`` sketch rows, the tail sample and chunk-sized temporaries (each
+diagonal curvature proxy adds D floats, as in the default mode). The estimates
+are those of the default mode up to float rounding, except the spectrum
+columns, whose sketch is weighted by the preconditioner held when the step
+began, P_{t-1} (the rows are sketched while the micro-batches run, before the
+update sets P_t; zero before Adam's first update, so the step-1 spectrum is 0
+and its shares NaN); the traces, per-layer sums, B_simple, integrals and the
+tail index use P_t as in the default mode. Streaming needs ``.grad`` zero (or
+None) when a logging step begins.
 """
 
 from __future__ import annotations
@@ -58,6 +70,7 @@ from training.pne_formulas import (
     grad_sq_diag,
     layer_name,
     precond_diag_product,
+    precond_flat,
     precond_sq_flat,
     preconditioner,
 )
@@ -79,6 +92,8 @@ from training.pne_spectrum import (
     spectrum_summary,
     tail_sample,
 )
+from training.pne_stream import MicroStream
+from training.pne_streamed import StreamedEstimate
 
 __all__ = ["CURVATURES", "INTEGRATED", "NoiseLogger"]
 
@@ -86,7 +101,7 @@ CURVATURES = DIAGONAL_CURVATURES  # selectable denominators of P-NE*: all positi
 PROXY_COLUMNS = {"ggn": "trace_pgp_ggn", "true_fisher": "trace_pfp_true_fisher"}
 
 
-class NoiseLogger:
+class NoiseLogger(StreamedEstimate):
     """Online estimator of potential and effective P-NE and P-NE* for one training run.
 
     Parameters
@@ -114,7 +129,12 @@ class NoiseLogger:
     hill_max_samples : coordinates x micro-batches fed to the Hill estimator at most.
     seed : seed of the logger's own random numbers (sketch, probes); the global
         RNG is never touched, so logging does not change training.
+    streaming : reduce the micro-batch gradients as they arrive (three gradient-sized
+        buffers for any K, ``training.pne_stream``) instead of keeping K + 1 copies;
+        the spectrum is then that of P_{t-1} C P_{t-1} / B (see the module docstring).
     """
+
+    proxy_columns = PROXY_COLUMNS  # read by the streaming estimate too
 
     def __init__(
         self,
@@ -137,6 +157,7 @@ class NoiseLogger:
         hill_fraction: float = 0.01,
         hill_max_samples: int = 2**18,
         seed: int = 0,
+        streaming: bool = False,
     ):
         check_settings(optimizer, n_micro, micro_batch_size, world_size, log_interval, curvature)
         check_proxies(proxies, curvature_probes, b_simple_window, eps_rel, precond_interval)
@@ -173,6 +194,10 @@ class NoiseLogger:
         self.last_spectrum: torch.Tensor | None = None  # eigenvalues of P C P / B, descending
         self.step_traces: dict[str, float] = {}  # held diagonals under the last step's own P
         self._injected: torch.Tensor | None = None  # diag of this step's injected covariance
+        self.streaming = streaming
+        self._stream: MicroStream | None = None  # streamed micro-batch gradients (streaming)
+        if streaming:  # P^2 for the integral, allocated once: no logging step allocates it
+            self._precond_sq = torch.empty(sum(self.sizes), device=self.params[0].device)
 
     @property
     def sums(self) -> dict[str, float]:
@@ -199,12 +224,23 @@ class NoiseLogger:
     def begin_step(self, step: int, log: bool | None = None) -> None:
         """Start optimizer step ``step``; on a logging step, snapshot the .grad it starts from.
 
+        In streaming mode a logging step opens the micro-batch stream instead, with
+        the sketch weight P_{t-1}, the preconditioner held now.
+
         ``log`` forces (True) or skips (False) the estimate of this step; None
         applies ``is_log_step``. Under DDP the caller's no_sync decision must match.
         """
         self.step, self._seen = step, 0
         self.logging = self.is_log_step(step) if log is None else bool(log)
-        if self.logging:
+        self._stream = None  # a step abandoned before its update leaves nothing behind
+        if self.logging and self.streaming:
+            self._stream = MicroStream(
+                self.params, self.n_micro, self.sketch_width,
+                self.hill_max_samples // self.world_size,
+                lambda out: precond_flat(self.optimizer, self.params, out),
+                lambda: self._generator(0),
+            )  # fmt: skip
+        elif self.logging:
             n_coords = sum(self.sizes)
             device = self.params[0].device
             if self._cumulative is None:
@@ -221,6 +257,9 @@ class NoiseLogger:
                 f"times in step {self.step}"
             )
         self._seen += 1
+        if self.streaming:
+            self._stream.add()
+            return
         self._copy_grads(self._cumulative[self._seen])
 
     def after_update(
@@ -252,7 +291,9 @@ class NoiseLogger:
                 "restore the logger with load_state_dict when resuming"
             )
         precond_sq = None  # between refreshes of P: the latest traces again
-        if estimate is not None:
+        if estimate is not None and self.streaming:
+            precond_sq = torch.mul(self.last_precond, self.last_precond, out=self._precond_sq)
+        elif estimate is not None:
             precond_sq = self.last_precond**2
         elif self.step % self.precond_interval == 0:
             if self._precond_sq is None:
@@ -264,7 +305,7 @@ class NoiseLogger:
             return None
         record = self._record(estimate, lr, clip_coef)
         self.window_steps = self.window_clipped = 0
-        self.logging, self._cumulative = False, None
+        self.logging, self._cumulative, self._stream = False, None, None
         return record
 
     def divergence_record(self) -> dict:
@@ -345,6 +386,8 @@ class NoiseLogger:
 
     def _estimate(self, logits_closure) -> dict:
         """Traces (totals and per layer) and noise shape of this step; holds its diagonals."""
+        if self.streaming:
+            return self._estimate_streamed(logits_closure)
         check_one_lr(self.optimizer)
         micro = self._micro_means()
         precond_parts = preconditioner(self.optimizer, self.params)

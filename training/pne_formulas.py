@@ -189,3 +189,33 @@ def _precond_sq_(second: torch.Tensor, bias_correction: float, eps: float) -> to
     Written as bias_correction / (sqrt(v) + eps sqrt(bias_correction))^2: one pass fewer.
     """
     return second.sqrt_().add_(eps * math.sqrt(bias_correction)).pow_(-2).mul_(bias_correction)
+
+
+def precond_flat(
+    optimizer: torch.optim.Optimizer, params: list[torch.Tensor], out: torch.Tensor
+) -> torch.Tensor:
+    """P_t of ``params``, flattened in their order, written into ``out`` (D,): no temporary.
+
+    The same numbers as ``preconditioner`` (for Adam the same operations,
+    1 / (sqrt(v / (1 - beta2^t)) + eps), in place on a copy of v); 0 for a
+    parameter without optimizer state. Used by the streaming logger
+    (``NoiseLogger(streaming=True)``), which must not allocate a vector of the
+    gradient's size.
+    """
+    pieces = out.split([p.numel() for p in params])
+    if not isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW):
+        updated = {id(p) for g in optimizer.param_groups for p in g["params"]}
+        for piece, p in zip(pieces, params, strict=True):
+            piece.fill_(float(id(p) in updated))
+        return out
+    group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+    for piece, p in zip(pieces, params, strict=True):
+        state, group = optimizer.state.get(p, {}), group_of.get(id(p))
+        if group is None or "exp_avg_sq" not in state:
+            piece.zero_()
+            continue
+        second = state["max_exp_avg_sq"] if group.get("amsgrad", False) else state["exp_avg_sq"]
+        bias_correction = 1.0 - group["betas"][1] ** float(state["step"])
+        piece.copy_(second.reshape(-1)).div_(bias_correction).sqrt_()
+        piece.add_(group["eps"]).reciprocal_()
+    return out

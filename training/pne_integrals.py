@@ -75,12 +75,25 @@ class ExposureIntegral:
         self.latest_precond_sq: torch.Tensor | None = None  # the latest P^2 given to add_step
         self.injected_sum = 0.0  # int P-NE* of injected noise (training.noise_injection)
 
-    def hold(self, diagonals: dict[str, torch.Tensor], trace_cov: float, grad_sq: float) -> None:
-        """Replace the held diagonals (keys ``self.rows``) and the B_simple terms."""
+    def hold(
+        self,
+        diagonals: dict[str, torch.Tensor],
+        trace_cov: float,
+        grad_sq: float,
+        stacked: torch.Tensor | None = None,
+    ) -> None:
+        """Replace the held diagonals (keys ``self.rows``) and the B_simple terms.
+
+        ``stacked`` (2, D), when given, holds the cov and Fisher diagonals in that
+        order; with no diagonal proxy it is kept as it is (no copy).
+        """
         missing = [r for r in self.rows if r not in diagonals]
         if missing:
             raise RuntimeError(f"NoiseLogger: no estimate of {missing} at this logging step")
-        self.held = torch.stack([diagonals[r].float() for r in self.rows])
+        if stacked is not None and stacked.shape[0] == len(self.rows):
+            self.held = stacked
+        else:
+            self.held = torch.stack([diagonals[r].float() for r in self.rows])
         self.held_scalars = {"trace_cov": trace_cov, "grad_sq": grad_sq}
 
     def traces(self, precond_sq: torch.Tensor) -> dict[str, float]:

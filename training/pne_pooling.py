@@ -54,6 +54,28 @@ def pooled_moments(
     return mean, (second - n * mean**2).clamp_min(0.0) / (n - 1)
 
 
+def pool_moments_(
+    mean: torch.Tensor, m2: torch.Tensor, n_local: int, world_size: int, group=None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``pooled_moments`` in place, from streamed moments (``training.pne_stream``).
+
+    ``mean`` (D,) and ``m2`` (D,) hold this worker's mean mu_w of its n_local = K
+    micro-batch means and M2_w = sum_j (g_j - mu_w)^2. Two in-place all-reduces,
+    of K mu_w and of M2_w + K mu_w^2, give the pooled mean G_bar and
+    M2 = sum_w (M2_w + K mu_w^2) - n G_bar^2 (Chan, Golub & LeVeque 1983). Returns
+    (G_bar, M2 / (n - 1)) in the buffers of ``mean`` and ``m2``: no extra memory.
+    """
+    n = n_local * world_size
+    if world_size > 1:
+        m2.addcmul_(mean, mean, value=n_local)
+        mean.mul_(n_local)
+        dist.all_reduce(mean, group=group)
+        dist.all_reduce(m2, group=group)
+        mean.div_(n)
+        m2.addcmul_(mean, mean, value=-n).clamp_min_(0.0)
+    return mean, m2.div_(n - 1)
+
+
 def gather_pair(
     rows: torch.Tensor, values: torch.Tensor, world_size: int, group=None
 ) -> tuple[torch.Tensor, torch.Tensor]:

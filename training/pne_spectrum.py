@@ -56,7 +56,8 @@ def gram_spectrum(sketch: torch.Tensor) -> torch.Tensor:
     n x n Gram matrix X X^T (Halko et al. 2011, §5): with n micro-batches this is
     an n x n eigenproblem, whatever the number of parameters.
     """
-    gram = sketch.double() @ sketch.double().T  # (n, n)
+    rows = sketch.double()  # one float64 copy of the (n, width) rows
+    gram = rows @ rows.T  # (n, n)
     eigenvalues = torch.linalg.eigvalsh(gram).clamp_min(0.0)
     return eigenvalues.flip(0)
 
@@ -107,6 +108,22 @@ def tail_sample(
     rms = torch.repeat_interleave(per_tensor.sqrt().clamp_min(1e-30), lengths)
     stride = max(1, math.ceil(centred.numel() / max_samples))
     return centred[:, ::stride] / rms[::stride]
+
+
+def tail_scale(var: torch.Tensor, sizes: list[int], stride: int) -> torch.Tensor:
+    """The divisors of ``tail_sample`` at flat coordinates 0, s, 2s, ...: per-tensor RMS noise.
+
+    For a sample taken by stride s as the values arrive (``training.pne_stream``):
+    the root of each tensor's mean pooled variance ``var`` (D,), repeated for
+    the strided coordinates that fall in that tensor (tensors laid end to end in
+    pieces of ``sizes``). ``tail_sample`` divides by the same numbers.
+    """
+    per_tensor = torch.stack([v.mean() for v in var.split(sizes)]).sqrt().clamp_min(1e-30)
+    ends = [0, *torch.tensor(sizes).cumsum(0).tolist()]
+    counts = [
+        -(-hi // stride) - -(-lo // stride) for lo, hi in zip(ends[:-1], ends[1:], strict=True)
+    ]
+    return per_tensor.repeat_interleave(torch.tensor(counts, device=var.device))
 
 
 def hill_k(n_samples: int, fraction: float, min_k: int = 10) -> int:

@@ -293,6 +293,7 @@ def train_run(
         curvature=train_cfg.get("curvature", "fisher"),
         proxies=logged_proxies(train_cfg, spec.arm),
         curvature_probes=int(train_cfg.get("curvature_probes", 1)),
+        streaming=bool(train_cfg.get("pne_streaming", False)),
     )
     arm = NoiseArm(spec, model, optimizer, logger, n_micro, micro, world, reference_trace)
     train, val = corpus["train"], corpus["val"]
