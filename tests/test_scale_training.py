@@ -151,3 +151,26 @@ def test_activation_checkpointing_computes_the_same_trace(smoke):
     cfg = {**cfg, "train": {**cfg["train"], "activation_checkpointing": True}}
     _, recomputed = train_run(spec, cfg, corpus, show_progress=False)
     pd.testing.assert_frame_equal(plain.trace, recomputed.trace, rtol=1e-6)
+
+
+def test_capped_forward_passes_compute_the_micro_batch_gradient(smoke):
+    """train.micro_batch_max below the micro-batch size m: each micro-batch runs in
+    ceil(m / cap) forward/backward passes (here three, the last one shorter when cap
+    does not divide m), and the losses, gradients and P-NE estimates are those of one
+    pass per micro-batch."""
+    cfg, corpus, spec = short_run(smoke, steps=8)
+    spec = replace(spec, global_batch=spec.global_batch * 5)  # m = 5 x the smoke's
+    _, whole = train_run(spec, cfg, corpus, show_progress=False)
+    m = spec.global_batch // int(cfg["train"]["n_micro"])
+    cfg = {**cfg, "train": {**cfg["train"], "micro_batch_max": max(1, (m + 2) // 3)}}
+    _, capped = train_run(spec, cfg, corpus, show_progress=False)
+    columns = ["train_loss", "grad_norm", "val_loss", "int_pne_star"]
+    pd.testing.assert_frame_equal(whole.trace[columns], capped.trace[columns], rtol=1e-5)
+    # Before Adam's first update P = 1 / (sqrt(1 - beta2) |g_1| + eps) amplifies the
+    # rounding of near-zero gradient coordinates (0.3 % in the step-1 traces here; the
+    # ratio P-NE* above is unaffected); from the third step on the traces agree closely.
+    later = whole.trace["step"] > 2
+    traces = ["trace_pcp", "trace_pfp_fisher"]
+    pd.testing.assert_frame_equal(
+        whole.trace.loc[later, traces], capped.trace.loc[later, traces], rtol=1e-5
+    )

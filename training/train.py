@@ -172,6 +172,18 @@ def logged_proxies(train_cfg: dict, arm: str) -> tuple[str, ...]:
     return tuple(train_cfg.get("curvature_proxies", ()))
 
 
+def forward_chunk(train_cfg: dict, micro: int) -> int:
+    """Sequences per forward/backward pass: the micro-batch size m, or fewer when
+    ``train.micro_batch_max`` caps it (memory of large batches at the paper scale).
+
+    A capped micro-batch runs in ceil(m / cap) passes whose gradients accumulate, each
+    loss weighted by its share of the m sequences: the micro-batch gradient, hence the
+    K micro-batch means the P-NE logger sees, are those of one pass (up to rounding).
+    """
+    cap = train_cfg.get("micro_batch_max")
+    return micro if cap is None else max(1, min(int(cap), micro))
+
+
 @torch.no_grad()
 def validation_loss(model: torch.nn.Module, val: torch.Tensor, chunk: int = 128) -> float:
     """Mean next-token loss (nats/token) over the whole validation split."""
@@ -261,6 +273,7 @@ def train_run(
             f"n_micro * world_size = {n_micro} * {world}"
         )
     micro = spec.global_batch // (n_micro * world)
+    chunk = forward_chunk(train_cfg, micro)
     block = int(model_cfg["block_size"])
     tokens_per_step = spec.global_batch * block
     max_steps = max(1, spec.token_cap // tokens_per_step)
@@ -338,16 +351,23 @@ def train_run(
         local = batch[rank * micro * n_micro : (rank + 1) * micro * n_micro]
         train_loss = torch.zeros((), device=device)  # summed on the device: no sync per micro
         for j in range(n_micro):
-            seq = family.batch(train, local[j * micro : (j + 1) * micro]).to(device)
-            sync = world > 1 and not log_step and j == n_micro - 1
-            no_sync = net.no_sync() if world > 1 and not sync else contextlib.nullcontext()
-            with no_sync:
-                with autocast:
-                    loss = family.loss(forward, seq) / n_micro
-                loss.backward()
+            members = local[j * micro : (j + 1) * micro]
+            for c in range(0, micro, chunk):  # one pass unless train.micro_batch_max < m
+                seq = family.batch(train, members[c : c + chunk]).to(device)
+                last = j == n_micro - 1 and c + chunk >= micro
+                sync = world > 1 and not log_step and last
+                no_sync = net.no_sync() if world > 1 and not sync else contextlib.nullcontext()
+                with no_sync:
+                    with autocast:
+                        loss = family.loss(forward, seq)
+                        # the micro-batch's mean loss / K, from chunks weighted by their size
+                        loss = (
+                            loss / n_micro if chunk >= micro else loss * len(seq) / micro / n_micro
+                        )
+                    loss.backward()
+                train_loss += loss.detach()
             logger.after_micro_backward()
             arm.after_micro_backward()
-            train_loss += loss.detach()
         if world > 1 and log_step:
             _all_reduce_mean_grads(model, world)
         if world > 1:
@@ -377,7 +397,7 @@ def train_run(
         arm.after_optimizer_step(lr)
         closure = None
         if log_step and logger.needs_logits:
-            # Curvature at the updated parameters, on this step's last micro-batch.
+            # Curvature at the updated parameters, on the step's last forward pass's sequences.
             def closure(seq=seq):
                 return model(seq[:, :-1]), seq[:, 1:]
 
