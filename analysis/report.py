@@ -181,14 +181,19 @@ def equivalence_table(runs: pd.DataFrame, plan: dict, margin_loss: float) -> pd.
 def loss_matching_table(included: pd.DataFrame, plan: dict, design: dict) -> pd.DataFrame:
     """Table T4: each condition's final loss against target +- tolerance (one-sample TOST)."""
     control = plan.get("controls", {}).get("loss_matching", {})
-    margin = resolve_margin(control.get("margin", "target_tolerance"), design)
     alpha = float(control.get("alpha", 0.05))
     dv = control.get("outcome", "final_val_loss")
     if included.empty:
         return pd.DataFrame(columns=["condition", "arm", "n_runs", "p"])
     parts = []
     for arm, sub in included.groupby("arm", sort=False):  # a condition may recur in two arms
-        part = tost_against_target(sub, dv, float(design["target_val_loss"]), margin, alpha=alpha)
+        # an arm whose scale block registers its own target (the regression family's
+        # squared error) is held to that target and tolerance, as its runs were trained
+        block = design.get("arms", {}).get(arm)
+        own = design | block if isinstance(block, dict) else design
+        arm_margin = resolve_margin(control.get("margin", "target_tolerance"), own)
+        target = float(own["target_val_loss"])
+        part = tost_against_target(sub, dv, target, arm_margin, alpha=alpha)
         part.insert(1, "arm", arm)
         parts.append(part)
     return pd.concat(parts, ignore_index=True)

@@ -2,7 +2,8 @@
 
 One panel per P-NE* budget level: ICL AUC of each included run (one point per
 seed) by the phase its budget was placed in (early, mid, late), the runs of a
-seed joined by thin lines, phase means with 95% t intervals beside them; the
+seed joined by thin lines, phase means with 95% t intervals beside them, and the
+mean of the arm's runs without an added budget (its references) as a dashed level; the
 registered late - early contrast from T1 (estimate, CI, one-sided p, Holm p) in
 the title.
 """
@@ -34,6 +35,13 @@ def plot_fig2(
         missing = "" if data.empty else f"; runs lack columns {budget!r}/{phase!r}"
         no_runs_panel(ax, arms, f"Figure 2: {dv} by phase of the P-NE* budget{missing}")
         return save_figure(fig, out_dir, "fig2_phase")
+    # the arm's reference runs (no added budget, no phase): a level, not a panel
+    placed = data[budget].notna() & data[phase].fillna("").astype(str).ne("")
+    reference, data = data[~placed], data[placed]
+    if data.empty:
+        fig, ax = plt.subplots(figsize=(6.2, 3.6))
+        no_runs_panel(ax, arms, f"Figure 2: {dv} by phase of the P-NE* budget (no placed budget)")
+        return save_figure(fig, out_dir, "fig2_phase")
     budgets = sorted(data[budget].unique())
     phases = [p for p in PHASE_ORDER if p in set(data[phase])] + sorted(
         set(data[phase]) - set(PHASE_ORDER)
@@ -61,10 +69,15 @@ def plot_fig2(
             lw=1.5,
             label="mean ± 95% CI",
         )
+        if len(reference):
+            ax.axhline(
+                reference[dv].mean(), color="0.5", ls="--", lw=1, zorder=0,
+                label=f"no added budget (mean of {len(reference)} runs)",
+            )  # fmt: skip
         ax.set_xticks(range(len(phases)), phases)
         ax.set_xlim(-0.4, len(phases) - 0.4)
         ax.set_xlabel("phase of the added P-NE* budget")
-        ax.set_title(f"added P-NE* budget level {level:g}  ({sub[block].nunique()} {block}s)")
+        ax.set_title(f"budget {level:g}x  ({sub[block].nunique()} {block}s)", fontsize=10)
     first = np.atleast_1d(axes)[0]
     first.set_ylabel("ICL AUC  (0-1)")
     first.legend(frameon=False, loc="best")
@@ -77,13 +90,13 @@ def plot_fig2(
         )
     else:
         note = "late - early contrast: " + (row["decision"].iloc[0] if len(row) else "not in T1")
-    n_excluded = int(runs["arm"].isin(arms).sum() - len(data))
+    n_excluded = int((runs["arm"].isin(arms) & runs["excluded"].astype(bool)).sum())
     if n_excluded:
         note += f"\n{n_excluded} excluded run(s) not shown"
     fig.suptitle(
         f"H2: phase sensitivity at equal total P-NE*\n{note}",
         x=0.02,
-        y=1.04,
+        y=1.04 + 0.04 * note.count("\n"),
         ha="left",
         fontsize=10,
     )

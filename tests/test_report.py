@@ -258,3 +258,25 @@ def test_arm_with_only_excluded_runs_says_so(plan, tmp_path):
         f"not run (all {n} runs of arm phase_schedule excluded: missed_target x{n})"
     )
     assert np.isnan(t1.loc["H2", "p"]) and np.isnan(t1.loc["H2", "p_holm"])
+
+
+def test_loss_matching_holds_each_arm_to_its_own_registered_target():
+    """T4: an arm whose scale block registers its own target (the regression family's
+    squared error) is tested against that target, every other arm against the scale's."""
+    from analysis.report import loss_matching_table
+
+    rng = np.random.default_rng(0)
+    runs = pd.DataFrame(
+        {"arm": ["batch_sweep"] * 6 + ["regression_sweep"] * 6,
+         "condition": ["bs8_fixed"] * 6 + ["reg_bs8_fixed"] * 6,
+         "final_val_loss": np.r_[2.49 + rng.normal(0, 0.003, 6), 0.92 + rng.normal(0, 0.003, 6)]}
+    )  # fmt: skip
+    plan = {"controls": {"loss_matching": {"margin": "target_tolerance", "alpha": 0.05}}}
+    design = {"target_val_loss": 2.5, "target_tolerance": 0.05,
+              "arms": {"batch_sweep": {"global_batch": [8, 64]},
+                       "regression_sweep": {"target_val_loss": 0.93}}}  # fmt: skip
+    t4 = loss_matching_table(runs, plan, design).set_index("arm")
+    assert t4.at["batch_sweep", "target"] == 2.5
+    assert t4.at["regression_sweep", "target"] == 0.93
+    assert t4.at["regression_sweep", "estimate"] == pytest.approx(-0.01, abs=0.005)
+    assert (t4["p"] < 0.05).all()  # both within +-0.05 of their own target
