@@ -38,3 +38,16 @@ def smoke():
     corpus = build_corpus(cfg["data"], cfg["model"]["block_size"])
     spec = expand_design(load_plan(REPO / cfg["plan"]), "smoke")[0]
     return cfg, corpus, spec
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of small-tensor tests (no OpenMP contention on a
+    2-core machine); the thread count before it is restored afterwards. A module asks
+    for it with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -26,13 +26,7 @@ from training.model import GPT, GPTConfig
 LABELS = np.array([10, 11, 12])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP contention on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def label_frequency(demos: torch.Tensor, query: int) -> np.ndarray:

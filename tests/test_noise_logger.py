@@ -33,12 +33,7 @@ MICRO, N_MICRO, STEPS, WARMUP = 16, 16, 260, 60
 TOLERANCE = 0.03
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def make_problem():

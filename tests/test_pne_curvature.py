@@ -24,12 +24,7 @@ from training.pne_curvature import logit_curvature
 N, D_IN, HIDDEN, CLASSES, REPEATS = 48, 4, 6, 3, 400
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def setup() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -47,13 +47,7 @@ MICRO, N_MICRO_TOTAL, STEPS, WARMUP = 16, 16, 600, 500
 MAX_NORM, TOLERANCE = 0.5, 0.03
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP contention on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def make_data() -> tuple[torch.Tensor, torch.Tensor]:

@@ -29,12 +29,7 @@ MICRO, N_MICRO, STEPS, WINDOW = 4, 8, 800, 16
 TOLERANCE = 0.05
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

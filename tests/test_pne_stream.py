@@ -37,13 +37,7 @@ VOCAB, BLOCK, MICRO, N_MICRO, STEPS, LOG_INTERVAL = 32, 16, 2, 4, 7, 3
 SPECTRUM = ("spectrum_top", "spectrum_top_share", "eff_rank")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one thread avoids OpenMP contention on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def train_gpt(streaming: bool) -> tuple[list[dict], list[float]]:

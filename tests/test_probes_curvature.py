@@ -10,14 +10,7 @@ import torch
 
 from training.probes_curvature import fisher_trace, hessian_top_eigenvalue, sam_sharpness
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP contention on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 F64 = torch.float64  # exact closed forms: double precision throughout

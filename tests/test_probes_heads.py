@@ -25,13 +25,7 @@ from training.probes_heads import (
 L = 5  # segment length of the hand-built repeated sequences
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP contention on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def random_model(rope: bool, smeared_keys: bool, seed: int = 0) -> GPT:
