@@ -3,7 +3,6 @@
 # tasks from one evaluation process (evaluate.smk).
 rule score:
     input:
-        corpus=CORPUS,
         checkpoint=f"{TRACES}/{{condition}}/seed{{seed}}/checkpoint.pt",
     output:
         f"{TRACES}/{{condition}}/seed{{seed}}/scores.parquet",
@@ -17,7 +16,6 @@ rule score:
     resources:
         **get_resources("score"),
     params:
-        evaluate=config["evaluate"],
         run_id=lambda w: f"{w.condition}_s{w.seed}",
     conda:
         ENV

@@ -19,7 +19,8 @@ sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
 torch.set_num_threads(snakemake.threads)  # noqa: F821
 run_id = snakemake.params.run_id  # noqa: F821
 corpus = load_corpus(snakemake.input.corpus)  # noqa: F821
-synthetic = load_corpus(snakemake.input.synthetic)  # noqa: F821
+same = snakemake.input.synthetic == snakemake.input.corpus  # noqa: F821
+synthetic = corpus if same else load_corpus(snakemake.input.synthetic)  # noqa: F821
 model, tokenizer = load_checkpoint(snakemake.input.checkpoint, snakemake.input.synthetic)  # noqa: F821
 if snakemake.config.get("device") == "cuda":  # noqa: F821
     model = model.cuda()
