@@ -22,7 +22,7 @@ fp32 matrix product timed on the same threads, and the MFU is relative to it.
 Usage::
 
     .venv/bin/python bench/throughput.py [--config config/config.yaml]
-        [--n-layer 4 --n-embd 128 --n-head 4] [--batch 16] [--rounds 10] [--steps 5]
+        [--n-layer 4 --n-embd 128 --n-head 4] [--batch 16] [--rounds 30] [--steps 5]
         [--dtype float32|bfloat16]
 
 Needs ``transformers`` (``requirements-bench.txt``; ``make bench-throughput``
@@ -160,7 +160,7 @@ def main() -> None:
     parser.add_argument("--block-size", type=int)
     parser.add_argument("--batch", type=int, default=16, help="sequences per step")
     parser.add_argument("--steps", type=int, default=5, help="steps per arm and round")
-    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds")
+    parser.add_argument("--rounds", type=int, default=30, help="interleaved rounds")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"))
     args = parser.parse_args()
     cfg = yaml.safe_load(args.config.read_text())
@@ -204,13 +204,20 @@ def main() -> None:
             f"MFU {flops * rate / peak:6.1%}"
         )
 
-    def ratio(a: Arm, b: Arm) -> float:
-        return statistics.median(x / y for x, y in zip(a.round_rates, b.round_rates, strict=True))
+    def ratio(a: Arm, b: Arm) -> tuple[float, str]:
+        """Median of the per-round ratios a / b, and their quartiles (the round-to-round spread)."""
+        per_round = [x / y for x, y in zip(a.round_rates, b.round_rates, strict=True)]
+        if len(per_round) < 2:
+            return per_round[0], "one round"
+        low, _, high = statistics.quantiles(per_round, n=4)
+        return statistics.median(per_round), f"rounds' quartiles {low:.3f}-{high:.3f}"
 
     ours, plain, theirs = arms
-    print(f"options_cost_ratio={ratio(ours, plain):.3f} (RoPE + smeared keys on / off)")
-    print(f"plain_ratio={ratio(plain, theirs):.3f} (ours with the options off / GPT-2)")
-    print(f"throughput_ratio={ratio(ours, theirs):.3f}")
+    value, spread = ratio(ours, plain)
+    print(f"options_cost_ratio={value:.3f} (RoPE + smeared keys on / off; {spread})")
+    value, spread = ratio(plain, theirs)
+    print(f"plain_ratio={value:.3f} (ours with the options off / GPT-2; {spread})")
+    print(f"throughput_ratio={ratio(ours, theirs)[0]:.3f}")
 
 
 if __name__ == "__main__":

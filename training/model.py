@@ -45,10 +45,16 @@ def apply_rope(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
     """Rotate each (even, odd) channel pair of ``x`` (B, T, n_head, head_dim) by its angle.
 
     The pair (x1, x2) read as x1 + i x2 times e^{i t theta} is (x1 cos - x2 sin) +
-    i (x1 sin + x2 cos): one complex product per pair, in fp32.
+    i (x1 sin + x2 cos): one complex product per pair, in fp32 (other dtypes round-trip).
+    Written with as few operations as the product allows: at the CPU scale each operation's
+    fixed cost, forward and backward, outweighs its arithmetic (bench/throughput.py).
     """
-    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))  # (B, T, n_head, d/2)
-    return torch.view_as_real(pairs * rotation[: x.shape[1]]).flatten(-2).type_as(x)
+    if x.dtype != torch.float32:
+        return apply_rope(x.float(), rotation).to(x.dtype)
+    if rotation.shape[0] != x.shape[1]:
+        rotation = rotation[: x.shape[1]]
+    pairs = torch.view_as_complex(x.unflatten(-1, (-1, 2)))  # (B, T, n_head, d/2)
+    return torch.view_as_real(pairs * rotation).flatten(-2)
 
 
 def smear_keys(k: torch.Tensor, smear: torch.Tensor) -> torch.Tensor:
@@ -56,10 +62,10 @@ def smear_keys(k: torch.Tensor, smear: torch.Tensor) -> torch.Tensor:
 
     ``k`` (B, T, n_head, head_dim); ``smear`` (n_head, 1, 1) logits.
     """
-    # (B, T, n_head, head_dim), zero at t = 0; cat, not pad: no pass filling the whole output
+    # (B, T, n_head, head_dim), zero at t = 0; cat, not pad: pad fills its whole output first
     k_prev = torch.cat([k.new_zeros(k.shape[0], 1, *k.shape[2:]), k[:, :-1]], dim=1)
     mix = torch.sigmoid(smear).view(-1, 1).expand(-1, k.shape[-1]).contiguous()  # (n_head, d)
-    return torch.lerp(k_prev, k, mix)
+    return torch.lerp(k_prev, k, mix.to(k.dtype))  # bf16 keys under autocast: a bf16 weight
 
 
 class CausalSelfAttention(nn.Module):
@@ -76,7 +82,10 @@ class CausalSelfAttention(nn.Module):
         if cfg.rope:
             head_dim = cfg.n_embd // cfg.n_head
             rotation = rope_tables(cfg.block_size, cfg.n_head, head_dim, cfg.rope_base)
-            self.register_buffer("rope_rotation", rotation, persistent=False)  # (T, n_head, d/2)
+            # Held as real (cos, sin) pairs: Module.to(dtype) would cast a complex buffer to a
+            # real dtype by dropping its imaginary part, silently turning RoPE into a scaling.
+            rotation = torch.view_as_real(rotation)  # (T, n_head, d/2, 2)
+            self.register_buffer("rope_rotation", rotation, persistent=False)
         # One learned mixing logit per head; sigmoid(0) = 1/2 of each key at initialization.
         self.smear = nn.Parameter(torch.zeros(cfg.n_head, 1, 1)) if cfg.smeared_keys else None
 
@@ -93,7 +102,8 @@ class CausalSelfAttention(nn.Module):
         if self.rope:
             # Why: q.k then depends only on the offset between positions (Su et al. 2021), so a
             # previous-token head, the first half of an induction circuit, is one fixed rotation.
-            q, k = apply_rope(q, self.rope_rotation), apply_rope(k, self.rope_rotation)
+            rotation = torch.view_as_complex(self.rope_rotation.float())  # (T, n_head, d/2)
+            q, k = apply_rope(q, rotation), apply_rope(k, rotation)
         return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
