@@ -5,7 +5,8 @@ first, the exploratory forms' after it) with its paired difference in ICL AUC,
 reference - injected, and 90% CI (1 - 2 alpha, the TOST interval) against the
 registered band +-delta. Right: each condition's
 final validation loss minus the target, with its 90% CI, against +-tolerance (the
-loss-matching control, T4). An interval inside the band is equivalence at alpha.
+loss-matching control, T4). An interval inside the band is equivalence at alpha; a
+condition with a single run has no interval and is drawn grey, untested.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ def _intervals(ax, labels, est, low, high, margin, ok, xlabel: str, title: str) 
     reach = np.nanmax(np.abs(np.r_[np.asarray(low, float), np.asarray(high, float), margin]))
     ax.set_xlim(-1.15 * reach, 1.15 * reach)
     ax.axvline(0, color="0.5", lw=0.8)
-    colors = ["C2" if k else "C3" for k in ok]
+    # A condition with one run has no interval: grey, not the red of a failed test.
+    has_ci = np.isfinite(np.asarray(low, float)) & np.isfinite(np.asarray(high, float))
+    colors = ["0.55" if not c else "C2" if k else "C3" for k, c in zip(ok, has_ci, strict=True)]
     for yi, e, lo, hi, c in zip(y, est, low, high, colors, strict=True):
-        if np.isfinite(lo):
+        if np.isfinite(lo) and np.isfinite(hi):
             ax.plot([lo, hi], [yi, yi], color=c, lw=2.2, solid_capstyle="butt")
         ax.plot(e, yi, "o", color=c, ms=4)
     ax.set_yticks(y, labels)
@@ -34,6 +37,8 @@ def _intervals(ax, labels, est, low, high, margin, ok, xlabel: str, title: str) 
     ax.set_title(f"{title}\nband ±{margin:g}", loc="left")
     ax.plot([], [], color="C2", lw=2.2, label="90% CI inside band (equivalent)")
     ax.plot([], [], color="C3", lw=2.2, label="90% CI not inside band")
+    if not has_ci.all():
+        ax.plot([], [], "o", color="0.55", ms=4, label="one run: no interval, not tested")
     ax.set_ylim(-0.7, len(labels) - 0.3)
 
 

@@ -213,6 +213,30 @@ def test_figures_draw_the_simulated_arms(plan, runs, tmp_path, monkeypatch):
         assert not mine & set().union(*(m for a, m in markers.items() if a != arm)), arm
 
 
+def test_fig3_draws_a_single_run_condition_grey_not_as_a_failed_test(tmp_path, monkeypatch):
+    """One run gives no interval: its point is grey and the legend says so, not the red
+    of an interval outside the band."""
+    t3 = pd.DataFrame(
+        {"outcome": ["icl_auc"], "estimate": [0.01], "ci_low": [-0.005], "ci_high": [0.015],
+         "margin": [0.02], "equivalent": [True], "noise_form": ["gaussian"],
+         "label": ["confirmatory"], "condition_a": ["bs8_fixed"],
+         "condition_b": ["inj_gaussian_bs64"], "n_pairs": [3], "method": ["paired TOST"]}
+    )  # fmt: skip
+    t4 = pd.DataFrame(
+        {"condition": ["bs8_fixed", "freeze_bs64", "sgld_bs64"], "arm": ["batch_sweep",
+         "precond_freeze", "sgld"], "estimate": [0.01, 0.02, 0.3], "ci_low": [-0.01, np.nan, 0.2],
+         "ci_high": [0.03, np.nan, 0.4], "margin": [0.05] * 3, "equivalent": [True, False, False]}
+    )  # fmt: skip
+    figs = _capture(monkeypatch, fig3)
+    fig3.plot_fig3(t3, t4, {"outcome": "icl_auc", "arms": []}, tmp_path)
+    right = figs[0].axes[1]
+    points = {float(line.get_xdata()[0]): line.get_color() for line in right.lines
+              if len(line.get_xdata()) == 1}  # fmt: skip
+    assert points[0.02] == "0.55"  # the single run
+    assert points[0.3] == "C3" and points[0.01] == "C2"
+    assert "one run: no interval, not tested" in right.get_legend_handles_labels()[1]
+
+
 def test_audit_design_check_accepts_the_arms_and_names_a_changed_noise_option(
     plan, specs, runs, tmp_path, monkeypatch
 ):
