@@ -1,14 +1,24 @@
-"""The compute estimate equals a count by hand for the smoke config (and names a missing rate)."""
+"""The compute estimate equals a count by hand for the smoke config (and names a missing
+rate), and its job counts are the jobs a cluster dry run submits."""
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from preregistration.design import expand_design
+from preregistration.design import arm_family, expand_design
 from preregistration.plan import load_plan
-from training.compute_estimate import load_config, model_params, report, run_costs
+from training.compute_estimate import (
+    load_config,
+    model_params,
+    report,
+    run_costs,
+    submitted_jobs,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,7 +59,43 @@ def test_estimate_matches_a_hand_count_for_the_smoke_config(monkeypatch):
     assert f"N={n_params:,} parameters" in text
     assert f"training FLOPs, all runs (upper bound): {n * 59_904 * per_token:.4e}" in text
     assert f"GPU-hours: {n * 59_904 / 5000 / 3600:,.4g} " in text
-    assert f"jobs submitted: {n} train + {n} score + 1 data = {2 * n + 1}" in text
+    n_all = len(expand_design(plan, "smoke"))
+    assert (
+        f"jobs submitted: {n_all} train + {n} evaluate + {n_all - n} score + 1 data = "
+        f"{2 * n_all + 1} " in text
+    )
+
+
+def _rule_blocks() -> dict[str, str]:
+    """Each rule of the workflow with its text, from workflow/rules/*.smk and the Snakefile."""
+    blocks: dict[str, str] = {}
+    for path in [REPO / "Snakefile", *sorted((REPO / "workflow/rules").glob("*.smk"))]:
+        for chunk in re.split(r"^rule ", path.read_text(), flags=re.M)[1:]:
+            name, _, body = chunk.partition(":")
+            blocks[name.strip()] = body
+    return blocks
+
+
+def test_estimated_jobs_are_the_ones_the_cluster_dry_run_submits(tmp_path):
+    """The job counts printed for config/gpu.yaml equal the dry-run's jobs of every rule
+    that is not a local rule (the DAG Snakemake would submit with --profile cluster)."""
+    snakemake = str(Path(sys.executable).with_name("snakemake"))
+    args = ["-n", "--configfile", "config/gpu.yaml", "--config", f"results={tmp_path}"]
+    proc = subprocess.run([snakemake, *args], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    stats = proc.stdout[proc.stdout.index("Job stats:") :]
+    counts = {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, flags=re.M)}
+    blocks = _rule_blocks()
+    submitted = {
+        rule: n for rule, n in counts.items()
+        if rule not in ("all", "total") and "localrule: True" not in blocks[rule]
+    }  # fmt: skip
+    config = load_config(REPO / "config/gpu.yaml", None)
+    plan = load_plan(REPO / config["plan"])
+    registered = expand_design(plan, config["scale"])
+    language = [s for s in registered if arm_family(plan, s.arm) == "language"]
+    expected = submitted_jobs(config, len(registered), len(language))
+    assert submitted == {rule: n for rule, n in expected.items() if n}
 
 
 def test_gpu_estimate_uses_the_tabled_peak_and_names_a_missing_rate(monkeypatch):

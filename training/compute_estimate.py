@@ -86,6 +86,20 @@ def flops_per_gpu(config: dict, tokens_per_second: float | None, per_token: floa
     return float(table["peak_flops"][gpu]) * float(table["mfu"])
 
 
+def submitted_jobs(config: dict, n_runs: int, n_language: int) -> dict[str, int]:
+    """The design's cluster jobs by rule (the workflow's rules without ``localrule``): a
+    train job per run, an evaluate job per language-model run, a score job per run of
+    another task family, the synthetic corpus, and the text shards when the config names
+    a text corpus."""
+    return {
+        "train": n_runs,
+        "evaluate": n_language,
+        "score": n_runs - n_language,
+        "corpus": 1,
+        "text_shards": 1 if config.get("text") else 0,
+    }
+
+
 def report(config: dict, tokens_per_second: float | None = None) -> str:
     """The printed estimate: model, per-run and total FLOPs, GPU-hours and job counts."""
     plan = load_plan(config["plan"])
@@ -113,13 +127,17 @@ def report(config: dict, tokens_per_second: float | None = None) -> str:
         + ("" if tokens_per_second is not None else " (peak x MFU from the config)"),
         f"GPU-hours: {gpu_hours:,.4g} ({resources.get('gpu_model', 'GPU')}), "
         f"{gpus} GPUs per run: {gpu_hours / gpus / len(specs):,.4g} h wall per run at most",
-        f"jobs submitted: {len(specs)} train + {len(specs)} score + 1 data = {2 * len(specs) + 1}"
-        " (statistics, figures, audit and report run locally)",
     ]
+    jobs = submitted_jobs(config, len(registered), len(specs))
+    lines.append(
+        f"jobs submitted: {jobs['train']} train + {jobs['evaluate']} evaluate + "
+        f"{jobs['score']} score + {jobs['corpus'] + jobs['text_shards']} data = "
+        f"{sum(jobs.values())} (lm-eval data, statistics, figures, audit and report run locally)"
+    )
     if len(registered) > len(specs):
         lines.append(
-            f"not counted: {len(registered) - len(specs)} runs of another task family "
-            "(regression_sweep), with their own smaller model and token cap"
+            f"not in the FLOPs and GPU-hours: {len(registered) - len(specs)} runs of another "
+            "task family (regression_sweep), with their own smaller model and token cap"
         )
     return "\n".join(lines)
 
