@@ -359,11 +359,9 @@ def train_run(
                 no_sync = net.no_sync() if world > 1 and not sync else contextlib.nullcontext()
                 with no_sync:
                     with autocast:
-                        loss = family.loss(forward, seq)
-                        # the micro-batch's mean loss / K, from chunks weighted by their size
-                        loss = (
-                            loss / n_micro if chunk >= micro else loss * len(seq) / micro / n_micro
-                        )
+                        # the micro-batch's mean loss / K, each pass weighted by its share of
+                        # the m sequences (a factor of exactly 1.0 in a single pass)
+                        loss = family.loss(forward, seq) * (len(seq) / micro) / n_micro
                     loss.backward()
                 train_loss += loss.detach()
             logger.after_micro_backward()
