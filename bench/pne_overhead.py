@@ -11,7 +11,7 @@ ordinary step is read from PyTorch's memory profiler (CUDA: the allocator's peak
 
 The logger's own peak extra memory on a logging step is printed in gradient
 copies (bytes / 4 D), for both modes and K = 8 and 32 (``--memory-k``): the live
-bytes of the tensors the logger's calls allocate (``training.pne_memory.LiveBytes``),
+bytes of the tensors the logger's calls allocate (``gradnoise.estimation.memory.LiveBytes``),
 at their peak during a logging step, minus those held before it (the held
 diagonals, P and P^2 of the previous estimate). Two numbers: the buffers of at
 least half the gradient's size ("gradient-sized"), and all extra bytes less the
@@ -48,12 +48,12 @@ import numpy as np
 import torch
 import yaml
 
+from gradnoise.estimation.curvature import PROXIES, logit_curvature
+from gradnoise.estimation.formulas import preconditioner
+from gradnoise.estimation.logger import NoiseLogger
+from gradnoise.estimation.memory import LiveBytes
 from training.data import vocab_from_config
 from training.model import GPT, GPTConfig, lm_loss
-from training.pne import NoiseLogger
-from training.pne_curvature import PROXIES, logit_curvature
-from training.pne_formulas import preconditioner
-from training.pne_memory import LiveBytes
 
 
 class Arm:

@@ -118,7 +118,7 @@ STEPS = (
     _c("int_pne_eff", "float", "-", "integrated effective P-NE (each step's own c_s^2)"),
     _c("int_pne_star_eff", "float", "-", "integrated effective P-NE*"),
     _c("int_pne_eta2", "float", "-", "integrated eta-squared variant"),
-    # added by the estimator (training/pne.py): diagnostics of the same logging step.
+    # added by the estimator (gradnoise.estimation.logger): diagnostics of the same logging step.
     _c("trace_cov", "float", "-", "Tr(C_t), trace of the per-example gradient covariance"),
     _c(
         "grad_sq",
@@ -479,7 +479,7 @@ EVALUATION = (
     _c("method", "str", "-", "the model fitted (analysis.h1_monotonicity.mixed_slope)"),
 )
 
-# Per-layer breakdown of a logged step (added by the estimator, training/pne.py: the
+# Per-layer breakdown of a logged step (added by the estimator, gradnoise.estimation.logger: the
 # ``layers`` entry of NoiseLogger's record). A layer is a module (parameter name without
 # its last component); trace_pcp, pne, pne_star and pne_eff sum over layers to the step's
 # totals in the steps table.

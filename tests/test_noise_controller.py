@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from training.nap import NAPNoise, OjaSketch
-from training.noise_controller import (
+from gradnoise.control.controller import (
     BudgetWindow,
     ExposureController,
     ReferenceTrajectory,
     tracking_error,
 )
+from gradnoise.injection.nap import NAPNoise, OjaSketch
 
 STEPS = 300
 

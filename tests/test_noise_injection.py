@@ -1,5 +1,5 @@
 """Injected noise has the registered covariance; Student-t its second moment; SGLD 2 eta T;
-the freeze stops v (training/noise_injection.py, training/precond_freeze.py)."""
+the freeze stops v (gradnoise.injection: gradient_noise, freeze)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from training.noise_injection import GradientNoise, SGLDNoise, sgld_equivalent_diag
-from training.precond_freeze import PreconditionerFreeze
+from gradnoise.injection.freeze import PreconditionerFreeze
+from gradnoise.injection.gradient_noise import GradientNoise, SGLDNoise, sgld_equivalent_diag
 
 DRAWS = 4000
 

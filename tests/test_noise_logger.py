@@ -25,8 +25,8 @@ import pytest
 import torch
 from torch.func import functional_call, grad, vmap
 
-from training.noise_injection import GradientNoise
-from training.pne import NoiseLogger
+from gradnoise.estimation.logger import NoiseLogger
+from gradnoise.injection.gradient_noise import GradientNoise
 
 N_EXAMPLES, D_IN, HIDDEN, CLASSES = 4096, 6, 12, 5
 MICRO, N_MICRO, STEPS, WARMUP = 16, 16, 260, 60

@@ -18,8 +18,8 @@ import pytest
 import torch
 from torch.func import functional_call, hessian, jacrev
 
-from training.pne import NoiseLogger
-from training.pne_curvature import logit_curvature
+from gradnoise.estimation.curvature import logit_curvature
+from gradnoise.estimation.logger import NoiseLogger
 
 N, D_IN, HIDDEN, CLASSES, REPEATS = 48, 4, 6, 3, 400
 

@@ -20,8 +20,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from gradnoise.estimation.logger import NoiseLogger
 from training.model import GPT, GPTConfig, lm_loss
-from training.pne import NoiseLogger
 
 VOCAB, BLOCK, MICRO, N_MICRO_TOTAL, STEPS, LOG_INTERVAL = 32, 16, 2, 4, 7, 3
 SETTINGS = {

@@ -9,7 +9,7 @@ while Adam's second moment, and hence P_t, still evolves with the gradients.
 
 Each step draws B = m * n distinct examples (n = K * W micro-batches of m), the
 sampling the trainer uses. Under that sampling the estimators are exactly
-unbiased (see ``training.pne_formulas``):
+unbiased (see ``gradnoise.estimation.formulas``):
 E[Tr(P C_hat P)/B] = Tr(P S P)/B, E[fisher] = F, E[grad_sq] = |G|^2 - Tr(S)/N.
 
 Why 3 % is a safe tolerance. For Gaussian micro-batch means the unbiased
@@ -40,7 +40,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.func import functional_call, grad, vmap
 
-from training.pne import NoiseLogger
+from gradnoise.estimation.logger import NoiseLogger
 
 N_EXAMPLES, D_IN, HIDDEN, CLASSES = 8192, 6, 12, 5
 MICRO, N_MICRO_TOTAL, STEPS, WARMUP = 16, 16, 600, 500

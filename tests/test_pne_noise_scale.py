@@ -23,7 +23,7 @@ import pytest
 import torch
 from test_pne_exact import N_EXAMPLES, exact_moments, make_data, make_model
 
-from training.pne import NoiseLogger
+from gradnoise.estimation.logger import NoiseLogger
 
 MICRO, N_MICRO, STEPS, WINDOW = 4, 8, 800, 16
 TOLERANCE = 0.05

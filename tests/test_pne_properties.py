@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 import torch
 
-from training.pne import NoiseLogger
-from training.pne_formulas import b_simple, curvature_floor, pne_star, preconditioner
-from training.pne_spectrum import (
+from gradnoise.estimation.formulas import b_simple, curvature_floor, pne_star, preconditioner
+from gradnoise.estimation.logger import NoiseLogger
+from gradnoise.estimation.spectrum import (
     count_sketch,
     effective_rank,
     gram_spectrum,

@@ -1,7 +1,7 @@
 """The logger's streaming mode (issue 12, item 3): the default mode's estimates, memory free of K.
 
 ``NoiseLogger(streaming=True)`` reduces the K micro-batch gradients as they
-arrive (``training.pne_stream``). Checked here:
+arrive (``gradnoise.estimation.micro_stream``). Checked here:
 
 - on the study's GPT (tiny), step by step, every logged quantity equals the
   default mode's up to float rounding (rel 1e-4): traces, per-layer sums,
@@ -10,7 +10,7 @@ arrive (``training.pne_stream``). Checked here:
   preconditioner the step began with, P_{t-1});
 - that spectrum is the exact spectrum of P_{t-1} C_hat P_{t-1} / B;
 - the peak extra memory of a logging step, counted by a dispatch mode
-  (``training.pne_memory.LiveBytes``, itself checked on known allocations), is
+  (``gradnoise.estimation.memory.LiveBytes``, itself checked on known allocations), is
   three gradient-sized buffers for K = 2, 8 and 32, against K + 1 or more in the
   default mode.
 
@@ -27,11 +27,11 @@ import math
 import pytest
 import torch
 
+from gradnoise.estimation.formulas import preconditioner
+from gradnoise.estimation.logger import NoiseLogger
+from gradnoise.estimation.memory import LiveBytes
+from gradnoise.estimation.spectrum import gram_spectrum
 from training.model import GPT, GPTConfig, lm_loss
-from training.pne import NoiseLogger
-from training.pne_formulas import preconditioner
-from training.pne_memory import LiveBytes
-from training.pne_spectrum import gram_spectrum
 
 VOCAB, BLOCK, MICRO, N_MICRO, STEPS, LOG_INTERVAL = 32, 16, 2, 4, 7, 3
 SPECTRUM = ("spectrum_top", "spectrum_top_share", "eff_rank")

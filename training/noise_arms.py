@@ -23,18 +23,20 @@ import math
 import pandas as pd
 import torch
 
-from preregistration.design import RunSpec
-from training.nap import NAPNoise
-from training.noise_controller import BudgetWindow, ExposureController, ReferenceTrajectory
-from training.noise_injection import (
+from gradnoise import (
     GRADIENT_FORMS,
+    BudgetWindow,
+    ExposureController,
     GradientNoise,
+    NAPNoise,
+    NoiseLogger,
+    PreconditionerFreeze,
+    ReferenceTrajectory,
     SGLDNoise,
     sgld_equivalent_diag,
 )
-from training.pne import NoiseLogger
-from training.pne_formulas import precond_sq_flat
-from training.precond_freeze import PreconditionerFreeze
+from gradnoise.estimation import precond_sq_flat
+from preregistration.design import RunSpec
 
 CONTROLLED_FORMS = (*GRADIENT_FORMS, "nap")
 
@@ -109,11 +111,11 @@ class NoiseArm:
             self.best_val_loss = min(self.best_val_loss, val_loss)
         progress = self.best_val_loss if self.controller.target.axis == "validation_loss" else step
         if isinstance(self.injector, NAPNoise):  # the latest P the logger applied (1 before)
-            held = self.logger.integral.latest_precond_sq
+            held = self.logger.latest_precond_sq
             unit = self.injector.unit_covariance(self._ones if held is None else held.sqrt())
         else:  # diag(C) / B of the latest logging step (0 before step 1)
-            held = self.logger.integral.held
-            diag = self._zeros if held is None else held[0] / self.global_batch
+            held = self.logger.held_cov_diag
+            diag = self._zeros if held is None else held / self.global_batch
             unit = self.injector.unit_covariance(diag)
         rate = self.logger.injected_rate(unit, lr)
         self._scale = self.controller.scale(step, rate, progress)

@@ -36,10 +36,10 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from gradnoise import NoiseLogger
 from preregistration.design import RunSpec
 from training.model import GPT, GPTConfig, lm_loss
 from training.noise_arms import NoiseArm
-from training.pne import NoiseLogger
 from training.regression_model import RegressionConfig, RegressionGPT
 from training.regression_task import (
     FAMILY,

@@ -11,7 +11,7 @@ Two diagnostics that the trace Tr(P C P) hides (DESIGN §2, seed 003 §3.4,
   centred micro-batch gradient coordinates.
 
 Every function here is pure: tensors in, tensors or floats out. The logger
-(``training.pne``) decides what to feed them and gathers across workers.
+(``gradnoise.estimation.logger``) decides what to feed them and gathers across workers.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def tail_sample(
 def tail_scale(var: torch.Tensor, sizes: list[int], stride: int) -> torch.Tensor:
     """The divisors of ``tail_sample`` at flat coordinates 0, s, 2s, ...: per-tensor RMS noise.
 
-    For a sample taken by stride s as the values arrive (``training.pne_stream``):
+    For a sample taken by stride s as the values arrive (``gradnoise.estimation.micro_stream``):
     the root of each tensor's mean pooled variance ``var`` (D,), repeated for
     the strided coordinates that fall in that tensor (tensors laid end to end in
     pieces of ``sizes``). ``tail_sample`` divides by the same numbers.

@@ -1,6 +1,6 @@
 """The formulas of P-NE (DESIGN §2, seed 003), each in one function.
 
-The logger (``training.pne``) only composes these. Notation: n = K * W micro-batch
+The logger (``gradnoise.estimation.logger``) only composes these. Notation: n = K * W micro-batch
 mean gradients g_bar_j of m examples each, their mean G_bar, the global batch
 B = m * K * W, the optimizer's diagonal preconditioner P, learning rate eta.
 """
@@ -150,7 +150,7 @@ def precond_sq_flat(
 ) -> torch.Tensor:
     """P_t^2 of ``params``, flattened in their order: the same P as ``preconditioner``, in O(D).
 
-    Built for every optimizer step (the stride-free integral of ``training.pne_integrals``):
+    Built for every optimizer step (the stride-free integral of ``gradnoise.estimation.integrals``):
     one concatenation of Adam's second moments and four in-place passes, instead
     of one small kernel per parameter and operation. fp32, on the parameters' device;
     written into ``out`` (D,) when given, so no step allocates.

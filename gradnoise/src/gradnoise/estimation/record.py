@@ -1,4 +1,4 @@
-"""The P-NE logger's output rows and its input checks (``training.pne``).
+"""The P-NE logger's output rows and its input checks (``gradnoise.estimation.logger``).
 
 ``step_record`` builds one row of ``preregistration.tables.STEPS`` from a logging
 step's estimate, and its per-module rows (``preregistration.tables.LAYERS``); the
@@ -11,9 +11,16 @@ from collections.abc import Iterable
 
 import torch
 
-from training.pne_curvature import PROXIES
-from training.pne_formulas import b_simple, curvature_floor, effective, pne, pne_eta2, pne_star
-from training.pne_integrals import DIAGONAL_CURVATURES
+from gradnoise.estimation.curvature import PROXIES
+from gradnoise.estimation.formulas import (
+    b_simple,
+    curvature_floor,
+    effective,
+    pne,
+    pne_eta2,
+    pne_star,
+)
+from gradnoise.estimation.integrals import DIAGONAL_CURVATURES
 
 # Per-coordinate quantities summed per layer, in the order ``NoiseLogger._estimate`` stacks them.
 LAYER_TRACES = ("trace_pcp", "trace_pfp_fisher", "trace_cov", "grad_sq")

@@ -1,7 +1,7 @@
 """The estimate of a logging step in the logger's streaming mode (``NoiseLogger(streaming=True)``).
 
 The same quantities as the default mode's ``NoiseLogger._estimate``, from the
-streamed moments and sketch rows of ``training.pne_stream`` instead of K + 1
+streamed moments and sketch rows of ``gradnoise.estimation.micro_stream`` instead of K + 1
 gradient copies, without a temporary of the gradient's size:
 
 - the pooled mean G_bar and unbiased variance of the n = K W micro-batch means,
@@ -23,11 +23,17 @@ import math
 
 import torch
 
-from training.pne_curvature import DIAGONAL_PROXIES
-from training.pne_formulas import precond_flat
-from training.pne_pooling import gather_pair, pool_moments_
-from training.pne_record import LAYER_TRACES, check_one_lr
-from training.pne_spectrum import (
+from gradnoise.estimation.curvature import DIAGONAL_PROXIES
+from gradnoise.estimation.formulas import precond_flat
+from gradnoise.estimation.micro_stream import (
+    MicroStream,
+    chunk_layout,
+    chunk_traces,
+    precond_sq_dot,
+)
+from gradnoise.estimation.pooling import gather_pair, pool_moments_
+from gradnoise.estimation.record import LAYER_TRACES, check_one_lr
+from gradnoise.estimation.spectrum import (
     gram_spectrum,
     hill_k,
     hill_tail_index,
@@ -35,11 +41,10 @@ from training.pne_spectrum import (
     spectrum_summary,
     tail_scale,
 )
-from training.pne_stream import MicroStream, chunk_layout, chunk_traces, precond_sq_dot
 
 
 class StreamedEstimate:
-    """The streaming mode's estimate, a part of ``training.pne.NoiseLogger`` (its attributes)."""
+    """The streaming mode's estimate: a part of ``NoiseLogger``, reading its attributes."""
 
     def _estimate_streamed(self, logits_closure) -> dict:
         """Traces (totals and per layer) and noise shape of this step; holds its diagonals."""

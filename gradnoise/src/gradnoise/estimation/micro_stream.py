@@ -3,7 +3,7 @@
 A logging step needs, per coordinate, the mean and the unbiased variance of the
 K micro-batch mean gradients g_1 .. g_K of each worker, a randomized sketch of
 the weighted rows w g_j, and a strided sample of their coordinates for the tail
-index (``training.pne_spectrum``). Backward pass j adds g_j / K to ``.grad``, so
+index (``gradnoise.estimation.spectrum``). Backward pass j adds g_j / K to ``.grad``, so
 with ``.grad`` zero when the step begins, K grad_j = g_1 + ... + g_j and the
 running mean of the first j micro-batch gradients is mu_j = K grad_j / j: it is
 read off ``.grad``, not accumulated. ``MicroStream.add`` folds micro-batch j in
@@ -25,7 +25,7 @@ sketch weight w, whose buffer the logger then fills with P_t), plus the K x
 min(D, width) sketch, the tail sample, and chunk-sized temporaries of at most
 D / 16 coordinates. The weight must be known while the micro-batches run,
 before the update that sets P_t: the logger passes the preconditioner held when
-the step began, P_{t-1} (``training.pne``). Per micro-batch: seven passes over D
+the step began, P_{t-1} (``gradnoise.estimation.logger``). Per micro-batch: seven passes over D
 (two of them one ``torch._foreach`` call each) and the sketch's hash, drawn
 afresh in chunks from the same generator state (never stored).
 """
@@ -115,7 +115,7 @@ class MicroStream:
 
         Bucket h(i) and sign s_i are drawn as one integer r_i = 2 h(i) + (1 - s_i) / 2,
         uniform on [0, 2 width), so h and s are independent and uniform as in
-        ``training.pne_spectrum.count_sketch``: values_i is added to entry r_i
+        ``gradnoise.estimation.spectrum.count_sketch``: values_i is added to entry r_i
         of a (width, 2) buffer whose first column minus its second is the row.
         The same generator state draws the same r for every row, chunk by chunk.
         """

@@ -20,7 +20,7 @@ Balsubramani et al. 2013): with X the (n, D) samples of a step,
 i.e. one power-iteration step on the exponentially weighted covariance
 beta C_old + (1 - beta) X^T X / n restricted to the tracked subspace.
 
-Usage in any training loop (with a ``training.noise_controller`` scale ``s``)::
+Usage in any training loop (with a ``gradnoise.control.controller`` scale ``s``)::
 
     nap = NAPNoise(model.parameters(), rank=8, lambda_rel=0.1, n_micro=K,
                    micro_batch_size=m, seed=run_seed)
@@ -36,7 +36,7 @@ from collections.abc import Iterable
 
 import torch
 
-from training.noise_injection import MicroGradients
+from gradnoise.injection.gradient_noise import MicroGradients
 
 
 class OjaSketch:

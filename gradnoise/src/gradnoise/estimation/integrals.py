@@ -32,7 +32,7 @@ import math
 
 import torch
 
-from training.pne_formulas import curvature_floor, effective, pne, pne_eta2, pne_star
+from gradnoise.estimation.formulas import curvature_floor, effective, pne, pne_eta2, pne_star
 
 # The curvature proxies with a diagonal the integral can re-weight every step.
 DIAGONAL_CURVATURES = ("fisher", "ggn", "true_fisher")
@@ -73,7 +73,7 @@ class ExposureIntegral:
         self.held_scalars: dict[str, float] = {}
         self.last_traces: dict[str, float] = {}  # under the latest P^2 given to add_step
         self.latest_precond_sq: torch.Tensor | None = None  # the latest P^2 given to add_step
-        self.injected_sum = 0.0  # int P-NE* of injected noise (training.noise_injection)
+        self.injected_sum = 0.0  # int P-NE* of injected noise (gradnoise.injection.gradient_noise)
 
     def hold(
         self,

@@ -13,7 +13,7 @@ micro-batch mean gradients the step computes anyway (no extra backward pass),
 and the curvature proxies' diagonals; it holds those diagonals until the next
 logging step, and every step integrates them under a current P (refreshed at
 logging steps and every ``precond_interval`` steps) and that step's own eta_t
-(``training.pne_integrals``). A training loop calls it in four places::
+(``gradnoise.estimation.integrals``). A training loop calls it in four places::
 
     logger = NoiseLogger(model, optimizer, n_micro=K, micro_batch_size=m)
     for step in range(1, n_steps + 1):
@@ -43,7 +43,7 @@ floats (with diagonal proxies, one all-reduce of D floats each); with extra curv
 proxies one forward pass and one backward pass per probe and proxy (and a
 double backward for the raw Hessian).
 With ``streaming=True`` the K micro-batch gradients are reduced as they arrive
-(``training.pne_stream``): a logging step holds at most three extra flat fp32
+(``gradnoise.estimation.micro_stream``): a logging step holds at most three extra flat fp32
 vectors of the gradient's size (12 D bytes) for any K, plus the K x
 ``sketch_width`` sketch rows, the tail sample and chunk-sized temporaries (each
 diagonal curvature proxy adds D floats, as in the default mode). The estimates
@@ -64,8 +64,8 @@ from collections.abc import Callable
 
 import torch
 
-from training.pne_curvature import DIAGONAL_PROXIES, PROXIES, fisher_diag, logit_curvature
-from training.pne_formulas import (
+from gradnoise.estimation.curvature import DIAGONAL_PROXIES, PROXIES, fisher_diag, logit_curvature
+from gradnoise.estimation.formulas import (
     covariance_diag,
     grad_sq_diag,
     layer_name,
@@ -74,16 +74,17 @@ from training.pne_formulas import (
     precond_sq_flat,
     preconditioner,
 )
-from training.pne_integrals import DIAGONAL_CURVATURES, INTEGRATED, ExposureIntegral
-from training.pne_pooling import check_world, gather_pair, mean_over_workers, pooled_moments
-from training.pne_record import (
+from gradnoise.estimation.integrals import DIAGONAL_CURVATURES, INTEGRATED, ExposureIntegral
+from gradnoise.estimation.micro_stream import MicroStream
+from gradnoise.estimation.pooling import check_world, gather_pair, mean_over_workers, pooled_moments
+from gradnoise.estimation.record import (
     LAYER_TRACES,
     check_one_lr,
     check_proxies,
     check_settings,
     step_record,
 )
-from training.pne_spectrum import (
+from gradnoise.estimation.spectrum import (
     count_sketch,
     gram_spectrum,
     hill_k,
@@ -92,8 +93,7 @@ from training.pne_spectrum import (
     spectrum_summary,
     tail_sample,
 )
-from training.pne_stream import MicroStream
-from training.pne_streamed import StreamedEstimate
+from gradnoise.estimation.streamed_estimate import StreamedEstimate
 
 __all__ = ["CURVATURES", "INTEGRATED", "NoiseLogger"]
 
@@ -130,7 +130,7 @@ class NoiseLogger(StreamedEstimate):
     seed : seed of the logger's own random numbers (sketch, probes); the global
         RNG is never touched, so logging does not change training.
     streaming : reduce the micro-batch gradients as they arrive (three gradient-sized
-        buffers for any K, ``training.pne_stream``) instead of keeping K + 1 copies;
+        buffers for any K, ``gradnoise.estimation.micro_stream``) instead of keeping K + 1 copies;
         the spectrum is then that of P_{t-1} C P_{t-1} / B (see the module docstring).
     """
 
@@ -203,6 +203,17 @@ class NoiseLogger(StreamedEstimate):
     def sums(self) -> dict[str, float]:
         """The integrated exposures up to the last completed step (``INTEGRATED`` keys)."""
         return self.integral.sums
+
+    @property
+    def held_cov_diag(self) -> torch.Tensor | None:
+        """diag(C) (flat, D) estimated at the latest logging step; None before the first."""
+        held = self.integral.held
+        return None if held is None else held[0]
+
+    @property
+    def latest_precond_sq(self) -> torch.Tensor | None:
+        """P^2 (flat, D) the integral applied last; None before the first step."""
+        return self.integral.latest_precond_sq
 
     @property
     def needs_logits(self) -> bool:
@@ -316,7 +327,7 @@ class NoiseLogger(StreamedEstimate):
         """
         return dict(self.sums) | {"int_pne_star_injected": self.injected_sum}
 
-    # -- injected noise (training.noise_injection, issue 10) ------------------
+    # -- injected noise (gradnoise.injection.gradient_noise, issue 10) ------------------
 
     def add_injected(self, cov_diag: torch.Tensor) -> None:
         """Declare diag(Sigma_t) (flat, D) of noise added to this step's mean gradient.

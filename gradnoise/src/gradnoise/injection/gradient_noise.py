@@ -12,7 +12,7 @@ gradient before preconditioning"). The update sees G_bar + xi, with
     anisotropic  xi = sqrt(s c) sum_j z_j (g_j - g_mean)
                  Cov = s c sum_j (g_j - g_mean)(g_j - g_mean)^T, c = m / ((n - 1) B)
 
-with z standard normal, s >= 0 the controller's scale (``training.noise_controller``),
+with z standard normal, s >= 0 the controller's scale (``gradnoise.control.controller``),
 d a diagonal the caller supplies (in the trainer: the P-NE logger's held
 diag(C) / B, so s = 1 doubles the batch's own noise) and g_j the n = K micro-batch
 mean gradients of this step. E[c sum_j (g_j - g_mean)^2] = diag(C) / B, so the

@@ -18,7 +18,7 @@ For softmax cross-entropy G and the true Fisher are the same matrix (Martens 202
 sampling noise. The empirical Fisher is a different matrix: it matches them only
 near a well-specified optimum (Kunstner, Hennig & Balles 2019). Both sampled
 proxies give a per-coordinate diagonal that is non-negative, so the logger can
-apply each step's own P_t to it (``training.pne_integrals``).
+apply each step's own P_t to it (``gradnoise.estimation.integrals``).
 
 The raw Hessian H of the loss is indefinite away from a minimum; its Hutchinson
 trace Tr(P H P) (``hessian``) is reported, never used as a denominator.
@@ -40,7 +40,7 @@ def fisher_diag(cov_diag: torch.Tensor, grad_sq_diag: torch.Tensor) -> torch.Ten
     """Diagonal of the empirical Fisher, diag(F) = diag(C) + G^2 (per coordinate).
 
     ``cov_diag`` estimates the per-example covariance diag(C), ``grad_sq_diag``
-    the squared mean gradient G^2 (see ``training.pne_formulas.grad_sq_diag``, which
+    the squared mean gradient G^2 (see ``gradnoise.estimation.formulas.grad_sq_diag``, which
     removes the noise Var(G_bar) = diag(C)/B from G_bar^2). With both unbiased,
     the sum is unbiased for the per-example second moment E_i[g_i^2]: under
     without-replacement sampling from N examples it equals exactly

@@ -57,7 +57,7 @@ def pooled_moments(
 def pool_moments_(
     mean: torch.Tensor, m2: torch.Tensor, n_local: int, world_size: int, group=None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``pooled_moments`` in place, from streamed moments (``training.pne_stream``).
+    """``pooled_moments`` in place, from streamed moments (``gradnoise.estimation.micro_stream``).
 
     ``mean`` (D,) and ``m2`` (D,) hold this worker's mean mu_w of its n_local = K
     micro-batch means and M2_w = sum_j (g_j - mu_w)^2. Two in-place all-reduces,
