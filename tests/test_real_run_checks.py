@@ -24,6 +24,7 @@ from analysis.run_checks import read_run, run_dir
 from preregistration.design import expand_design
 from preregistration.plan import load_plan
 from preregistration.tables import write_table
+from training.checkpoints import load_plain
 from training.data import build_corpus
 from training.evaluate import score_model
 from training.model import GPT, GPTConfig
@@ -53,7 +54,7 @@ def real_traces(tmp_path_factory) -> Path:
         assert train_main(args) == 0
     finally:
         torch.set_num_threads(threads)
-    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
+    ckpt = load_plain(out / "checkpoint.pt")
     model = GPT(GPTConfig(**ckpt["gpt_config"]))
     model.load_state_dict(ckpt["model"])
     scores = score_model(model, corpus, config["evaluate"], _spec().run_id)

@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from training.checkpoints import load_plain
 from training.train import train_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,7 +114,7 @@ def test_run_killed_by_sigkill_resumes_to_the_uninterrupted_trace(smoke, tmp_pat
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
-    saved = torch.load(resume, weights_only=False)
+    saved = load_plain(resume)
     assert 0 < saved["step"] < STEPS, "killed before its first checkpoint or after its end"
 
     _, resumed = train_run(spec, cfg, corpus, show_progress=False, resume_path=resume)

@@ -25,8 +25,10 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
+from training.checkpoints import load_plain
 from training.data import Vocab, vocab_from_config
 from training.model import GPT, GPTConfig
+from training.shards import load_corpus
 
 # (family in training.data.Vocab, its word prefix); BOS is the word "bos".
 WORD_PREFIX = (
@@ -82,8 +84,8 @@ class SyntheticTokenizer:
 def load_checkpoint(checkpoint: str | Path, corpus: str | Path) -> tuple[GPT, SyntheticTokenizer]:
     """The trained model of ``checkpoint.pt`` (``training.train.save_checkpoint``) and the
     tokenizer of the corpus it was trained on (``training.data.build_corpus``)."""
-    ckpt = torch.load(checkpoint, weights_only=False, map_location="cpu")
-    data_cfg = torch.load(corpus, weights_only=False)["data_cfg"]
+    ckpt = load_plain(checkpoint, "checkpoint")
+    data_cfg = load_corpus(corpus)["data_cfg"]
     model = GPT(GPTConfig(**ckpt["gpt_config"]))
     model.load_state_dict(ckpt["model"])
     tokenizer = SyntheticTokenizer.from_data_config(data_cfg)

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from training.checkpoints import load_plain
 from training.data import CorpusGenerator
 
 FORMAT = "pne-icl-shards/1"
@@ -259,4 +260,4 @@ def load_corpus(path: Path) -> dict:
     path = Path(path)
     if path.suffix == ".json":
         return load_shards(path)
-    return torch.load(path, weights_only=False)
+    return load_plain(path, "corpus")

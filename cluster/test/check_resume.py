@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 
 from training import run as training_run
+from training.checkpoints import load_plain
 
 
 def first_progress_tokens(log: Path) -> str:
@@ -44,8 +45,8 @@ def main(run_dir: Path, train_log: Path, reference: Path, step_at_cancel: int) -
     resumed = pd.read_parquet(run_dir / "trace.parquet")
     uninterrupted = pd.read_parquet(reference / "trace.parquet")
     pd.testing.assert_frame_equal(resumed, uninterrupted, check_exact=True)
-    model_a = torch.load(run_dir / "checkpoint.pt", weights_only=False)["model"]
-    model_b = torch.load(reference / "checkpoint.pt", weights_only=False)["model"]
+    model_a = load_plain(run_dir / "checkpoint.pt")["model"]
+    model_b = load_plain(reference / "checkpoint.pt")["model"]
     assert model_a.keys() == model_b.keys()
     different = [k for k in model_a if not torch.equal(model_a[k], model_b[k])]
     if different:

@@ -82,7 +82,7 @@ done
 # job cannot remove it, and the state is written atomically (temp file, rename).
 scancel "$job"
 cp "$run_dir/resume.pt" "$work/resume_at_cancel.pt"
-step=$(python -c 'import sys, torch; print(torch.load(sys.argv[1], weights_only=False)["step"])' "$work/resume_at_cancel.pt")
+step=$(python -c 'import sys; from training.checkpoints import load_plain; print(load_plain(sys.argv[1])["step"])' "$work/resume_at_cancel.pt")
 echo "cancelled SLURM job $job ($victim_condition seed $victim_seed; resume state at step $step)" >&2
 
 wait "$smk_pid" || true

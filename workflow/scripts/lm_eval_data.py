@@ -2,12 +2,11 @@
 
 import sys
 
-import torch
-
 from training.lm_eval_suite import write_task_data
+from training.shards import load_corpus
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
-corpus = torch.load(snakemake.input.corpus, weights_only=False)  # noqa: F821
+corpus = load_corpus(snakemake.input.corpus)  # noqa: F821
 paths = write_task_data(corpus, snakemake.params.lm_eval, snakemake.params.out_dir)  # noqa: F821
 for task, path in paths.items():
     print(f"{task}: {path}", file=sys.stderr)

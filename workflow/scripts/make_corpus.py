@@ -2,13 +2,12 @@
 
 import sys
 
-import torch
-
+from training.checkpoints import save_plain
 from training.data import build_corpus
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
 corpus = build_corpus(snakemake.params.data, snakemake.params.block_size)  # noqa: F821
-torch.save(corpus, snakemake.output[0])  # noqa: F821
+save_plain(corpus, snakemake.output[0], "corpus")  # noqa: F821
 print(
     f"corpus: {len(corpus['train'])} train, {len(corpus['val'])} validation sequences, "
     f"vocabulary {corpus['vocab_size']}",

@@ -8,13 +8,14 @@ import torch
 
 from preregistration.plan import load_plan
 from preregistration.tables import write_table
+from training.checkpoints import load_plain
 from training.regression_model import RegressionConfig, RegressionGPT
 from training.regression_scores import score_regression
 from training.regression_task import FAMILY, RegressionTask, family_config
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
 torch.set_num_threads(snakemake.threads)  # noqa: F821
-ckpt = torch.load(snakemake.input.checkpoint, weights_only=False)  # noqa: F821
+ckpt = load_plain(snakemake.input.checkpoint, "checkpoint")  # noqa: F821
 config = snakemake.config  # noqa: F821
 run_cfg = family_config(config, load_plan(config["plan"]), ckpt["spec"]["arm"], config["plan"])
 if run_cfg.get("family") != FAMILY:
