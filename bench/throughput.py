@@ -25,8 +25,8 @@ Usage::
         [--n-layer 4 --n-embd 128 --n-head 4] [--batch 16] [--rounds 30] [--steps 5]
         [--dtype float32|bfloat16]
 
-Needs ``transformers`` (``requirements-bench.txt``; ``make bench-throughput``
-installs it). The last line printed is ``throughput_ratio=<ours / theirs>``.
+Needs ``transformers`` (a pin of requirements.txt). The last line printed is
+``throughput_ratio=<ours / theirs>``.
 """
 
 from __future__ import annotations
@@ -131,8 +131,7 @@ def gpt2_arm(gpt_cfg: GPTConfig, device: torch.device) -> Arm:
         from transformers import GPT2Config, GPT2LMHeadModel
     except ImportError as exc:
         raise SystemExit(
-            "bench/throughput.py needs transformers (bench only): `make bench-throughput` "
-            f"installs requirements-bench.txt ({exc})"
+            f"bench/throughput.py needs transformers (requirements.txt; `make venv`): {exc}"
         ) from exc
     config = GPT2Config(
         vocab_size=gpt_cfg.vocab_size, n_positions=gpt_cfg.block_size, n_embd=gpt_cfg.n_embd,

@@ -17,7 +17,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 STUDY = ["training", "analysis", "figures", "workflow/scripts"]
-PUBLIC_PACKAGES = {"gradnoise", "gradnoise.estimation", "gradnoise.injection", "gradnoise.control"}
+PUBLIC_PACKAGES = {
+    "gradnoise",
+    "gradnoise.estimation",
+    "gradnoise.injection",
+    "gradnoise.control",
+    "gradnoise.tap",
+}
 OWN_NAMES = {"self", "cls"}
 
 

@@ -8,7 +8,10 @@ Subpackages, one job each:
 - ``gradnoise.estimation``: the logger and its formulas (measure the noise);
 - ``gradnoise.injection``: noise added on purpose (Gaussian, Student-t, anisotropic,
   NAP, SGLD) and the preconditioner freeze;
-- ``gradnoise.control``: the controller that steers injected noise to a target exposure.
+- ``gradnoise.control``: the controller that steers injected noise to a target exposure;
+- ``gradnoise.tap``: ``attach``, the logger fed by hooks from an unchanged training loop;
+- ``gradnoise.selfcheck``: the estimate against exact per-example gradients on your model;
+- ``gradnoise.integrations``: PyTorch Lightning and Hugging Face callbacks (optional extras).
 
 The names below are the public interface; everything else is internal.
 """
@@ -24,6 +27,8 @@ from gradnoise.injection import (
     SGLDNoise,
     sgld_equivalent_diag,
 )
+from gradnoise.selfcheck import SelfCheckReport, selfcheck
+from gradnoise.tap import NoiseTap, attach
 
 __version__ = "0.1.0"
 
@@ -37,8 +42,12 @@ __all__ = [
     "GradientNoise",
     "NAPNoise",
     "NoiseLogger",
+    "NoiseTap",
     "PreconditionerFreeze",
     "ReferenceTrajectory",
     "SGLDNoise",
+    "SelfCheckReport",
+    "attach",
+    "selfcheck",
     "sgld_equivalent_diag",
 ]

@@ -54,6 +54,28 @@ update sets P_t; zero before Adam's first update, so the step-1 spectrum is 0
 and its shares NaN); the traces, per-layer sums, B_simple, integrals and the
 tail index use P_t as in the default mode. Streaming needs ``.grad`` zero (or
 None) when a logging step begins.
+
+Units. The estimates are in the units of the gradient the optimizer is given:
+micro-batch j's gradient is g_j = K d_j from its ``.grad`` increment d_j, whatever
+the loss's scale, so the mean of the g_j is the accumulated ``.grad`` and C is
+the covariance of per-example gradients scaled alike. P-NE, P-NE*, B_simple and
+every trace under P therefore do not depend on how the loss is scaled under Adam
+(P_t scales inversely with the gradient), and are those of the actual update under
+SGD. Only the unpreconditioned columns ``trace_cov`` and ``grad_sq`` (totals and
+per layer) carry the loss's units; ``loss_reduction`` declares them:
+``"mean"`` (each micro-batch loss the mean over its m examples divided by K, as
+above: per example of the loss) or ``"sum"`` (the sum over the step's m K local
+examples, not divided: they are divided by (m K)^2 so they are per example too).
+A loss declared wrongly leaves P-NE right and those two columns off by the square
+of the ratio; no gradient can tell (a global rescaling of the loss rescales every
+increment alike).
+
+Hook mode (``gradnoise.tap.attach``) replaces the four calls by hooks: it opens a
+step with ``begin_hooked_step``, writes the K micro-batch gradients into
+``micro_rows`` (default mode) or passes its own running sums to
+``after_hooked_micro`` (streaming), and finishes with ``after_update``;
+``pooled_mean_check``, when set, is called with the pooled mean gradient G_bar
+of a logging step before anything is held, and may raise.
 """
 
 from __future__ import annotations
@@ -99,6 +121,7 @@ __all__ = ["CURVATURES", "INTEGRATED", "NoiseLogger"]
 
 CURVATURES = DIAGONAL_CURVATURES  # selectable denominators of P-NE*: all positive semi-definite
 PROXY_COLUMNS = {"ggn": "trace_pgp_ggn", "true_fisher": "trace_pfp_true_fisher"}
+LOSS_REDUCTIONS = ("mean", "sum")  # micro-batch loss: mean over its examples / K, or their sum
 
 
 class NoiseLogger(StreamedEstimate):
@@ -132,6 +155,9 @@ class NoiseLogger(StreamedEstimate):
     streaming : reduce the micro-batch gradients as they arrive (three gradient-sized
         buffers for any K, ``gradnoise.estimation.micro_stream``) instead of keeping K + 1 copies;
         the spectrum is then that of P_{t-1} C P_{t-1} / B (see the module docstring).
+    loss_reduction : ``"mean"`` (each micro-batch loss the mean over its examples divided
+        by K) or ``"sum"`` (the sum over its examples): the units of ``trace_cov`` and
+        ``grad_sq`` only; see the module docstring.
     """
 
     proxy_columns = PROXY_COLUMNS  # read by the streaming estimate too
@@ -158,7 +184,12 @@ class NoiseLogger(StreamedEstimate):
         hill_max_samples: int = 2**18,
         seed: int = 0,
         streaming: bool = False,
+        loss_reduction: str = "mean",
     ):
+        if loss_reduction not in LOSS_REDUCTIONS:
+            raise ValueError(
+                f"NoiseLogger(loss_reduction={loss_reduction!r}): expected one of {LOSS_REDUCTIONS}"
+            )
         check_settings(optimizer, n_micro, micro_batch_size, world_size, log_interval, curvature)
         check_proxies(proxies, curvature_probes, b_simple_window, eps_rel, precond_interval)
         check_world(world_size, process_group)
@@ -196,6 +227,10 @@ class NoiseLogger(StreamedEstimate):
         self._injected: torch.Tensor | None = None  # diag of this step's injected covariance
         self.streaming = streaming
         self._stream: MicroStream | None = None  # streamed micro-batch gradients (streaming)
+        self.loss_reduction = loss_reduction
+        self._hooked = False  # the current step's gradients come from hooks (gradnoise.tap)
+        self._rows: torch.Tensor | None = None  # (K, D) micro-batch gradients written by hooks
+        self.pooled_mean_check: Callable[[torch.Tensor], None] | None = None
         if streaming:  # P^2 for the integral, allocated once: no logging step allocates it
             self._precond_sq = torch.empty(sum(self.sizes), device=self.params[0].device)
 
@@ -243,20 +278,23 @@ class NoiseLogger(StreamedEstimate):
         """
         self.step, self._seen = step, 0
         self.logging = self.is_log_step(step) if log is None else bool(log)
-        self._stream = None  # a step abandoned before its update leaves nothing behind
+        self._stream, self._hooked, self._rows = None, False, None  # nothing of an abandoned step
         if self.logging and self.streaming:
-            self._stream = MicroStream(
-                self.params, self.n_micro, self.sketch_width,
-                self.hill_max_samples // self.world_size,
-                lambda out: precond_flat(self.optimizer, self.params, out),
-                lambda: self._generator(0),
-            )  # fmt: skip
+            self._stream = self._open_stream(self.n_micro, check=True)
         elif self.logging:
             n_coords = sum(self.sizes)
             device = self.params[0].device
             if self._cumulative is None:
                 self._cumulative = torch.empty(self.n_micro + 1, n_coords, device=device)
             self._copy_grads(self._cumulative[0])
+
+    def _open_stream(self, scale: float, check: bool) -> MicroStream:
+        return MicroStream(
+            self.params, self.n_micro, self.sketch_width,
+            self.hill_max_samples // self.world_size,
+            lambda out: precond_flat(self.optimizer, self.params, out),
+            lambda: self._generator(0), scale=scale, check=check,
+        )  # fmt: skip
 
     def after_micro_backward(self) -> None:
         """After each micro-batch backward: on logging steps, snapshot the accumulated gradient."""
@@ -272,6 +310,42 @@ class NoiseLogger(StreamedEstimate):
             self._stream.add()
             return
         self._copy_grads(self._cumulative[self._seen])
+
+    # -- hook mode (gradnoise.tap): the micro-batch gradients come from tensor hooks --
+
+    def begin_hooked_step(self, step: int, log: bool | None = None) -> None:
+        """``begin_step`` for gradients delivered by hooks: nothing is read off ``.grad``.
+
+        On a logging step, the default mode zeroes the (K, D) ``micro_rows`` for the
+        hooks to fill with g_1 .. g_K; the streaming mode opens a stream folding
+        running sums of g_j passed to ``after_hooked_micro`` (factor 1: the hooks
+        apply the loss convention and any loss scale themselves).
+        """
+        self.begin_step(step, log=False)
+        self.logging, self._hooked = self.is_log_step(step) if log is None else bool(log), True
+        if self.logging and self.streaming:
+            self._stream = self._open_stream(1.0, check=False)
+        elif self.logging:
+            device = self.params[0].device
+            self._rows = torch.zeros(self.n_micro, sum(self.sizes), device=device)
+
+    @property
+    def micro_rows(self) -> torch.Tensor | None:
+        """(K, D) micro-batch mean gradients of a hooked logging step (default mode), else None."""
+        return self._rows
+
+    def after_hooked_micro(self, running_sums: list[torch.Tensor] | None = None) -> None:
+        """After micro-batch backward j of a hooked logging step (streaming: g_1 + .. + g_j)."""
+        if not self.logging:
+            return
+        if self._seen >= self.n_micro:
+            raise RuntimeError(
+                f"NoiseLogger: more than n_micro={self.n_micro} micro-batch backward passes "
+                f"in step {self.step}"
+            )
+        self._seen += 1
+        if self.streaming:
+            self._stream.add(running_sums)
 
     def after_update(
         self,
@@ -317,6 +391,7 @@ class NoiseLogger(StreamedEstimate):
         record = self._record(estimate, lr, clip_coef)
         self.window_steps = self.window_clipped = 0
         self.logging, self._cumulative, self._stream = False, None, None
+        self._hooked, self._rows = False, None
         return record
 
     def divergence_record(self) -> dict:
@@ -390,6 +465,8 @@ class NoiseLogger(StreamedEstimate):
                 f"NoiseLogger: step {self.step} saw {self._seen} micro-batch backward passes, "
                 f"expected n_micro={self.n_micro}"
             )
+        if self._hooked:
+            return self._rows
         snaps = self._cumulative
         for j in range(self.n_micro, 0, -1):
             snaps[j].sub_(snaps[j - 1]).mul_(self.n_micro)
@@ -404,6 +481,8 @@ class NoiseLogger(StreamedEstimate):
         precond_parts = preconditioner(self.optimizer, self.params)
         precond = torch.cat([p.reshape(-1) for p in precond_parts])
         mean, var = pooled_moments(micro, self.world_size, self.process_group)
+        if self.pooled_mean_check is not None:
+            self.pooled_mean_check(mean)
         cov = covariance_diag(var, self.micro_batch_size)
         grad_sq = grad_sq_diag(mean, cov, self.global_batch)
         fisher = fisher_diag(cov, grad_sq)
@@ -415,7 +494,7 @@ class NoiseLogger(StreamedEstimate):
                 grad_sq,
             ]
         )
-        layers = self._layer_sums(per_coord)
+        layers = self.loss_units(self._layer_sums(per_coord))
         del per_coord
         estimate = dict(zip(LAYER_TRACES, layers.sum(1).tolist(), strict=True))
         estimate["layer_sums"] = layers
@@ -434,6 +513,17 @@ class NoiseLogger(StreamedEstimate):
         self.integral.hold(diagonals, estimate["trace_cov"], estimate["grad_sq"])
         self.b_window.append((estimate["trace_cov"], estimate["grad_sq"]))
         return estimate
+
+    def loss_units(self, layers: torch.Tensor) -> torch.Tensor:
+        """``LAYER_TRACES`` sums (q, n_layers) with trace_cov and grad_sq per example of the loss.
+
+        Under ``loss_reduction="sum"`` the gradient is (m K) times the mean loss's, so those
+        two unpreconditioned traces are divided by (m K)^2; every other row is unit-free.
+        """
+        if self.loss_reduction == "sum":
+            rows = [LAYER_TRACES.index("trace_cov"), LAYER_TRACES.index("grad_sq")]
+            layers[rows] /= float(self.micro_batch_size * self.n_micro) ** 2
+        return layers
 
     def _layer_sums(self, per_coord: torch.Tensor) -> torch.Tensor:
         """(q, n_layers) float64 sums of each row of ``per_coord`` (q, D) over each layer."""

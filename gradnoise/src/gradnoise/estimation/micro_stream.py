@@ -13,6 +13,8 @@ with Welford's (1962) update, in place on two flat fp32 vectors (mu, M2):
     M2_j    = M2_{j-1} + (j - 1) / j delta_j^2      (= delta_j (g_j - mu_j))
     mu_j    = K grad_j / j
 
+(K stands for the factor a with g_j = a (grad_j - grad_{j-1}): K for losses that are
+micro-batch means divided by K, 1 / m for summed ones, ``MicroStream(scale=a)``)
 so mu_K is the mean and M2_K / (K - 1) the unbiased variance, as accurate in
 fp32 as the two-pass formula (Chan, Golub & LeVeque 1983). The buffer of mu
 holds delta_j in between; it is sampled at the strided coordinates and, times
@@ -52,6 +54,10 @@ class MicroStream:
     max_samples : tail values kept at most (K rows of the strided coordinates).
     weight : fills a flat (D,) buffer with the sketch weight w (the logger: P_{t-1}).
     generator : returns a fresh generator in the same state on every call (the hash).
+    scale : a, with g_j = a times the j-th increment of the cumulative gradient ``add``
+        reads: K (default) for micro-batch losses that are means divided by K, 1 / m
+        for summed ones, 1 when the cumulative tensors already hold g_1 + ... + g_j.
+    check : require every ``.grad`` zero or None at the start (``add`` reads ``.grad``).
     """
 
     def __init__(
@@ -62,10 +68,14 @@ class MicroStream:
         max_samples: int,
         weight: Callable[[torch.Tensor], torch.Tensor],
         generator: Callable[[], torch.Generator],
+        scale: float | None = None,
+        check: bool = True,
     ):
         self.params, self.n_micro, self.generator = params, n_micro, generator
+        self.scale = n_micro if scale is None else scale
         self.sizes = [p.numel() for p in params]
-        check_clear(params)
+        if check:
+            check_clear(params)
         n_coords = sum(self.sizes)
         device = params[0].device
         self.chunk = max(MIN_CHUNK, math.ceil(n_coords / CHUNKS))
@@ -84,16 +94,20 @@ class MicroStream:
         self.tail = torch.empty(n_micro, -(-n_coords // self.stride), device=device)
         self.seen = 0
 
-    def add(self) -> None:
-        """Fold the micro-batch just back-propagated (the increment of every ``.grad``) in."""
+    def add(self, cumulative: list[torch.Tensor | None] | None = None) -> None:
+        """Fold the micro-batch just back-propagated (the increment of every ``.grad``) in.
+
+        ``cumulative``: per parameter, the running sum to read instead of ``.grad``
+        (the hooks of ``gradnoise.tap`` keep their own, before any all-reduce).
+        """
         j = self.seen + 1
+        sums = [p.grad for p in self.params] if cumulative is None else cumulative
         # parameters without .grad have had no gradient: their mu and delta stay 0
-        present = [(v, p.grad) for v, p in zip(self.mean_views, self.params, strict=True)
-                   if p.grad is not None]  # fmt: skip
+        present = [(v, g) for v, g in zip(self.mean_views, sums, strict=True) if g is not None]
         views, grads = [v for v, _ in present], [g for _, g in present]
-        delta = self.mean.mul_(-j)  # -j mu_{j-1}; + K grad_j below
+        delta = self.mean.mul_(-j)  # -j mu_{j-1}; + a grad_j below
         if views:
-            torch._foreach_add_(views, grads, alpha=self.n_micro)  # one call for all parameters
+            torch._foreach_add_(views, grads, alpha=self.scale)  # one call for all parameters
         if j > 1:
             self.m2.addcmul_(delta, delta, value=(j - 1) / j)
         self.tail[self.seen] = delta[:: self.stride]
@@ -103,7 +117,7 @@ class MicroStream:
             self.sketch[self.seen] += self.sketch[: self.seen].mean(0)
         if views:
             torch._foreach_copy_(views, grads)
-        self.mean.mul_(self.n_micro / j)  # mu_j = K grad_j / j
+        self.mean.mul_(self.scale / j)  # mu_j = a grad_j / j
         self.seen = j
 
     def centred_tail(self, pooled_mean: torch.Tensor) -> torch.Tensor:

@@ -58,6 +58,8 @@ class StreamedEstimate:
         mean, var = pool_moments_(
             stream.mean, stream.m2, self.n_micro, self.world_size, self.process_group
         )
+        if self.pooled_mean_check is not None:
+            self.pooled_mean_check(mean)
         shape = self._noise_shape_streamed(stream, mean, var)
         # the previous held diagonals and P go before P_t takes the weight's buffer
         self.integral.held, self.last_precond = None, None
@@ -73,7 +75,7 @@ class StreamedEstimate:
             )  # fmt: skip
         cov, fisher = var, mean  # the buffers now hold the diagonals
         layers = torch.zeros(len(LAYER_TRACES), len(self.layer_names), dtype=torch.float64)
-        layers.index_add_(1, self._layer_index, sums.cpu())
+        layers = self.loss_units(layers.index_add_(1, self._layer_index, sums.cpu()))
         estimate = dict(zip(LAYER_TRACES, layers.sum(1).tolist(), strict=True))
         estimate["layer_sums"] = layers
         precond_parts = [
