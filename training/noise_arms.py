@@ -4,12 +4,15 @@ One object per run joins the libraries: an injector (``GradientNoise`` or
 ``NAPNoise``) with its ``ExposureController``, SGLD update noise, or the
 preconditioner freeze. The trainer calls it at four points of a step::
 
-    arm.after_micro_backward()                 # after each micro-batch backward
+    arm.after_micro_backward()                 # after each micro-batch backward (*)
     arm.before_clip(step, lr, val_loss)        # adds the injected noise to .grad
     arm.optimizer_step(step)                   # optimizer.step(), or the frozen-v step
     arm.after_optimizer_step(lr)               # SGLD noise; tells the logger what was added
     ... logger.after_update(...) ...
     arm.after_logger(step)                     # the controller reads the logger's integrals
+
+(*) On every step when ``needs_micro_gradients``; otherwise the trainer may run a
+step's micro-batches in one pass and not call it.
 
 A run without noise options gets ``NoiseArm`` with form "none": every call is a
 no-op and the optimizer step is ``optimizer.step()``, so such a run is bit for
@@ -95,6 +98,12 @@ class NoiseArm:
         self._injected: torch.Tensor | None = None
         self._scale = math.nan
         self.best_val_loss = math.inf  # progress on the validation_loss axis
+
+    @property
+    def needs_micro_gradients(self) -> bool:
+        """Whether the arm reads every step's K micro-batch gradients (``after_micro_backward``):
+        the anisotropic form and NAP take their noise's structure from them."""
+        return self.form in ("anisotropic", "nap")
 
     def after_micro_backward(self) -> None:
         if self.injector is not None:

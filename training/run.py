@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     resume = args.out / "resume.pt"  # kept across a killed job, removed once the run ends
     reference = reference_trace(spec, args.reference_trace)
     model, result = train_run(
-        spec, config, corpus, resume_path=resume, reference_trace=reference
+        spec, config, corpus, resume_path=resume, reference_trace=reference,
+        tensorboard_dir=args.out / "tensorboard",
     )  # fmt: skip
     if dist.is_initialized() and dist.get_rank() != 0:
         return 0

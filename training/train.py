@@ -1,14 +1,16 @@
 """The training loop of one run: one straight path from batch to logged trace.
 
-Per optimizer step: learning rate from the schedule, K micro-batch forward and
-backward passes (gradient accumulation), gradient clipping, the AdamW step, and
-the P-NE logger's bookkeeping. The run measures its validation loss on the
-registered schedule in tokens (``training.stopping``) and stops at the first
-validation at or below the target (DESIGN §3 stopping). The trace has a row at
-every logging step of the P-NE logger and at every validation (a validation step
-is always a logging step, so the stop step's exposure is in the trace). A
-non-finite loss ends the run with status ``diverged`` and a last row that shows
-it; it is recorded, never raised.
+Per optimizer step: learning rate from the schedule, the forward and backward
+passes (gradient accumulation), gradient clipping, the AdamW step, and the P-NE
+logger's bookkeeping. The K micro-batches run as separate passes only where their
+gradients are read (the logger's logging steps, the anisotropic and NAP noise arms);
+every other step runs its batch in as few passes as ``train.micro_batch_max``
+allows. The run measures its validation loss on the registered schedule in tokens
+(``training.stopping``) and stops at the first validation at or below the target
+(DESIGN §3 stopping). The trace has a row at every logging step of the P-NE logger
+and at every validation (a validation step is always a logging step, so the stop
+step's exposure is in the trace). A non-finite loss ends the run with status
+``diverged`` and a last row that shows it; it is recorded, never raised.
 
 Runs in one process or under ``torchrun`` (DistributedDataParallel, gloo or NCCL):
 each of the W workers takes its share of every global batch. The same loop serves
@@ -38,6 +40,7 @@ from tqdm import tqdm
 
 from gradnoise import NoiseLogger
 from preregistration.design import RunSpec
+from training.checkpoints import load_plain, save_plain
 from training.model import GPT, GPTConfig, lm_loss
 from training.noise_arms import NoiseArm
 from training.regression_model import RegressionConfig, RegressionGPT
@@ -49,6 +52,7 @@ from training.regression_task import (
     regression_validation_loss,
 )
 from training.stopping import ValidationSchedule
+from training.tensorboard_log import tensorboard_log
 
 PACKAGES = ("torch", "numpy", "pandas", "snakemake", "statsmodels", "pingouin", "scikit-learn")
 
@@ -172,16 +176,63 @@ def logged_proxies(train_cfg: dict, arm: str) -> tuple[str, ...]:
     return tuple(train_cfg.get("curvature_proxies", ()))
 
 
-def forward_chunk(train_cfg: dict, micro: int) -> int:
-    """Sequences per forward/backward pass: the micro-batch size m, or fewer when
+def forward_chunk(train_cfg: dict, size: int) -> int:
+    """Sequences per forward/backward pass over a group of ``size`` sequences (a micro-batch
+    of m, or a step's whole local batch of m K): all of them, or fewer when
     ``train.micro_batch_max`` caps it (memory of large batches at the paper scale).
 
-    A capped micro-batch runs in ceil(m / cap) passes whose gradients accumulate, each
-    loss weighted by its share of the m sequences: the micro-batch gradient, hence the
-    K micro-batch means the P-NE logger sees, are those of one pass (up to rounding).
+    A capped group runs in ceil(size / cap) passes whose gradients accumulate, each
+    loss weighted by its share of the group: the group's gradient, hence the K
+    micro-batch means the P-NE logger sees, are those of one pass (up to rounding).
     """
     cap = train_cfg.get("micro_batch_max")
-    return micro if cap is None else max(1, min(int(cap), micro))
+    return size if cap is None else max(1, min(int(cap), size))
+
+
+def accumulate_gradient(
+    forward: torch.nn.Module,
+    net: torch.nn.Module,
+    loss_of: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor],
+    batch_of: Callable[[torch.Tensor], torch.Tensor],
+    local: torch.Tensor,
+    group: int,
+    chunk: int,
+    autocast: torch.autocast,
+    sync: bool,
+    after_group: Callable[[], None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward and backward passes over this worker's share ``local`` of the step's batch.
+
+    ``local`` splits into groups of ``group`` sequences (the K micro-batches, or one
+    group of all m K), each group into passes of at most ``chunk``. A pass's loss is
+    weighted by its share of its group and each group by 1 / (number of groups), so
+    ``.grad`` accumulates the mean gradient of ``local`` however it is split (up to
+    rounding). ``after_group`` runs after each group's last backward (the micro-batch
+    hooks of the P-NE logger and the noise arm). Under DDP (``net`` wrapped) only the
+    last pass all-reduces, and only when ``sync``; the others run under ``no_sync``.
+
+    Returns the mean loss of ``local`` (a device scalar: no sync per pass) and the
+    last pass's sequences.
+    """
+    distributed = isinstance(net, torch.nn.parallel.DistributedDataParallel)
+    n_groups = len(local) // group
+    total = torch.zeros((), device=next(net.parameters()).device)
+    for j in range(n_groups):
+        members = local[j * group : (j + 1) * group]
+        for c in range(0, group, chunk):
+            seq = batch_of(members[c : c + chunk])
+            last = j == n_groups - 1 and c + chunk >= group
+            quiet = distributed and not (sync and last)
+            with net.no_sync() if quiet else contextlib.nullcontext():
+                with autocast:
+                    # the group's mean loss / (number of groups), each pass weighted by its
+                    # share of the group (a factor of exactly 1.0 in a single pass)
+                    loss = loss_of(forward, seq) * (len(seq) / group) / n_groups
+                loss.backward()
+            total += loss.detach()
+        if after_group is not None:
+            after_group()
+    return total, seq
 
 
 @torch.no_grad()
@@ -252,6 +303,7 @@ def train_run(
     show_progress: bool = True,
     resume_path: Path | None = None,
     reference_trace: pd.DataFrame | None = None,
+    tensorboard_dir: Path | None = None,
 ) -> tuple[GPT, RunResult]:
     """Train one run of the study to its target loss or token cap; return model and trace.
 
@@ -262,6 +314,8 @@ def train_run(
 
     ``spec.noise`` selects the run's noise options (``training.noise_arms``);
     ``reference_trace`` is the trace of ``spec.reference`` when the run has one.
+    With ``train.tensorboard`` on, rank 0 also writes every trace row as TensorBoard
+    scalars into ``tensorboard_dir`` (``training.tensorboard_log``).
     """
     world = dist.get_world_size() if dist.is_initialized() else 1
     rank = dist.get_rank() if dist.is_initialized() else 0
@@ -273,7 +327,6 @@ def train_run(
             f"n_micro * world_size = {n_micro} * {world}"
         )
     micro = spec.global_batch // (n_micro * world)
-    chunk = forward_chunk(train_cfg, micro)
     block = int(model_cfg["block_size"])
     tokens_per_step = spec.global_batch * block
     max_steps = max(1, spec.token_cap // tokens_per_step)
@@ -322,6 +375,7 @@ def train_run(
         first_step, wall_before = state["step"] + 1, state["wall_time_s"]
         val_loss = next((r["val_loss"] for r in reversed(rows) if r["validated"]), math.nan)
     checkpoint_every = int(train_cfg.get("checkpoint_interval", 10))
+    board = tensorboard_log(train_cfg, tensorboard_dir, rank, first_step)
     start = time.perf_counter()
     bar = tqdm(
         initial=(first_step - 1) * tokens_per_step,
@@ -349,23 +403,17 @@ def train_run(
             spec.seed, (step - 1) * spec.global_batch, spec.global_batch, len(train)
         )
         local = batch[rank * micro * n_micro : (rank + 1) * micro * n_micro]
-        train_loss = torch.zeros((), device=device)  # summed on the device: no sync per micro
-        for j in range(n_micro):
-            members = local[j * micro : (j + 1) * micro]
-            for c in range(0, micro, chunk):  # one pass unless train.micro_batch_max < m
-                seq = family.batch(train, members[c : c + chunk]).to(device)
-                last = j == n_micro - 1 and c + chunk >= micro
-                sync = world > 1 and not log_step and last
-                no_sync = net.no_sync() if world > 1 and not sync else contextlib.nullcontext()
-                with no_sync:
-                    with autocast:
-                        # the micro-batch's mean loss / K, each pass weighted by its share of
-                        # the m sequences (a factor of exactly 1.0 in a single pass)
-                        loss = family.loss(forward, seq) * (len(seq) / micro) / n_micro
-                    loss.backward()
-                train_loss += loss.detach()
-            logger.after_micro_backward()
-            arm.after_micro_backward()
+        # The K micro-batches run apart only when their gradients are read (logging steps,
+        # the anisotropic and NAP arms); otherwise the local batch runs in as few passes
+        # as train.micro_batch_max allows, with the same mean gradient.
+        by_micro = log_step or arm.needs_micro_gradients
+        group = micro if by_micro else micro * n_micro
+        train_loss, seq = accumulate_gradient(
+            forward, net, family.loss, lambda idx: family.batch(train, idx).to(device), local,
+            group=group, chunk=forward_chunk(train_cfg, group),
+            autocast=autocast, sync=not log_step,
+            after_group=functools.partial(after_micro, logger, arm) if by_micro else None,
+        )  # fmt: skip
         if world > 1 and log_step:
             _all_reduce_mean_grads(model, world)
         if world > 1:
@@ -389,6 +437,8 @@ def train_run(
             # No update is applied: the row shows the loss and the exposure so far.
             status = "diverged"
             rows.append(step_row | divergence_record(logger, validated=False))
+            if board is not None:
+                board.write(rows[-1])
             break
         clip_coef = min(1.0, train_cfg["grad_clip"] / (grad_norm + 1e-6))
         arm.optimizer_step(step)
@@ -414,6 +464,8 @@ def train_run(
             | {"clip_coef": clip_coef, **record}
             | arm.row(step)
         )
+        if board is not None:
+            board.write(rows[-1])
         layer_rows += [{"run_id": spec.run_id, "step": step, **layer} for layer in layers]
         bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val_loss:.3f}", refresh=False)
         outcome = schedule.status(val_loss) if validate else None
@@ -426,6 +478,8 @@ def train_run(
                 wall_before + time.perf_counter() - start, arm.state_dict(),
             )  # fmt: skip
     bar.close()
+    if board is not None:
+        board.close()
     result = RunResult(
         status=status,
         steps=step,
@@ -437,6 +491,12 @@ def train_run(
         noise_control=arm.summary(),
     )
     return model, result
+
+
+def after_micro(logger: NoiseLogger, arm: NoiseArm) -> None:
+    """The micro-batch hooks: the logger snapshots .grad on logging steps, the arm its own."""
+    logger.after_micro_backward()
+    arm.after_micro_backward()
 
 
 def divergence_record(logger: NoiseLogger, validated: bool) -> dict:
@@ -472,24 +532,21 @@ def save_resume_state(
     seeded by (seed, step), so the step restores them. The noise arm's own
     generators are stored with it (``noise``).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(
+    save_plain(
         {"fingerprint": run_fingerprint(spec, cfg), "step": step, "model": model.state_dict(),
          "optimizer": optimizer.state_dict(), "logger": logger.state_dict(),
          "rows": rows, "layer_rows": layer_rows, "wall_time_s": wall_time_s,
          "noise": noise or {}, "random_states": random_states()},
-        tmp,
+        path, "resume state",
     )  # fmt: skip
-    os.replace(tmp, path)
 
 
 def load_resume_state(path: Path, spec: RunSpec, cfg: dict, model: GPT, optimizer, logger) -> dict:
     """Restore model, optimizer and logger from ``path``; errors name the file."""
     try:
-        state = torch.load(path, weights_only=False)
-    except Exception as exc:  # torch raises several types for truncated files
-        raise RuntimeError(f"{path}: cannot read the resume checkpoint ({exc})") from exc
+        state = load_plain(path, "resume state")
+    except ValueError as exc:  # unreadable, truncated, or holding more than tensors
+        raise RuntimeError(str(exc)) from exc
     if state.get("fingerprint") != run_fingerprint(spec, cfg):
         raise RuntimeError(
             f"{path}: resume checkpoint of another run or config than {spec.run_id}; "
@@ -548,8 +605,7 @@ def init_distributed() -> None:
 
 
 def save_checkpoint(path: Path, model: GPT, spec: RunSpec, result: RunResult) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(
+    save_plain(
         {
             "model": model.state_dict(),
             "gpt_config": vars(model.cfg),
