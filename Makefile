@@ -55,21 +55,29 @@ bench: venv
 	$(PY) bench/stage_times.py
 
 ## Tokens/s and MFU of the study's model against Hugging Face GPT-2 at the same shapes
-## (the config's model, then 4 layers x 128 wide); installs the bench-only requirements.
+## (the config's model, then 4 layers x 128 wide).
 .PHONY: bench-throughput
 bench-throughput: venv
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt
 	$(PY) bench/throughput.py --config $(CONFIG)
 	$(PY) bench/throughput.py --config $(CONFIG) --n-layer 4 --n-embd 128 --n-head 4
 
 clean:
 	rm -rf results .snakemake
 
-.PHONY: estimate cluster-test
+.PHONY: preflight estimate cluster-test
 ESTIMATE_CONFIG ?= config/gpu.yaml
 
+## Each registered model size built as a train job builds it, a few dozen steps of the largest
+## forward pass on this machine's devices (at most 10 minutes on one GPU): tokens/s, MFU, peak
+## memory, the P-NE logger's overhead, compile off and on, and the all-reduce of a gradient over
+## every GPU. Writes <results>/preflight/preflight.json (training/preflight.py); on a machine
+## without CUDA, at shrunken shapes.
+preflight: venv
+	$(PY) -m training.preflight --config $(ESTIMATE_CONFIG)
+
 ## What the registered design needs before anything is submitted: FLOPs (6ND plus attention),
-## GPU-hours and the number of jobs (training/compute_estimate.py).
+## GPU-hours and the number of jobs (training/compute_estimate.py); the throughput is the
+## preflight's when its JSON measured this model, else the config's peak x MFU (it says which).
 estimate: venv
 	$(PY) -m training.compute_estimate --config $(ESTIMATE_CONFIG)
 

@@ -394,7 +394,7 @@ NOISE_FORMS = ("none", "gaussian", "anisotropic", "student_t", "nap", "sgld", "p
 PROBE_RUN_MEASURES = {  # measure -> (unit, meaning)
     "hessian_top_eigenvalue": (
         "nats/token",
-        "top Hessian eigenvalue, power iteration, probe batch",
+        "top Hessian eigenvalue (largest magnitude), Lanczos to a tolerance, probe batch",
     ),
     "sam_sharpness": ("nats/token", "first-order SAM sharpness L(w + rho g/|g|) - L(w)"),
     "fisher_trace": ("-", "trace of the empirical Fisher, per-sequence gradients"),

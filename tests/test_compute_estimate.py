@@ -1,8 +1,10 @@
 """The compute estimate equals a count by hand for the smoke config (and names a missing
-rate), and its job counts are the jobs a cluster dry run submits."""
+rate), its job counts are the jobs a cluster dry run submits, and its throughput is a
+preflight's measurement of the same model when one exists (it says which it used)."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -14,9 +16,12 @@ from preregistration.design import arm_family, expand_design
 from preregistration.plan import load_plan
 from training.compute_estimate import (
     load_config,
+    main,
     model_params,
+    preflight_path,
     report,
     run_costs,
+    run_tokens,
     submitted_jobs,
 )
 
@@ -113,3 +118,55 @@ def test_gpu_estimate_uses_the_tabled_peak_and_names_a_missing_rate(monkeypatch)
     assert f"GPU-hours: {tokens * per_token / per_gpu / 3600:,.4g} (h100)" in report(config)
     with pytest.raises(SystemExit, match="no throughput for GPU model None"):
         report(load_config(REPO / "config/smoke.yaml", None))
+
+
+def preflight_json(config: dict, path: Path, tokens_per_second: float, ratio: float) -> None:
+    """A preflight JSON (training.preflight's fields) with one measurement of the config's
+    model, compile off, and one of a shrunken shape that must not be used."""
+    from training.paper_scale import corpus_vocab_size
+
+    shape = {k: config["model"][k] for k in ("n_layer", "n_head", "n_embd", "block_size")}
+    entry = {"size": config["model_size"], "compile": False, "logger_overhead_ratio": ratio,
+             "model": shape | {"vocab_size": corpus_vocab_size(config)},
+             "tokens_per_second": tokens_per_second}  # fmt: skip
+    shrunk = entry | {"model": entry["model"] | {"n_layer": 2}, "tokens_per_second": 1.0}
+    report = {"device": "NVIDIA H200", "device_count": 1, "sizes": [shrunk, entry]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report))
+
+
+def test_estimate_uses_a_preflight_measurement_of_the_same_model(monkeypatch, tmp_path):
+    """GPU-hours at the preflight's tokens/s, its logger overhead spread over log_interval
+    steps: rate = 20,000 / (1 + (1.5 - 1) / 100) tokens/s; the report names the device and file."""
+    monkeypatch.chdir(REPO)
+    config = load_config(REPO / "config/gpu.yaml", None) | {"results": str(tmp_path)}
+    path = preflight_path(config)
+    assert path == tmp_path / "preflight" / "preflight.json"
+    preflight_json(config, path, tokens_per_second=20_000.0, ratio=1.5)
+    text = report(config, preflight=path)
+    assert f"throughput: measured by preflight on NVIDIA H200 ({path})" in text
+    rate = 20_000.0 / (1 + 0.5 / config["train"]["log_interval"])
+    assert f"= {rate:,.0f} tokens/s" in text
+    plan = load_plan(REPO / "preregistration/plan.yaml")
+    specs = [s for s in expand_design(plan, "gpu") if arm_family(plan, s.arm) == "language"]
+    tokens = sum(run_tokens(s, 1024) for s in specs)
+    assert f"GPU-hours: {tokens / rate / 3600:,.4g} " in text
+    # --tokens-per-second wins over the JSON.
+    given = report(config, tokens_per_second=5000.0, preflight=path)
+    assert "throughput: given (--tokens-per-second)" in given
+    # The 1.3B model has no measurement in that JSON: assumed, and it says why.
+    other = load_config(REPO / "config/gpu.yaml", "1.3b") | {"results": str(tmp_path)}
+    assert "has no measurement of" in report(other, preflight=path)
+
+
+def test_estimate_says_it_assumed_peak_times_mfu_without_a_preflight(monkeypatch, tmp_path, capsys):
+    monkeypatch.chdir(REPO)
+    config = load_config(REPO / "config/gpu.yaml", None) | {"results": str(tmp_path)}
+    path = preflight_path(config)
+    text = report(config, preflight=path)
+    rate = 3.12e14 * 0.4  # A100 (the 350M train jobs' GPU) x the config's MFU
+    assert f"assumed: {rate:.4e} FLOP/s per GPU, peak x MFU from the config " in text
+    assert f"(no preflight JSON at {path})" in text
+    # The CLI (make estimate) says the same.
+    assert main(["--config", "config/gpu.yaml", "--preflight", str(path)]) == 0
+    assert f"(no preflight JSON at {path})" in capsys.readouterr().out

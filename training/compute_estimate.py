@@ -18,12 +18,16 @@ not counted (the logger adds no backward pass).
 
 GPU-hours = C / (3600 * per-GPU FLOP/s), with the per-GPU rate a measured tokens per
 second times (6 N + 12 L H Q T), or else the config's ``throughput``: the GPU model's
-bf16 peak times an assumed utilisation (MFU).
+bf16 peak times an assumed utilisation (MFU). The measured rate is ``--tokens-per-second``
+or, when the preflight (``make preflight``, ``training.preflight``) has written its JSON
+at :func:`preflight_path`, its tokens/s at the config's size, shape and compile setting,
+with the logger's overhead spread over ``log_interval`` steps; the report says which.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +90,39 @@ def flops_per_gpu(config: dict, tokens_per_second: float | None, per_token: floa
     return float(table["peak_flops"][gpu]) * float(table["mfu"])
 
 
+def preflight_path(config: dict) -> Path:
+    """Where ``training.preflight`` writes its JSON: ``<results>/preflight/preflight.json``."""
+    return Path(config["results"]) / "preflight" / "preflight.json"
+
+
+def preflight_throughput(config: dict, path: Path) -> tuple[float | None, str]:
+    """Tokens/s of one GPU measured by a preflight, or None and why not.
+
+    The entry used is the one at the config's ``model_size``, its shape and vocabulary
+    (a CPU preflight's shrunken shape never counts) and its ``train.compile`` setting.
+    Its rate is that of a run logging one step in ``log_interval``:
+    tokens/s / (1 + (overhead ratio - 1) / log_interval).
+    """
+    if not path.exists():
+        return None, f"no preflight JSON at {path}"
+    report = json.loads(path.read_text())
+    shape = {k: config["model"][k] for k in ("n_layer", "n_head", "n_embd", "block_size")}
+    wanted = shape | {"vocab_size": corpus_vocab_size(config)}
+    compiled = bool(config["train"].get("compile", False))
+    for entry in report["sizes"]:
+        model = entry.get("model", {})
+        if (
+            "error" not in entry
+            and entry["compile"] == compiled
+            and {k: model.get(k) for k in wanted} == wanted
+        ):
+            excess = (entry["logger_overhead_ratio"] - 1.0) / int(config["train"]["log_interval"])
+            return float(entry["tokens_per_second"]) / (1.0 + excess), (
+                f"throughput: measured by preflight on {report['device']} ({path})"
+            )
+    return None, f"the preflight JSON at {path} has no measurement of {wanted}, compile {compiled}"
+
+
 def submitted_jobs(config: dict, n_runs: int, n_language: int) -> dict[str, int]:
     """The design's cluster jobs by rule (the workflow's rules without ``localrule``): a
     train job per run, an evaluate job per language-model run, a score job per run of
@@ -100,8 +137,14 @@ def submitted_jobs(config: dict, n_runs: int, n_language: int) -> dict[str, int]
     }
 
 
-def report(config: dict, tokens_per_second: float | None = None) -> str:
-    """The printed estimate: model, per-run and total FLOPs, GPU-hours and job counts."""
+def report(
+    config: dict, tokens_per_second: float | None = None, preflight: Path | None = None
+) -> str:
+    """The printed estimate: model, per-run and total FLOPs, GPU-hours and job counts.
+
+    The per-GPU rate is ``tokens_per_second`` when given, else the preflight JSON's at
+    ``preflight`` when it has a measurement of this model, else the config's peak x MFU.
+    """
     plan = load_plan(config["plan"])
     registered = expand_design(plan, config["scale"], config["plan"])
     # The language model's runs; another task family (regression) has its own smaller model.
@@ -112,7 +155,13 @@ def report(config: dict, tokens_per_second: float | None = None) -> str:
     total = sum(c.flops for c in costs)
     resources = job_resources(config, "train")
     gpus = int(resources.get("gpu", 1))
+    why, source = "no preflight JSON consulted", "throughput: given (--tokens-per-second)"
+    if tokens_per_second is None and preflight is not None:
+        tokens_per_second, why = preflight_throughput(config, preflight)
+        source = why
     rate = flops_per_gpu(config, tokens_per_second, per_token)
+    if tokens_per_second is None:
+        source = f"assumed: {rate:.4e} FLOP/s per GPU, peak x MFU from the config ({why})"
     gpu_hours = total / rate / 3600.0
     m = config["model"]
     lines = [
@@ -123,8 +172,8 @@ def report(config: dict, tokens_per_second: float | None = None) -> str:
         f"runs: {len(specs)}; tokens per run at most {max(c.tokens for c in costs):,} "
         f"(token cap {specs[0].token_cap:,})",
         f"training FLOPs, all runs (upper bound): {total:.4e}",
-        f"per-GPU rate: {rate:.4e} FLOP/s = {rate / per_token:,.0f} tokens/s"
-        + ("" if tokens_per_second is not None else " (peak x MFU from the config)"),
+        f"per-GPU rate: {rate:.4e} FLOP/s = {rate / per_token:,.0f} tokens/s",
+        source,
         f"GPU-hours: {gpu_hours:,.4g} ({resources.get('gpu_model', 'GPU')}), "
         f"{gpus} GPUs per run: {gpu_hours / gpus / len(specs):,.4g} h wall per run at most",
     ]
@@ -156,11 +205,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tokens-per-second", type=float, help="measured training tokens/s of one GPU"
     )
+    parser.add_argument(
+        "--preflight", type=Path, help="preflight JSON (default <results>/preflight/preflight.json)"
+    )
     args = parser.parse_args(argv)
     rate = args.tokens_per_second
     if rate is not None and not (math.isfinite(rate) and rate > 0):
         parser.error(f"--tokens-per-second must be a positive number, got {rate}")
-    print(report(load_config(args.config, args.model_size), args.tokens_per_second))
+    config = load_config(args.config, args.model_size)
+    preflight = args.preflight or preflight_path(config)
+    print(report(config, args.tokens_per_second, preflight))
     return 0
 
 
