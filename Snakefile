@@ -10,9 +10,16 @@ include: "workflow/rules/common.smk"
 if not ANALYSIS_ONLY:
 
     include: "workflow/rules/data.smk"
-    include: "workflow/rules/train.smk"
-    include: "workflow/rules/score.smk"
-    include: "workflow/rules/evaluate.smk"
+
+    if config["one_job_per_run"]:
+
+        include: "workflow/rules/train_and_evaluate.smk"
+
+    else:
+
+        include: "workflow/rules/train.smk"
+        include: "workflow/rules/score.smk"
+        include: "workflow/rules/evaluate.smk"
 
 
 include: "workflow/rules/analysis.smk"

@@ -16,6 +16,7 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
@@ -132,6 +133,20 @@ def check_run_files(
                 )
 
 
+def _same_column(recorded: pd.Series, derived: pd.Series) -> bool:
+    """``_same`` of every pair of cells, at once where both columns are numbers or
+    booleans (floats: equal to 1e-9 relative, or both NaN), cell by cell otherwise."""
+    kinds = recorded.dtype.kind + derived.dtype.kind
+    if set(kinds) <= set("biu") or not set(kinds) <= set("biuf"):
+        if set(kinds) <= set("biu") and recorded.dtype.kind == derived.dtype.kind:
+            return bool((recorded.to_numpy() == derived.to_numpy()).all())
+        return all(map(_same, recorded.tolist(), derived.tolist()))
+    a, b = recorded.to_numpy(dtype=float), derived.to_numpy(dtype=float)
+    with np.errstate(invalid="ignore"):
+        close = np.abs(a - b) <= 1e-9 * np.maximum(np.abs(a), np.abs(b))
+    return bool((close | (a == b) | (np.isnan(a) & np.isnan(b))).all())
+
+
 def _check_gathered(paths: StudyPaths, records: dict[str, RunRecord], check: Check) -> None:
     """The study's steps and scores tables hold exactly the per-run traces and scores."""
     tables = paths.runs_table.parent
@@ -151,14 +166,15 @@ def _check_gathered(paths: StudyPaths, records: dict[str, RunRecord], check: Che
                 f"{path}: rows of run(s) {unknown}, of which no registered run's files "
                 "could be read"
             )
+        by_run = dict(iter(gathered.groupby("run_id", sort=False)))
         for run_id, record in records.items():
-            mine = gathered[gathered["run_id"] == run_id].reset_index(drop=True)
+            mine = by_run.get(run_id, gathered.iloc[:0]).reset_index(drop=True)
             theirs = getattr(record, source)
             file = record.directory / f"{source}.parquet"
             if len(mine) != len(theirs):
                 check.fail(f"{path}: {len(mine)} row(s) of run {run_id}, {file} has {len(theirs)}")
                 continue
             for column in columns(table):
-                if not all(map(_same, mine[column].tolist(), theirs[column].tolist())):
+                if not _same_column(mine[column], theirs[column]):
                     check.fail(f"{path}: column '{column}' of run {run_id} differs from {file}")
                     break

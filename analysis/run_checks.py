@@ -31,8 +31,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.run_design import design_columns, noise_control_columns
+from analysis.run_measures import MEASURE_FILES, read_measures
 from analysis.run_measures import SOURCES as MEASURE_SOURCES
-from analysis.run_measures import read_measures
 from analysis.run_status import (
     EXPOSURES,
     derive_ending,
@@ -40,6 +40,7 @@ from analysis.run_status import (
     other_run_rows,
     trace_problems,
 )
+from analysis.run_tables import TableReader
 from preregistration.plan import apply_exclusions
 from preregistration.scores import summarize_scores
 from preregistration.tables import TableError, columns, empty_table, read_table
@@ -165,27 +166,31 @@ def scores_problems(scores: pd.DataFrame, spec, path: Path) -> list[str]:
     return problems
 
 
-def _read(path: Path, table: str, problems: list[str]) -> pd.DataFrame | None:
+def _read(path: Path, table: str, problems: list[str], read=read_table) -> pd.DataFrame | None:
     try:
-        return read_table(path, table)
+        return read(path, table)
     except TableError as exc:
         problems.append(str(exc))
         return None
 
 
-def read_run(traces: str | Path, spec) -> tuple[RunRecord | None, list[str]]:
-    """The run's record from its files, or (None, problems) naming files and rows."""
+def read_run(traces: str | Path, spec, read=read_table) -> tuple[RunRecord | None, list[str]]:
+    """The run's record from its files, or (None, problems) naming files and rows.
+
+    ``read(path, table)`` reads and validates one table file (``read_table``, or a
+    ``TableReader`` that has read many runs' files at once).
+    """
     directory = run_dir(traces, spec.condition, spec.seed)
     absent = _absent(traces, spec)
     if absent:
         return None, [absent]
     meta, problems = read_meta(directory / "meta.json")
-    trace = _read(directory / "trace.parquet", "steps", problems)
-    scores = _read(directory / "scores.parquet", "scores", problems)
+    trace = _read(directory / "trace.parquet", "steps", problems, read)
+    scores = _read(directory / "scores.parquet", "scores", problems, read)
     extra = {}
     for name, table in OPTIONAL_TABLES.items():
         if (directory / name).exists():
-            extra[name] = _read(directory / name, table, problems)
+            extra[name] = _read(directory / name, table, problems, read)
     if any(x is None for x in (meta, trace, scores, *extra.values())):
         return None, problems
     block = int(meta["config"]["model"]["block_size"])
@@ -202,7 +207,7 @@ def read_run(traces: str | Path, spec) -> tuple[RunRecord | None, list[str]]:
         problems += _layers_problems(extra["layers.parquet"], trace, spec, directory)
     ending, found = derive_ending(trace, spec, block, directory / "trace.parquet")
     problems += found
-    measures, found = read_measures(directory, spec.run_id)  # probes, lm-eval (optional files)
+    measures, found = read_measures(directory, spec.run_id, read)  # probes, lm-eval (optional)
     problems += found
     if ending is not None:
         problems += meta_problems(meta, ending, directory / "meta.json")
@@ -308,6 +313,18 @@ def recorded_exclusion_problems(runs: pd.DataFrame, records: list[RunRecord]) ->
     return problems
 
 
+def prefetched_reader(traces: str | Path, specs) -> TableReader:
+    """A ``read_table`` for ``read_run`` that has read and validated every registered
+    run's table files at once (``analysis.run_tables``): one validation per table,
+    not per file; a file that fails is validated alone, and its error names it."""
+    read = TableReader()
+    dirs = [run_dir(traces, s.condition, s.seed) for s in specs]
+    tables = {"trace.parquet": "steps", "scores.parquet": "scores"}
+    for name, table in (tables | OPTIONAL_TABLES | MEASURE_FILES).items():
+        read.prefetch([d / name for d in dirs], table)
+    return read
+
+
 def derive_runs(
     traces: str | Path, plan: dict, specs
 ) -> tuple[pd.DataFrame, list[RunRecord], list[str]]:
@@ -319,8 +336,9 @@ def derive_runs(
     from an included run.
     """
     records, problems = [], []
+    read = prefetched_reader(traces, specs)
     for spec in specs:
-        record, found = read_run(traces, spec)
+        record, found = read_run(traces, spec, read)
         problems += found
         if record is not None:
             records.append(record)

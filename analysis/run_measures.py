@@ -55,9 +55,11 @@ def lm_eval_columns(table: pd.DataFrame, path: Path | str) -> tuple[dict[str, fl
     return out, []
 
 
-def read_measures(directory: Path, run_id: str) -> tuple[dict[str, float], list[str]]:
+def read_measures(
+    directory: Path, run_id: str, read=read_table
+) -> tuple[dict[str, float], list[str]]:
     """Every evaluation column of the run in ``directory`` (NaN where its file is absent),
-    and the problems of the files that are present."""
+    and the problems of the files that are present (``read``: as ``read_table``)."""
     out = dict.fromkeys(SOURCES, float("nan"))
     problems: list[str] = []
     readers = {"probes.parquet": probe_columns, "lm_eval.parquet": lm_eval_columns}
@@ -66,7 +68,7 @@ def read_measures(directory: Path, run_id: str) -> tuple[dict[str, float], list[
         if not path.exists():
             continue
         try:
-            frame = read_table(path, table)
+            frame = read(path, table)
         except TableError as exc:
             problems.append(str(exc))
             continue

@@ -7,14 +7,21 @@ per stage, the number of jobs, the summed and the longest job wall time, the
 evaluation cost of each run (its evaluate or score job, and each measure inside it), and
 the whole run's wall time; then per arm of the design (from the runs table) the
 training and scoring wall time, summed and longest (``--per-run``: every run's).
+``--startup`` adds each stage's start-up cost per job: the wall time of a fresh
+interpreter that imports what the job's entry point imports (a ``script:`` rule's
+script, with Snakemake's script module; a ``shell:`` rule's ``python -m`` module),
+times the stage's jobs, and its share of the stage's summed wall time.
 
     python bench/stage_times.py [--config config/config.yaml] [--existing results] [--per-run]
+                                [--startup]
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -91,7 +98,9 @@ def arm_times(results: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 # per-run rules that read a checkpoint: `evaluate` (a language run: scores, probes and
 # lm-eval in one process) and `score` (a run of another task family)
-EVALUATION_STAGES = ("evaluate", "score")
+# (train_and_evaluate, train_and_score: a run trained and evaluated in one job,
+# config one_job_per_run; its benchmark counts both)
+EVALUATION_STAGES = ("evaluate", "score", "train_and_evaluate", "train_and_score")
 # the line of seconds per measure that workflow/scripts/evaluate_run.py writes to its log
 TIMING_LINE = re.compile(r"^(?:[a-z_]+ [0-9.]+ s)(?:, [a-z_]+ [0-9.]+ s)*$")
 
@@ -123,12 +132,96 @@ def evaluation_cost(results: Path) -> pd.DataFrame:
     return table.rename_axis("run").reset_index()
 
 
+RULE = re.compile(r"^rule (\w+):\n(.*?)(?=^rule |\Z)", re.S | re.M)
+
+
+def rule_entry_points(rules_dir: Path = REPO / "workflow" / "rules") -> dict[str, list[str]]:
+    """Rule -> the modules its job imports when it starts: a ``script:`` rule's
+    top-level imports (and ``snakemake.script``, which unpickles the job), a
+    ``shell:`` rule's ``-m <module>``. Rules without a Python entry point are left out."""
+    out = {}
+    for smk in sorted(rules_dir.glob("*.smk")):
+        for name, body in RULE.findall(smk.read_text()):
+            script = re.search(r'script:\s*"\.\./scripts/([\w.]+\.py)"', body)
+            module = re.search(r"-m ([\w.]+)", body)
+            if script:
+                tree = ast.parse((rules_dir.parent / "scripts" / script.group(1)).read_text())
+                imports = ["snakemake.script"]
+                for node in tree.body:
+                    if isinstance(node, ast.Import):
+                        imports += [alias.name for alias in node.names]
+                    elif isinstance(node, ast.ImportFrom) and node.module:
+                        imports.append(node.module)
+                out[name] = imports
+            elif module:
+                out[name] = [module.group(1)]
+    return out
+
+
+# What a job imports inside the functions it calls, beside its entry point's top-level
+# imports: training.run_evaluation imports each family's evaluation where it is used.
+_LANGUAGE_EVALUATION = ["training.evaluate", "training.lm_eval_adapter"]
+_LANGUAGE_EVALUATION += ["training.lm_eval_suite", "training.probe_scores", "training.shards"]
+_REGRESSION_SCORES = ["preregistration.plan", "training.checkpoints"]
+_REGRESSION_SCORES += ["training.regression_model", "training.regression_scores"]
+DEFERRED_IMPORTS = {
+    "evaluate": _LANGUAGE_EVALUATION,
+    "train_and_evaluate": _LANGUAGE_EVALUATION,
+    "score": _REGRESSION_SCORES,
+    "train_and_score": _REGRESSION_SCORES,
+}
+
+
+def startup_seconds(modules: list[str], repeats: int = 3) -> float:
+    """Median wall time of a fresh interpreter that imports ``modules`` and exits."""
+    code = "; ".join(f"import {m}" for m in modules)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def startup_table(stages: pd.DataFrame, repeats: int = 3) -> pd.DataFrame:
+    """Per stage of ``stage_table`` with a Python entry point: its start-up seconds per
+    job (``startup_s``), times its jobs (``startup_sum_s``), and that sum's share of the
+    stage's summed wall time (``startup_share``)."""
+    entry = rule_entry_points()
+    rows = []
+    for row in stages.itertuples(index=False):
+        if row.stage not in entry:
+            continue
+        modules = entry[row.stage] + DEFERRED_IMPORTS.get(row.stage, [])
+        per_job = startup_seconds(modules, repeats)
+        rows.append(
+            {
+                "stage": row.stage,
+                "jobs": row.jobs,
+                "startup_s": per_job,
+                "startup_sum_s": per_job * row.jobs,
+                "startup_share": per_job * row.jobs / row.sum_s,
+            }
+        )
+    table = pd.DataFrame(rows)
+    if len(table):
+        total = {"stage": "all", "jobs": table["jobs"].sum()}
+        total |= {"startup_sum_s": table["startup_sum_s"].sum()}
+        total |= {"startup_share": total["startup_sum_s"] / stages["sum_s"].sum()}
+        table.loc[len(table)] = total
+    return table
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="config/config.yaml")
     parser.add_argument("--existing", type=Path, help="read this results directory, run nothing")
     parser.add_argument("--cores", default="2")
     parser.add_argument("--per-run", action="store_true", help="also print every run's times")
+    parser.add_argument(
+        "--startup", action="store_true", help="also time each stage's start-up per job"
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="start-up timings per stage")
     args = parser.parse_args()
     total = float("nan")
     if args.existing:
@@ -153,7 +246,12 @@ def main() -> int:
         if proc.returncode != 0:
             return proc.returncode
     show = {"index": False, "float_format": lambda v: f"{v:.1f}"}
-    print(stage_table(results).to_string(**show))
+    stages = stage_table(results)
+    print(stages.to_string(**show))
+    if args.startup:
+        print("\nstart-up per job (fresh interpreter importing the job's entry point, s):")
+        table = startup_table(stages, args.repeats)
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     if (results / "tables" / "runs.parquet").is_file():
         per_run, per_arm = arm_times(results)
         print("\nwall time per arm (benchmark s of each job; trainer_wall: meta.json wall_time_s)")

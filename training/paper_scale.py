@@ -5,7 +5,8 @@ parameters) under ``models`` and picks one with ``model_size``; the workflow res
 the pick into the ``model`` block the trainer reads (:func:`resolve_model`). The file
 also restates the plan's design of its scale (``registered``), which
 :func:`check_registered` compares with the plan so that the two cannot drift apart,
-and the SLURM resources of one job per rule and model size (:func:`job_resources`).
+and the SLURM resources of one job per rule and model size, or task family with a
+model of its own (:func:`job_resources`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import shlex
 
 from preregistration.plan import scale_design
-from training.data import vocab_from_config
 
 SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "block_size")
 
@@ -50,6 +50,8 @@ def corpus_vocab_size(config: dict) -> int:
     ICL and memorization evaluations read the same ids on either corpus; text token
     ``t`` is stored as ``synthetic_vocab + t`` (training/shards.py).
     """
+    from training.data import vocab_from_config  # torch: not for the workflow's start-up
+
     synthetic = vocab_from_config(config["data"]).size
     text = config.get("text")
     return synthetic + (int(text["vocab_size"]) if text else 0)
@@ -88,9 +90,14 @@ def check_registered(config: dict, plan: dict, source: str, plan_source: str) ->
         )
 
 
-def job_resources(config: dict, rule: str) -> dict:
-    """Snakemake resources of one job of ``rule`` at the chosen model size.
+def job_resources(config: dict, rule: str, family: str = "language") -> dict:
+    """Snakemake resources of one job of ``rule`` for a run of task ``family``.
 
+    A language run's model is the chosen model size's: its row is
+    ``cluster_resources[model_size][rule]``. A family that trains its own model (the
+    in-context regression family: plan ``design.scales.<scale>.arms.<arm>.model``, a
+    few million parameters) has its own row, ``cluster_resources[family][rule]``, at
+    every model size: it never takes the language model's GPUs.
     Keys are those of snakemake-executor-plugin-slurm: ``gpu`` and ``gpu_model``
     (``sbatch --gpus=<model>:<n>``), ``runtime`` (minutes), ``mem_mb``,
     ``cpus_per_task``. Empty when the config declares no ``cluster_resources``
@@ -99,12 +106,15 @@ def job_resources(config: dict, rule: str) -> dict:
     table = config.get("cluster_resources")
     if not table:
         return {}
-    size = config.get("model_size")
-    if size not in table:
+    if family == "language":
+        key, what = config.get("model_size"), "model_size"
+    else:
+        key, what = family, "the task family"
+    if key not in table:
         raise ConfigError(
-            f"cluster_resources has no entry for model_size {size!r}; it has {sorted(table)}"
+            f"cluster_resources has no entry for {what} {key!r}; it has {sorted(table)}"
         )
-    row = table[size].get(rule)
+    row = table[key].get(rule)
     if row is None:
         return {}
     out = {k: row[k] for k in ("runtime", "mem_mb", "cpus_per_task")}
@@ -113,11 +123,12 @@ def job_resources(config: dict, rule: str) -> dict:
     return out
 
 
-def launcher_command(config: dict, python: str) -> str:
+def launcher_command(config: dict, python: str, family: str = "language") -> str:
     """The training launcher: ``python`` means ``python`` (the interpreter running
-    Snakemake); ``{gpus}`` in a torchrun line becomes the train job's GPU count."""
+    Snakemake); ``{gpus}`` in a torchrun line becomes the GPU count of a train job of
+    a run of ``family``."""
     launcher = config.get("launcher", "python")
     if launcher == "python":
         return shlex.quote(python)
-    gpus = job_resources(config, "train").get("gpu", 1)
+    gpus = job_resources(config, "train", family).get("gpu", 1)
     return launcher.replace("{gpus}", str(gpus))

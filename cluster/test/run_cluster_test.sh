@@ -48,6 +48,7 @@ work = sys.argv[1]
 config = yaml.safe_load(open("config/smoke.yaml"))
 config["results"] = f"{work}/results"
 config["train"]["checkpoint_interval"] = 1  # a resume state at every logged step
+config["one_job_per_run"] = False  # a cluster keeps the train and evaluate jobs apart
 # More copy and in-weights tokens than the smoke study's: the runs need 30-40 steps
 # to the target instead of about 15, so a job can be cancelled part-way.
 config["data"].update(copy_vocab=128, iw_items=64)

@@ -39,6 +39,8 @@ if set(_PROXY_ARMS) - set(_ARMS):
         f"arm of scale {config['scale']!r} (its arms: {_ARMS})"
     )
 RUN_KEYS = [(s.condition, s.seed) for s in RUN_SPECS]
+# condition -> task family of its arm (plan design.arms.<arm>.family: language, regression)
+RUN_FAMILY = {s.condition: arm_family(PLAN, s.arm) for s in RUN_SPECS}
 if ANALYSIS_ONLY:
     # Nothing makes run files here: without this check Snakemake would skip
     # collect_runs and reuse a runs table of an earlier collection.
@@ -95,20 +97,44 @@ def family_condition_pattern(family):
     return "|".join(re.escape(n) for n in names) or "(?!)"
 
 
-def get_launcher():
-    """The training launcher; plain "python" means the interpreter running Snakemake,
-    {gpus} in a torchrun line the train job's GPU count."""
-    return launcher_command(config, sys.executable)
+def get_launcher(wildcards):
+    """The training launcher of the run; plain "python" means the interpreter running
+    Snakemake, {gpus} in a torchrun line the GPU count of the run's train job."""
+    return launcher_command(config, sys.executable, RUN_FAMILY[wildcards.condition])
 
 
-def get_resources(rule):
-    """SLURM resources of one job of `rule` at the config's model size (cluster_resources)."""
-    return job_resources(config, rule)
+def get_resources(rule, family="language"):
+    """SLURM resources of one job of `rule` for a run of task `family`: the model size's
+    row of cluster_resources for a language run, the family's own row for a family
+    that trains its own model (regression)."""
+    return job_resources(config, rule, family)
+
+
+def get_run_resources(rule):
+    """get_resources of each run by its task family, for a rule shared by the families
+    (train): one function of the wildcards per resource."""
+    by_family = {f: get_resources(rule, f) for f in sorted(set(RUN_FAMILY.values()))}
+    if len({tuple(sorted(r)) for r in by_family.values()}) > 1:
+        raise WorkflowError(
+            f"cluster_resources: the {rule} rows of the task families {sorted(by_family)} "
+            "name different resources (gpus 0 in one of them?): "
+            f"{ {f: sorted(r) for f, r in by_family.items()} }"
+        )
+
+    def per_run(key):
+        return lambda wildcards: by_family[RUN_FAMILY[wildcards.condition]][key]
+
+    return {key: per_run(key) for key in next(iter(by_family.values()), {})}
+
+
+# Keys of how the workflow lays out its jobs, not of what a run does: left out of the
+# config a run records (its meta.json), which is the same whichever layout made it.
+LAYOUT_KEYS = ("one_job_per_run",)
 
 
 def get_config_json(wildcards=None):
-    """The resolved config, quoted for a shell command line."""
-    return shlex.quote(json.dumps(config))
+    """The resolved config, without LAYOUT_KEYS, quoted for a shell command line."""
+    return shlex.quote(json.dumps({k: v for k, v in config.items() if k not in LAYOUT_KEYS}))
 
 
 def get_final_outputs():

@@ -33,3 +33,23 @@ rule text_shards:
         ENV
     script:
         "../scripts/make_shards.py"
+
+
+# The documents of the project's lm-eval tasks, built on the synthetic corpus's families.
+rule lm_eval_data:
+    input:
+        corpus=f"{RESULTS}/data/corpus.pt",
+    output:
+        [f"{RESULTS}/lm_eval/data/{task}.jsonl" for task in config["lm_eval"]["tasks"]],
+    benchmark:
+        f"{RESULTS}/benchmarks/lm_eval_data.tsv"
+    log:
+        f"{RESULTS}/logs/lm_eval_data.log",
+    params:
+        lm_eval=config["lm_eval"],
+        out_dir=lambda wildcards, output: str(Path(output[0]).parent),
+    localrule: True
+    conda:
+        ENV
+    script:
+        "../scripts/lm_eval_data.py"

@@ -1,28 +1,10 @@
 # End-of-run evaluation of every trained language model: its scores
 # (training.evaluate), the probes (training.probe_scores) and the project's lm-eval
 # tasks, run offline on local data (training.lm_eval_suite). One process per run
-# loads the model once and writes the three tidy per-run tables; collect_runs joins
-# them into runs.parquet, one column per measure. A run of another task family is
-# scored alone (score.smk).
-
-
-rule lm_eval_data:
-    input:
-        corpus=f"{RESULTS}/data/corpus.pt",
-    output:
-        [f"{RESULTS}/lm_eval/data/{task}.jsonl" for task in config["lm_eval"]["tasks"]],
-    benchmark:
-        f"{RESULTS}/benchmarks/lm_eval_data.tsv"
-    log:
-        f"{RESULTS}/logs/lm_eval_data.log",
-    params:
-        lm_eval=config["lm_eval"],
-        out_dir=lambda wildcards, output: str(Path(output[0]).parent),
-    localrule: True
-    conda:
-        ENV
-    script:
-        "../scripts/lm_eval_data.py"
+# loads the model once and writes the three tidy per-run tables
+# (training.run_evaluation); collect_runs joins them into runs.parquet, one column per
+# measure. A run of another task family is scored alone (score.smk). With config
+# one_job_per_run the train job evaluates its run itself (train_and_evaluate.smk).
 
 
 rule evaluate:

@@ -14,7 +14,7 @@ rule score:
         f"{RESULTS}/logs/score/{{condition}}_seed{{seed}}.log",
     threads: config.get("threads_per_run", 1)
     resources:
-        **get_resources("score"),
+        **get_resources("score", "regression"),
     params:
         run_id=lambda w: f"{w.condition}_s{w.seed}",
     conda:

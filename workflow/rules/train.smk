@@ -14,9 +14,9 @@ rule train:
         f"{RESULTS}/logs/train/{{condition}}_seed{{seed}}.log",
     threads: config.get("threads_per_run", 1)
     resources:
-        **get_resources("train"),
+        **get_run_resources("train"),
     params:
-        launcher=get_launcher(),
+        launcher=get_launcher,
         config_json=get_config_json,
         out=lambda w, output: str(Path(output.meta).parent),
         reference=get_reference_arg,
