@@ -90,17 +90,16 @@ def _run_files(traces: Path, run: tuple[str, int], names: list[str]) -> list[str
     return [str(traces / run[0] / f"seed{run[1]}" / name) for name in names]
 
 
-def test_one_job_writes_the_files_of_the_separate_jobs(tmp_path: Path):
-    """The same two runs (one per family) through both layouts, into two trace
-    directories of one results directory (one corpus): every file is the same bytes,
+def test_one_job_writes_the_files_of_the_separate_jobs(smoke_study: Path, tmp_path: Path):
+    """Two runs (one per family) of the smoke study (tests/conftest.py: the default layout,
+    one job per run) again through the separate train and evaluate (score) jobs, into
+    another trace directory beside the same corpus: every file is the same bytes,
     meta.json but for the trainer's wall time and the trace directory it records."""
-    results = tmp_path / "results"
-    layouts = {"one": tmp_path / "one", "apart": tmp_path / "apart"}
-    for layout, traces in layouts.items():
-        targets = _run_files(traces, LANGUAGE_RUN, LANGUAGE_FILES)
-        targets += _run_files(traces, REGRESSION_RUN, REGRESSION_FILES)
-        config = [f"results={results}", f"traces={traces}", f"one_job_per_run={layout == 'one'}"]
-        snakemake("--configfile", "config/smoke.yaml", "--config", *config, "--", *targets)
+    layouts = {"one": smoke_study / "runs", "apart": tmp_path / "apart"}
+    targets = _run_files(layouts["apart"], LANGUAGE_RUN, LANGUAGE_FILES)
+    targets += _run_files(layouts["apart"], REGRESSION_RUN, REGRESSION_FILES)
+    config = [f"results={smoke_study}", f"traces={layouts['apart']}", "one_job_per_run=False"]
+    snakemake("--configfile", "config/smoke.yaml", "--config", *config, "--", *targets)
     for run, names in ((LANGUAGE_RUN, LANGUAGE_FILES), (REGRESSION_RUN, REGRESSION_FILES)):
         one = _run_files(layouts["one"], run, names)
         apart = _run_files(layouts["apart"], run, names)
@@ -110,7 +109,7 @@ def test_one_job_writes_the_files_of_the_separate_jobs(tmp_path: Path):
                 for meta in metas:
                     assert meta["wall_time_s"] > 0
                     del meta["wall_time_s"]
-                    meta["config"].pop("traces")
+                    meta["config"].pop("traces", None)
                     assert "one_job_per_run" not in meta["config"]
                 assert metas[0] == metas[1], name
             else:
