@@ -9,7 +9,17 @@ import torch
 import torch.distributed as dist
 
 from gradnoise.estimation.logger import LOSS_REDUCTIONS, NoiseLogger
+from gradnoise.tap.economy import EconomyTap
 from gradnoise.tap.tap import NoiseTap
+from gradnoise.tap.welford_tap import WelfordTap
+
+TIERS = ("economy", "standard", "full")
+# Options the standard tier's two buffers cannot honour: given with it, the tap keeps the
+# manual logger's own mode (K + 1 rows, or ``streaming``), the attach of before the tiers.
+OWN_MODE_OPTIONS = frozenset(
+    {"streaming", "sketch_width", "sketch_rank", "hill_fraction", "hill_max_samples",
+     "curvature", "proxies", "curvature_probes"}
+)  # fmt: skip
 
 # NoiseLogger arguments the tap sets itself (from attach's own arguments)
 _SET_BY_TAP = {"model", "optimizer", "n_micro", "micro_batch_size", "world_size",
@@ -28,6 +38,7 @@ def attach(
     scaler=None,
     on_record: Callable[[dict], None] | None = None,
     logits_closure: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    tier: str = "standard",
     **logger_options,
 ) -> NoiseTap:
     """Log P-NE_t = eta_t Tr(P_t C_t P_t) / B of an unchanged training loop (seed 003).
@@ -73,6 +84,25 @@ def attach(
     on_record : called with each logging step's record dict.
     logits_closure : ``(logits, targets)`` of a batch, for the curvature proxies
         (``NoiseLogger.after_update``); needed when ``curvature`` or ``proxies`` ask for it.
+    tier : what is estimated, at what cost (measured: bench/pne_overhead.py):
+
+        - ``"economy"``: every step, P-NE, P-NE* (potential and effective) and B_simple
+          under the previous step's preconditioner P_{t-1}, from two squared norms per
+          parameter and micro-batch (``gradnoise.tap.economy``); no buffer of the
+          gradient's size; records with the columns of
+          ``gradnoise.estimation.norm_form.NORM_FORM_COLUMNS``; takes only ``eps_rel``.
+        - ``"standard"`` (default): the logger's records on logging steps (per layer,
+          stride-free integrals, B_simple windows) with at most two gradient-sized
+          buffers, the held estimate included: each increment is folded into
+          Welford's moments inside the hook (``gradnoise.tap.welford_tap``); the
+          spectrum and tail-index columns are NaN; no curvature proxy other than the
+          empirical Fisher. Given an option those two buffers cannot honour
+          (``OWN_MODE_OPTIONS``: ``streaming``, the sketch and tail settings, curvature
+          proxies) it keeps the manual logger's own mode (K + 1 gradient copies, or
+          streaming), spectrum and tail index included: the attach of before the tiers.
+        - ``"full"``: the streaming estimate (spectrum of P_{t-1} C P_{t-1} / B, Hill
+          tail index) and the curvature proxies asked for, three gradient-sized
+          buffers on a logging step besides what it holds.
     **logger_options : passed to ``NoiseLogger`` (``log_interval``, ``streaming``, ``seed``,
         ``curvature``, ``sketch_width``, ...).
 
@@ -99,6 +129,8 @@ def attach(
         raise ValueError(
             f"attach(loss_reduction={loss_reduction!r}): expected one of {LOSS_REDUCTIONS}"
         )
+    if tier not in TIERS:
+        raise ValueError(f"attach(tier={tier!r}): expected one of {TIERS}")
     if micro_batch_size is not None and (
         not isinstance(micro_batch_size, int) or micro_batch_size < 1
     ):
@@ -109,7 +141,12 @@ def attach(
         raise TypeError(
             f"attach: unknown NoiseLogger option(s) {unknown}; accepted: {sorted(accepted)}"
         )
-    return NoiseTap(
+    if tier == "full" and not logger_options.setdefault("streaming", True):
+        raise ValueError("attach(tier='full', streaming=False): the full tier is the streaming one")
+    tap_class = {"economy": EconomyTap, "full": NoiseTap}.get(tier, NoiseTap)
+    if tier == "standard" and not OWN_MODE_OPTIONS & set(logger_options):
+        tap_class = WelfordTap
+    return tap_class(
         model, optimizer, n_micro=n_micro, loss_reduction=loss_reduction,
         micro_batch_size=micro_batch_size,
         world_size=_world_size(world_size, process_group), process_group=process_group,
