@@ -375,15 +375,7 @@ class NoiseLogger(StreamedEstimate):
                 f"NoiseLogger: step {self.step} has no held estimate; start at step 1 or "
                 "restore the logger with load_state_dict when resuming"
             )
-        precond_sq = None  # between refreshes of P: the latest traces again
-        if estimate is not None and self.streaming:
-            precond_sq = torch.mul(self.last_precond, self.last_precond, out=self._precond_sq)
-        elif estimate is not None:
-            precond_sq = self.last_precond**2
-        elif self.step % self.precond_interval == 0:
-            if self._precond_sq is None:
-                self._precond_sq = torch.empty(sum(self.sizes), device=self.params[0].device)
-            precond_sq = precond_sq_flat(self.optimizer, self.params, out=self._precond_sq)
+        precond_sq = self._step_precond_sq(estimate)
         self.step_traces = self.integral.add_step(precond_sq, lr, clip_coef, self._injected)
         self._injected = None
         if estimate is None:
@@ -393,6 +385,18 @@ class NoiseLogger(StreamedEstimate):
         self.logging, self._cumulative, self._stream = False, None, None
         self._hooked, self._rows = False, None
         return record
+
+    def _step_precond_sq(self, estimate: dict | None):
+        """P_t^2 for this step's integral; None between refreshes (the latest traces again)."""
+        if estimate is not None and self.streaming:
+            return torch.mul(self.last_precond, self.last_precond, out=self._precond_sq)
+        if estimate is not None:
+            return self.last_precond**2
+        if self.step % self.precond_interval == 0:
+            if self._precond_sq is None:
+                self._precond_sq = torch.empty(sum(self.sizes), device=self.params[0].device)
+            return precond_sq_flat(self.optimizer, self.params, out=self._precond_sq)
+        return None
 
     def divergence_record(self) -> dict:
         """Integrated exposures so far, for the trace row of a step that diverged.

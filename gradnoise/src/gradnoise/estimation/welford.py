@@ -203,31 +203,15 @@ class WelfordLogger(NoiseLogger):
                 mean.mul_((j - 1) / j)
         self._folded = [False] * len(self.params)
 
-    def after_update(self, lr, grad_norm, clip_coef, logits_closure=None) -> dict | None:
-        """``NoiseLogger.after_update`` with P_t^2 read chunk by chunk (``PrecondSquare``)."""
-        if self.step is None:
-            raise RuntimeError("NoiseLogger: after_update called before begin_step")
-        self.window_steps += 1
-        self.window_clipped += int(clip_coef < 1.0)
-        estimate = self._estimate(None) if self.logging else None
-        if self.integral.held is None:
-            raise RuntimeError(
-                f"NoiseLogger: step {self.step} has no held estimate; start at step 1 or "
-                "restore the logger with load_state_dict when resuming"
-            )
+    def _step_precond_sq(self, estimate: dict | None):
+        """P_t^2 read chunk by chunk (``PrecondSquare``) at logging steps and refreshes.
+
+        On a logging step the held rows' sums under P_t are the estimate's own, so the
+        reader hands them over instead of a second pass over P.
+        """
+        self._precond_sq_reader.preset = self._held_traces if estimate is not None else None
         refresh = estimate is not None or self.step % self.precond_interval == 0
-        precond_sq = self._precond_sq_reader if refresh else None
-        if estimate is not None:  # the held rows under P_t: the estimate's own sums
-            self._precond_sq_reader.preset = self._held_traces
-        self.step_traces = self.integral.add_step(precond_sq, lr, clip_coef, self._injected)
-        self._precond_sq_reader.preset = None
-        self._injected = None
-        if estimate is None:
-            return None
-        record = self._record(estimate, lr, clip_coef)
-        self.window_steps = self.window_clipped = 0
-        self.logging, self._hooked = False, False
-        return record
+        return self._precond_sq_reader if refresh else None
 
     def _estimate(self, logits_closure) -> dict:
         """Traces (totals and per layer) of this step from its moments; holds its diagonals."""
