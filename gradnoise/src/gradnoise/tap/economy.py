@@ -31,8 +31,7 @@ import torch
 
 from gradnoise.estimation.micro_stream import CHUNKS, MIN_CHUNK
 from gradnoise.estimation.norm_form import NormFormEstimate
-from gradnoise.estimation.record import check_one_lr
-from gradnoise.tap.norms import clip_coefficient, tensor_norms
+from gradnoise.tap.norms import tensor_norms
 from gradnoise.tap.tap import NoiseTap
 
 ECONOMY_OPTIONS = ("eps_rel",)  # the NoiseLogger options this tier honours
@@ -137,16 +136,7 @@ class EconomyTap(NoiseTap):
     def _after_step(self, optimizer, args, kwargs) -> None:
         if self._busy:
             return
-        step = self.step + 1
-        if self._backwards != self.n_micro:
-            raise RuntimeError(
-                f"gradnoise.tap: optimizer step {step} after {self._backwards} backward passes, "
-                f"n_micro={self.n_micro} declared"
-            )
-        check_one_lr(optimizer)
-        lr = float(optimizer.param_groups[0]["lr"])
-        pre_norm, post_norm = self._norms()
-        clip_coef = clip_coefficient(pre_norm, post_norm, step)
+        step, lr, pre_norm, clip_coef = self._step_inputs(optimizer)
         scale = float(self.scaler.get_scale()) if self._pre_scaled else 1.0
         if self._mean_seen:
             self.logger.add_mean(*self._collect(self._mean_seen), 1.0 / scale)

@@ -236,9 +236,8 @@ class NoiseTap:
             if id(p) in self._index:
                 self._pre_norms[self._index[id(p)]] = norm
 
-    def _after_step(self, optimizer, args, kwargs) -> None:
-        if self._busy:
-            return
+    def _step_inputs(self, optimizer) -> tuple[int, float, float, float]:
+        """(t, eta_t, |g_pre|, c_t) of the step just taken; checks the backward count."""
         step = self.step + 1
         if self._backwards != self.n_micro:
             raise RuntimeError(
@@ -248,7 +247,12 @@ class NoiseTap:
         check_one_lr(optimizer)
         lr = float(optimizer.param_groups[0]["lr"])
         pre_norm, post_norm = self._norms()
-        clip_coef = clip_coefficient(pre_norm, post_norm, step)
+        return step, lr, pre_norm, clip_coefficient(pre_norm, post_norm, step)
+
+    def _after_step(self, optimizer, args, kwargs) -> None:
+        if self._busy:
+            return
+        step, lr, pre_norm, clip_coef = self._step_inputs(optimizer)
         logger = self.logger
         if self._logging:
             logger.pooled_mean_check = functools.partial(
@@ -288,8 +292,10 @@ class NoiseTap:
         scale = float(self.scaler.get_scale()) if self._pre_scaled else 1.0
         return pre_norm / scale, post_norm
 
+    logger_class = NoiseLogger  # the estimate the hooks feed (gradnoise.tap.welford_tap)
+
     def _build_logger(self) -> None:
-        self.logger = NoiseLogger(
+        self.logger = self.logger_class(
             self.model, self.optimizer, n_micro=self.n_micro,
             micro_batch_size=self.micro_batch_size, world_size=self.world_size,
             process_group=self.process_group, loss_reduction=self.loss_reduction,

@@ -20,15 +20,7 @@ from gradnoise.tap.tap import NoiseTap
 class WelfordTap(NoiseTap):
     """``NoiseTap`` whose logging steps hold two gradient-sized buffers in all."""
 
-    def _build_logger(self) -> None:
-        self.logger = WelfordLogger(
-            self.model, self.optimizer, n_micro=self.n_micro,
-            micro_batch_size=self.micro_batch_size, world_size=self.world_size,
-            process_group=self.process_group, loss_reduction=self.loss_reduction,
-            **self._logger_options,
-        )  # fmt: skip
-        if [id(p) for p in self.logger.params] != [id(p) for p in self.params]:
-            raise RuntimeError("gradnoise.tap: the logger's parameters differ from the hooked ones")
+    logger_class = WelfordLogger
 
     def _on_grad(self, i: int, grad: torch.Tensor) -> None:
         if self._busy:
