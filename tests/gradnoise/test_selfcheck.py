@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import gradnoise.estimation.logger as logger_module
+import gradnoise.estimation.default_estimate as estimate_module
 from gradnoise.selfcheck import selfcheck
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -140,7 +140,7 @@ def test_transformer_with_layernorm_and_tied_weights_passes():
 
 def test_estimator_that_forgets_the_micro_batch_factor_fails(monkeypatch):
     """diag(C) = Var_j(g_bar_j) without the factor m: the estimate is 1/m of the truth."""
-    monkeypatch.setattr(logger_module, "covariance_diag", lambda var, m: var)
+    monkeypatch.setattr(estimate_module, "covariance_diag", lambda var, m: var)
     report = selfcheck(make_mlp(), mlp_loss, mlp_data(), n_micro=4, steps=20)
     assert not report.passed, str(report)
     pcp = report.rows[0]

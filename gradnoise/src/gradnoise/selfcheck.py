@@ -38,7 +38,6 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 
 import torch
 from torch.func import functional_call, grad_and_value, vmap
@@ -51,6 +50,7 @@ from gradnoise.estimation.formulas import (
     preconditioner,
 )
 from gradnoise.estimation.logger import NoiseLogger
+from gradnoise.selfcheck_report import CheckRow, SelfCheckReport, check_row, notes_on
 
 __all__ = ["CheckRow", "SelfCheckReport", "selfcheck"]
 
@@ -59,7 +59,6 @@ OPTIMIZERS = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD)
 RESERVED = (
     "n_micro", "micro_batch_size", "world_size", "log_interval", "process_group", "loss_reduction",
 )  # fmt: skip
-LOSS_RTOL = 1e-3  # loss_fn(batch) vs the mean of per-example losses, relative
 QUANTITIES = (  # (row name, the logger's record key)
     ("Tr(P C P)/B", "trace_pcp"),
     ("Tr(P F P)", "trace_pfp_fisher"),
@@ -70,62 +69,6 @@ TORCH_FUNC_HINT = (
     "operations (eval_mode=True), .item() or data-dependent Python control flow in forward "
     "(see the 'UX limitations' page of torch.func)."
 )
-
-
-@dataclass(frozen=True)
-class CheckRow:
-    """One quantity: the logger's mean estimate against its exact value."""
-
-    quantity: str  # "Tr(P C P)/B" (P-NE_t / eta_t) or "Tr(P F P)" (the P-NE* denominator)
-    estimate: float  # mean over the steps of the logger's value
-    exact: float  # the value from exact per-example gradients
-    rel_error: float  # mean over steps of estimate_t / exact - 1
-    std_error: float  # sd(estimate_t / exact - 1) / sqrt(steps)
-    tolerance: float  # n_se * std_error + bias_allowance
-    verdict: str  # "pass", "fail" or "inconclusive"
-
-
-@dataclass(frozen=True)
-class SelfCheckReport:
-    """What ``selfcheck`` found; ``passed`` is True only when every row passes."""
-
-    rows: tuple[CheckRow, ...]
-    steps: int  # T, check steps (random splits), each one logging step
-    n_micro: int  # K
-    micro_batch_size: int  # m
-    batch_size: int  # B = K m
-    optimizer: str  # class name of the optimizer whose P was used
-    warmup_steps: int  # optimizer steps taken on the copy before the check (lr 0)
-    loss_ratio: float  # loss_fn(model, batch) / mean of per-example losses (1 for a mean)
-    notes: tuple[str, ...] = field(default=())
-
-    @property
-    def passed(self) -> bool:
-        loss_ok = abs(self.loss_ratio - 1) <= LOSS_RTOL
-        return loss_ok and all(row.verdict == "pass" for row in self.rows)
-
-    def to_dict(self) -> dict:
-        """Plain types only (rows as a list of dicts), with ``passed``."""
-        return asdict(self) | {"rows": [asdict(r) for r in self.rows], "passed": self.passed}
-
-    def __str__(self) -> str:
-        head = (
-            f"gradnoise selfcheck: {'PASS' if self.passed else 'FAIL'}  ({self.optimizer}, "
-            f"B = {self.batch_size} = {self.n_micro} micro-batches x {self.micro_batch_size}, "
-            f"{self.steps} random splits)"
-        )
-        columns = ("quantity", "estimate", "exact", "rel.error", "std.error", "tolerance", "")
-        lines = [head, "{:<12} {:>11} {:>11} {:>10} {:>10} {:>10}  {}".format(*columns)]
-        for r in self.rows:
-            lines.append(
-                f"{r.quantity:<12} {r.estimate:>11.4e} {r.exact:>11.4e} {r.rel_error:>+10.2%} "
-                f"{r.std_error:>10.2%} {r.tolerance:>10.2%}  {r.verdict}"
-            )
-        lines.append(
-            f"loss_fn(batch) / mean per-example loss = {self.loss_ratio:.6g} (1 for a mean)"
-        )
-        lines.extend(f"note: {n}" for n in self.notes)
-        return "\n".join(lines)
 
 
 def selfcheck(
@@ -207,10 +150,10 @@ def selfcheck(
     )
     logged, truth = _splits(logger, loss_on, exact, batch_size, steps, generator)
     rows = tuple(
-        _row(name, logged[key], truth[key], n_se, bias_allowance, max_std_error)
+        check_row(name, logged[key], truth[key], n_se, bias_allowance, max_std_error)
         for name, key in QUANTITIES
     )
-    notes = _notes(rows, loss_ratio, batch_size)
+    notes = notes_on(rows, loss_ratio, batch_size)
     return SelfCheckReport(
         rows, steps, n_micro, micro, batch_size, type(twin_optimizer).__name__,
         warmup_steps, loss_ratio, notes,
@@ -375,50 +318,3 @@ def _exact_traces(precond: torch.Tensor, exact: dict, batch_size: int) -> dict[s
         "trace_pcp": float(precond_diag_product(precond, cov).sum()) / batch_size,
         "trace_pfp_fisher": float(precond_diag_product(precond, fisher).sum()),
     }
-
-
-def _row(name, estimates, exacts, n_se, bias_allowance, max_std_error) -> CheckRow:
-    """Mean relative error over the steps, its standard error and the verdict."""
-    est = torch.tensor(estimates, dtype=torch.float64)
-    truth = torch.tensor(exacts, dtype=torch.float64)
-    ratio = est / truth - 1
-    rel_error = float(ratio.mean())
-    std_error = float(ratio.std()) / math.sqrt(len(ratio))
-    tolerance = n_se * std_error + bias_allowance
-    # the mean estimate's own relative spread: a 255-fold error with 4 % spread is a failure
-    spread = std_error / (1 + rel_error) if rel_error > -1 else 0.0
-    if not (math.isfinite(rel_error) and math.isfinite(std_error)) or spread > max_std_error:
-        verdict = "inconclusive"
-    else:
-        verdict = "pass" if abs(rel_error) <= tolerance else "fail"
-    return CheckRow(
-        name, float(est.mean()), float(truth.mean()), rel_error, std_error, tolerance, verdict
-    )
-
-
-def _notes(rows: tuple[CheckRow, ...], loss_ratio: float, batch_size: int) -> tuple[str, ...]:
-    """Plain-words reasons for a failed or inconclusive check."""
-    notes = []
-    if not abs(loss_ratio - 1) <= LOSS_RTOL:
-        guess = (
-            f" It is {batch_size} x the mean: loss_fn looks like a sum; the logger assumes a mean."
-            if abs(loss_ratio / batch_size - 1) <= LOSS_RTOL
-            else " Is the loss weighted per token or per batch rather than per example?"
-        )
-        notes.append(
-            f"loss_fn(model, batch) is {loss_ratio:.6g} x the mean of the per-example losses."
-            + guess
-        )
-    for r in rows:
-        if r.verdict == "inconclusive":
-            notes.append(
-                f"{r.quantity}: standard error {r.std_error:.1%} is too large to tell (or the "
-                "exact value is 0); raise steps or n_micro"
-            )
-        elif r.verdict == "fail":
-            notes.append(
-                f"{r.quantity}: the estimate is {r.estimate / r.exact:.4g} x the exact value "
-                f"(outside {r.tolerance:.1%}); check the loss convention (a mean over the "
-                "micro-batch, divided by n_micro) and micro_batch_size"
-            )
-    return tuple(notes)

@@ -33,15 +33,13 @@ whether the current step logs) and the loop averages the gradients itself
 afterwards. The record's keys are the P-NE columns of ``preregistration.tables.STEPS``;
 its ``layers`` entry is a list of per-module rows, the ``preregistration.tables.LAYERS`` table.
 
-Cost: on every r-th non-logging step (``precond_interval``) one pass over Adam's
-second moments and one (q, D) x D product, nothing else on the others; the
-q = 2 + (diagonal proxies) <= 4 held diagonals stay in memory between logging
-steps (4 q D bytes, fp32, on the parameters' device).
+Cost: on every r-th non-logging step (``precond_interval``) one pass over Adam's second
+moments and one (q, D) x D product, nothing else on the others; the q = 2 + (diagonal
+proxies) <= 4 held diagonals stay in memory (4 q D bytes, fp32, on the parameters' device).
 On a logging step (K + 1) flat fp32 copies of the gradient (memory 4 (K + 1) D
 bytes), one all-reduce of 2 D floats, one all-gather of K * ``sketch_width`` + k
 floats (with diagonal proxies, one all-reduce of D floats each); with extra curvature
-proxies one forward pass and one backward pass per probe and proxy (and a
-double backward for the raw Hessian).
+proxies one forward and backward pass per probe and proxy (raw Hessian: double backward).
 With ``streaming=True`` the K micro-batch gradients are reduced as they arrive
 (``gradnoise.estimation.micro_stream``): a logging step holds at most three extra flat fp32
 vectors of the gradient's size (12 D bytes) for any K, plus the K x
@@ -55,66 +53,34 @@ and its shares NaN); the traces, per-layer sums, B_simple, integrals and the
 tail index use P_t as in the default mode. Streaming needs ``.grad`` zero (or
 None) when a logging step begins.
 
-Units. The estimates are in the units of the gradient the optimizer is given:
-micro-batch j's gradient is g_j = K d_j from its ``.grad`` increment d_j, whatever
-the loss's scale, so the mean of the g_j is the accumulated ``.grad`` and C is
-the covariance of per-example gradients scaled alike. P-NE, P-NE*, B_simple and
-every trace under P therefore do not depend on how the loss is scaled under Adam
-(P_t scales inversely with the gradient), and are those of the actual update under
-SGD. Only the unpreconditioned columns ``trace_cov`` and ``grad_sq`` (totals and
-per layer) carry the loss's units; ``loss_reduction`` declares them:
-``"mean"`` (each micro-batch loss the mean over its m examples divided by K, as
-above: per example of the loss) or ``"sum"`` (the sum over the step's m K local
-examples, not divided: they are divided by (m K)^2 so they are per example too).
-A loss declared wrongly leaves P-NE right and those two columns off by the square
-of the ratio; no gradient can tell (a global rescaling of the loss rescales every
-increment alike).
-
-Hook mode (``gradnoise.tap.attach``) replaces the four calls by hooks: it opens a
-step with ``begin_hooked_step``, writes the K micro-batch gradients into
-``micro_rows`` (default mode) or passes its own running sums to
-``after_hooked_micro`` (streaming), and finishes with ``after_update``;
-``pooled_mean_check``, when set, is called with the pooled mean gradient G_bar
-of a logging step before anything is held, and may raise.
+Units and ``loss_reduction``: ``gradnoise.estimation.default_estimate``; hook mode
+(``gradnoise.tap.attach``): ``gradnoise.estimation.hooked_steps``.
 """
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Callable
 
 import torch
 
-from gradnoise.estimation.curvature import DIAGONAL_PROXIES, PROXIES, fisher_diag, logit_curvature
+from gradnoise.estimation.curvature import PROXIES
+from gradnoise.estimation.default_estimate import DefaultEstimate
 from gradnoise.estimation.formulas import (
-    covariance_diag,
-    grad_sq_diag,
     layer_name,
-    precond_diag_product,
     precond_flat,
     precond_sq_flat,
-    preconditioner,
 )
+from gradnoise.estimation.hooked_steps import HookedSteps
 from gradnoise.estimation.integrals import DIAGONAL_CURVATURES, INTEGRATED, ExposureIntegral
 from gradnoise.estimation.micro_stream import MicroStream
-from gradnoise.estimation.pooling import check_world, gather_pair, mean_over_workers, pooled_moments
+from gradnoise.estimation.pooling import check_world
 from gradnoise.estimation.record import (
-    LAYER_TRACES,
-    check_one_lr,
     check_proxies,
     check_settings,
     step_record,
 )
-from gradnoise.estimation.spectrum import (
-    count_sketch,
-    gram_spectrum,
-    hill_k,
-    hill_tail_index,
-    largest_abs,
-    spectrum_summary,
-    tail_sample,
-)
+from gradnoise.estimation.resume_state import ResumeState
 from gradnoise.estimation.streamed_estimate import StreamedEstimate
 
 __all__ = ["CURVATURES", "INTEGRATED", "NoiseLogger"]
@@ -124,7 +90,7 @@ PROXY_COLUMNS = {"ggn": "trace_pgp_ggn", "true_fisher": "trace_pfp_true_fisher"}
 LOSS_REDUCTIONS = ("mean", "sum")  # micro-batch loss: mean over its examples / K, or their sum
 
 
-class NoiseLogger(StreamedEstimate):
+class NoiseLogger(DefaultEstimate, StreamedEstimate, HookedSteps, ResumeState):
     """Online estimator of potential and effective P-NE and P-NE* for one training run.
 
     Parameters
@@ -311,42 +277,6 @@ class NoiseLogger(StreamedEstimate):
             return
         self._copy_grads(self._cumulative[self._seen])
 
-    # -- hook mode (gradnoise.tap): the micro-batch gradients come from tensor hooks --
-
-    def begin_hooked_step(self, step: int, log: bool | None = None) -> None:
-        """``begin_step`` for gradients delivered by hooks: nothing is read off ``.grad``.
-
-        On a logging step, the default mode zeroes the (K, D) ``micro_rows`` for the
-        hooks to fill with g_1 .. g_K; the streaming mode opens a stream folding
-        running sums of g_j passed to ``after_hooked_micro`` (factor 1: the hooks
-        apply the loss convention and any loss scale themselves).
-        """
-        self.begin_step(step, log=False)
-        self.logging, self._hooked = self.is_log_step(step) if log is None else bool(log), True
-        if self.logging and self.streaming:
-            self._stream = self._open_stream(1.0, check=False)
-        elif self.logging:
-            device = self.params[0].device
-            self._rows = torch.zeros(self.n_micro, sum(self.sizes), device=device)
-
-    @property
-    def micro_rows(self) -> torch.Tensor | None:
-        """(K, D) micro-batch mean gradients of a hooked logging step (default mode), else None."""
-        return self._rows
-
-    def after_hooked_micro(self, running_sums: list[torch.Tensor] | None = None) -> None:
-        """After micro-batch backward j of a hooked logging step (streaming: g_1 + .. + g_j)."""
-        if not self.logging:
-            return
-        if self._seen >= self.n_micro:
-            raise RuntimeError(
-                f"NoiseLogger: more than n_micro={self.n_micro} micro-batch backward passes "
-                f"in step {self.step}"
-            )
-        self._seen += 1
-        if self.streaming:
-            self._stream.add(running_sums)
-
     def after_update(
         self,
         lr: float,
@@ -427,28 +357,6 @@ class NoiseLogger(StreamedEstimate):
         """P-NE* one step of injected diag(Sigma) adds under the latest P (NaN before step 1)."""
         return self.integral.injected_rate(cov_diag, lr)
 
-    # -- resume ------------------------------------------------------------
-
-    def state_dict(self) -> dict:
-        """Integrated sums, held diagonals, the clip-rate and B_simple windows, for a checkpoint."""
-        return {
-            "integral": self.integral.state_dict(),
-            "b_window": list(self.b_window),
-            "window_steps": self.window_steps,
-            "window_clipped": self.window_clipped,
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore what ``state_dict`` returned, so a resumed run integrates as an unbroken one."""
-        missing = {"integral", "b_window", "window_steps", "window_clipped"} - set(state)
-        if missing:
-            raise KeyError(f"NoiseLogger state lacks {sorted(missing)}")
-        self.integral.load_state_dict(state["integral"], self.params[0].device)
-        self.b_window.clear()
-        self.b_window.extend((float(c), float(g)) for c, g in state["b_window"])
-        self.window_steps = int(state["window_steps"])
-        self.window_clipped = int(state["window_clipped"])
-
     # -- internals ---------------------------------------------------------
 
     def _copy_grads(self, row: torch.Tensor) -> None:
@@ -475,114 +383,6 @@ class NoiseLogger(StreamedEstimate):
         for j in range(self.n_micro, 0, -1):
             snaps[j].sub_(snaps[j - 1]).mul_(self.n_micro)
         return snaps[1:]
-
-    def _estimate(self, logits_closure) -> dict:
-        """Traces (totals and per layer) and noise shape of this step; holds its diagonals."""
-        if self.streaming:
-            return self._estimate_streamed(logits_closure)
-        check_one_lr(self.optimizer)
-        micro = self._micro_means()
-        precond_parts = preconditioner(self.optimizer, self.params)
-        precond = torch.cat([p.reshape(-1) for p in precond_parts])
-        mean, var = pooled_moments(micro, self.world_size, self.process_group)
-        if self.pooled_mean_check is not None:
-            self.pooled_mean_check(mean)
-        cov = covariance_diag(var, self.micro_batch_size)
-        grad_sq = grad_sq_diag(mean, cov, self.global_batch)
-        fisher = fisher_diag(cov, grad_sq)
-        per_coord = torch.stack(
-            [
-                precond_diag_product(precond, cov) / self.global_batch,
-                precond_diag_product(precond, fisher),
-                cov,
-                grad_sq,
-            ]
-        )
-        layers = self.loss_units(self._layer_sums(per_coord))
-        del per_coord
-        estimate = dict(zip(LAYER_TRACES, layers.sum(1).tolist(), strict=True))
-        estimate["layer_sums"] = layers
-        proxies = self._proxies(logits_closure, precond_parts)
-        for name, column in PROXY_COLUMNS.items():
-            diag = proxies.get(name)
-            estimate[column] = math.nan if diag is None else float((precond**2) @ diag)
-        estimate["trace_php_hessian"] = proxies.get("hessian", math.nan)
-        estimate |= self._noise_shape(micro, mean, var, precond)
-        if self._injected is not None:
-            estimate["trace_pcp"] += float((precond**2) @ self._injected)
-        self.last_precond = precond
-        diagonals = {"cov": cov, "fisher": fisher} | {
-            k: proxies[k] for k in DIAGONAL_PROXIES if k in proxies
-        }
-        self.integral.hold(diagonals, estimate["trace_cov"], estimate["grad_sq"])
-        self.b_window.append((estimate["trace_cov"], estimate["grad_sq"]))
-        return estimate
-
-    def loss_units(self, layers: torch.Tensor) -> torch.Tensor:
-        """``LAYER_TRACES`` sums (q, n_layers) with trace_cov and grad_sq per example of the loss.
-
-        Under ``loss_reduction="sum"`` the gradient is (m K) times the mean loss's, so those
-        two unpreconditioned traces are divided by (m K)^2; every other row is unit-free.
-        """
-        if self.loss_reduction == "sum":
-            rows = [LAYER_TRACES.index("trace_cov"), LAYER_TRACES.index("grad_sq")]
-            layers[rows] /= float(self.micro_batch_size * self.n_micro) ** 2
-        return layers
-
-    def _layer_sums(self, per_coord: torch.Tensor) -> torch.Tensor:
-        """(q, n_layers) float64 sums of each row of ``per_coord`` (q, D) over each layer."""
-        per_param = torch.stack(
-            [piece.sum(1, dtype=torch.float64) for piece in per_coord.split(self.sizes, dim=1)], 1
-        )
-        out = torch.zeros(per_coord.shape[0], len(self.layer_names), dtype=torch.float64)
-        return out.index_add_(1, self._layer_index, per_param.cpu())
-
-    def _proxies(self, logits_closure, precond_parts: list[torch.Tensor]) -> dict:
-        """The extra curvature proxies of this logging step, averaged over workers."""
-        if not self.proxies:
-            return {}
-        if logits_closure is None:
-            raise ValueError(
-                f"NoiseLogger(curvature={self.curvature!r}, proxies={self.proxies}) needs "
-                "after_update(..., logits_closure=...) on logging steps"
-            )
-        out = logit_curvature(
-            logits_closure, self.params, precond_parts, self.proxies, self.curvature_probes,
-            {name: self._generator(1 + i) for i, name in enumerate(PROXIES)},
-        )  # fmt: skip
-        if self.world_size > 1:
-            device = self.params[0].device
-            for name in DIAGONAL_PROXIES:
-                if name in out:
-                    torch.distributed.all_reduce(out[name], group=self.process_group)
-                    out[name] /= self.world_size
-            if "hessian" in out:
-                out["hessian"] = mean_over_workers(
-                    out["hessian"], self.world_size, self.process_group, device
-                )
-        return out
-
-    def _noise_shape(
-        self, micro: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, precond: torch.Tensor
-    ) -> dict:
-        """Spectrum of P C P / B (sketched) and Hill tail index, pooled over all workers.
-
-        Centres ``micro`` in place (the snapshots are not needed afterwards).
-        """
-        n = self.n_micro * self.world_size
-        centred = micro.sub_(mean)
-        # rows x_j = P (g_j - G_bar) sqrt(m / ((n - 1) B)): sum_j x_j x_j^T = P C_hat P / B
-        weight = precond * math.sqrt(self.micro_batch_size / ((n - 1) * self.global_batch))
-        sketch = count_sketch(centred, self.sketch_width, self._generator(0), weight)
-        sample = tail_sample(centred, var, self.sizes, self.hill_max_samples // self.world_size)
-        k = hill_k(sample.numel() * self.world_size, self.hill_fraction)
-        top = largest_abs(sample, k + 1)
-        if self.world_size > 1:
-            sketch, top = gather_pair(sketch, top, self.world_size, self.process_group)
-        self.last_spectrum = gram_spectrum(sketch)
-        shape = spectrum_summary(self.last_spectrum, self.sketch_rank)
-        shape["hill_tail_index"] = hill_tail_index(top, k) if top.numel() > k else math.nan
-        return shape
 
     def _generator(self, purpose: int) -> torch.Generator:
         generator = torch.Generator(device=self.params[0].device)
