@@ -108,6 +108,28 @@ def test_killed_and_resumed_run_equals_uninterrupted(smoke, tmp_path, monkeypatc
         assert torch.equal(a, b)
 
 
+def test_run_killed_after_saving_its_last_step_resumes_to_the_same_record(smoke, tmp_path):
+    # The resume state is written at the token cap's step; a kill before meta.json
+    # leaves it, and the restarted run has no step left to take: it must report the
+    # saved run (steps, tokens, trace), not an empty one.
+    cfg, corpus, spec = smoke
+    cfg = {**cfg, "train": {**cfg["train"], "checkpoint_interval": 1, "log_interval": 1}}
+    spec = replace(spec, target_val_loss=0.0, token_cap=6 * spec.global_batch * 32)
+    resume = tmp_path / "resume.pt"
+    model_a, uninterrupted = train_run(spec, cfg, corpus, show_progress=False, resume_path=resume)
+    assert uninterrupted.status == "token_cap" and uninterrupted.steps == 6
+    assert resume.exists()  # saved at step 6, the last one: the "kill" comes now
+
+    model_b, resumed = train_run(spec, cfg, corpus, show_progress=False, resume_path=resume)
+    assert (resumed.status, resumed.steps, resumed.tokens) == (
+        uninterrupted.status, uninterrupted.steps, uninterrupted.tokens,
+    )  # fmt: skip
+    assert resumed.final_val_loss == uninterrupted.final_val_loss
+    pd.testing.assert_frame_equal(uninterrupted.trace, resumed.trace, check_exact=True)
+    for a, b in zip(model_a.state_dict().values(), model_b.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
 def test_resume_state_of_another_config_is_refused(smoke, tmp_path):
     cfg, corpus, spec = smoke
     cfg = {**cfg, "train": {**cfg["train"], "checkpoint_interval": 1}}

@@ -374,6 +374,8 @@ def train_run(
         rows, layer_rows = state["rows"], state["layer_rows"]
         first_step, wall_before = state["step"] + 1, state["wall_time_s"]
         val_loss = next((r["val_loss"] for r in reversed(rows) if r["validated"]), math.nan)
+    # a state saved at the last step leaves no step to take: the run is the saved one
+    step = first_step - 1
     checkpoint_every = int(train_cfg.get("checkpoint_interval", 10))
     board = tensorboard_log(train_cfg, tensorboard_dir, rank, first_step)
     start = time.perf_counter()
