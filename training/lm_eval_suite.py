@@ -12,7 +12,7 @@ data seed, the same for every run of a study:
 - ``pne_heldout_rolling`` (``loglikelihood_rolling``): fresh sequences of the training
   distribution scored whole; metric ``word_perplexity`` (one word = one token).
 
-``lm_eval_scores`` runs them through ``lm_eval.simple_evaluate`` with the
+``lm_eval_scores`` runs them through lm-eval's ``evaluator.evaluate`` with the
 ``training.lm_eval_adapter.PneGPT`` model. Nothing touches a hub: the data files are
 local JSON lines, and the Hugging Face libraries are put in offline mode before
 lm-eval loads them (``HF_DATASETS_OFFLINE``, ``HF_HUB_OFFLINE``); the test suite runs
@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 import yaml
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # before lm-eval imports datasets
@@ -146,7 +148,7 @@ def lm_eval_scores(
     run_id: str,
     batch_size: int = 64,
 ) -> pd.DataFrame:
-    """Run ``tasks`` on ``model`` through ``lm_eval.simple_evaluate``, offline.
+    """Run ``tasks`` on ``model`` through lm-eval's ``evaluator.evaluate``, offline.
 
     Parameters
     ----------
@@ -160,23 +162,27 @@ def lm_eval_scores(
         ``task``, ``metric``, ``value``, ``stderr`` (lm-eval's bootstrap or analytic
         standard error; NaN where it gives none), ``n_docs``.
     """
-    import lm_eval  # deferred: importing the harness costs about a second
+    # deferred: importing the harness costs about a second
+    from lm_eval.evaluator import evaluate
     from lm_eval.tasks import TaskManager
 
     configs = [task_config(t, Path(data_dir) / f"{t}.jsonl") for t in tasks]
-    out = lm_eval.simple_evaluate(
-        model=PneGPT(model, tokenizer, batch_size=batch_size),
-        tasks=configs,
-        # only the project's tasks: indexing lm-eval's thousands of built-in YAMLs takes 15 s
-        task_manager=TaskManager(include_path=str(TASK_DIR), include_defaults=False),
-        num_fewshot=0,
+    # What simple_evaluate sets up (seeds, zero-shot, the few-shot sampler's seed),
+    # without its environment report (pip, git and torch's collect_env: 3 s a run).
+    random.seed(0)
+    np.random.seed(0)  # noqa: NPY002 (lm-eval draws from the legacy global state)
+    torch.manual_seed(0)
+    # only the project's tasks: indexing lm-eval's thousands of built-in YAMLs takes 15 s
+    loaded = TaskManager(include_path=str(TASK_DIR), include_defaults=False).load(configs)
+    for task in loaded["tasks"].values():
+        if task.get_config("num_fewshot") != 0:
+            task.set_config(key="num_fewshot", value=0)
+        task.set_fewshot_seed(seed=0)
+    out = evaluate(
+        lm=PneGPT(model, tokenizer, batch_size=batch_size),
+        task_dict=loaded,
         bootstrap_iters=100,  # a mean's stderr is analytic; only perplexities bootstrap
         log_samples=False,
-        random_seed=0,
-        numpy_random_seed=0,
-        torch_random_seed=0,
-        fewshot_random_seed=0,
-        verbosity="WARNING",
     )
     rows = []
     for task in tasks:
