@@ -31,6 +31,5 @@ include: "workflow/rules/report.smk"
 rule all:
     input:
         get_final_outputs(),
-        rules.report_summary.output,
         rules.report_pages.output,
     default_target: True

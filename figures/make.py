@@ -1,8 +1,9 @@
 """Every figure of the study from the runs table, the tables and the plan.
 
-``build_figures`` writes under ``out_dir``: fig1_pne_icl, fig2_phase,
-fig3_equivalence, fig4_frontier, each as PNG and PDF. A figure whose arm has no
-runs yet still renders, with a panel that says so.
+``build_figures`` writes under ``out_dir`` the figures of the hypotheses:
+fig1_pne_icl, fig2_phase, fig3_equivalence, fig4_frontier, each as PNG and PDF
+(the exploratory figures: ``figures.exploratory``). A figure whose arm has no runs
+yet still renders, with a panel that says so.
 
 CLI: ``python -m figures.make --runs R --tables DIR --plan P --out DIR``.
 """

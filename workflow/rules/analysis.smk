@@ -42,6 +42,8 @@ rule analysis_tables:
     params:
         scale=config["scale"],
         out_dir=lambda wildcards, output: str(Path(output[0]).parent),
+    # on the longest path of `make analysis` (collect, these tables, figures): first
+    priority: 2
     localrule: True
     conda:
         ENV
@@ -49,96 +51,27 @@ rule analysis_tables:
         "../scripts/analysis_tables.py"
 
 
-rule sensitivity_table:
+# The exploratory tables, in one job beside the confirmatory ones (one process start,
+# one import of the statistics): analysis/exploratory_tables.py names each.
+rule exploratory_tables:
     input:
         runs=f"{TABLES}/runs.parquet",
         steps=f"{TABLES}/steps.parquet",
-    output:
-        csv=f"{TABLES}/sensitivity.csv",
-        md=f"{TABLES}/sensitivity.md",
-    benchmark:
-        f"{RESULTS}/benchmarks/sensitivity_table.tsv"
-    log:
-        f"{RESULTS}/logs/sensitivity_table.log",
-    localrule: True
-    conda:
-        ENV
-    script:
-        "../scripts/sensitivity_table.py"
-
-
-rule power_table:
-    input:
-        runs=f"{TABLES}/runs.parquet",
-        plan=config["plan"],
-    output:
-        csv=f"{TABLES}/power.csv",
-        md=f"{TABLES}/power.md",
-    benchmark:
-        f"{RESULTS}/benchmarks/power_table.tsv"
-    log:
-        f"{RESULTS}/logs/power_table.log",
-    params:
-        scale=config["scale"],
-    localrule: True
-    conda:
-        ENV
-    script:
-        "../scripts/power_table.py"
-
-
-rule noise_control_table:
-    input:
-        runs=f"{TABLES}/runs.parquet",
-    output:
-        csv=f"{TABLES}/noise_control.csv",
-        md=f"{TABLES}/noise_control.md",
-    benchmark:
-        f"{RESULTS}/benchmarks/noise_control_table.tsv"
-    log:
-        f"{RESULTS}/logs/noise_control_table.log",
-    localrule: True
-    conda:
-        ENV
-    script:
-        "../scripts/noise_control_table.py"
-
-
-rule h1_regression:
-    input:
-        runs=f"{TABLES}/runs.parquet",
         scores=f"{TABLES}/scores.parquet",
         plan=config["plan"],
     output:
-        csv=f"{TABLES}/h1_regression.csv",
-        md=f"{TABLES}/h1_regression.md",
-        shots_csv=f"{TABLES}/regression_shots.csv",
-        shots_md=f"{TABLES}/regression_shots.md",
+        [f"{TABLES}/{t}.{ext}" for t in EXPLORATORY_TABLES for ext in ("csv", "md")],
     benchmark:
-        f"{RESULTS}/benchmarks/h1_regression.tsv"
+        f"{RESULTS}/benchmarks/exploratory_tables.tsv"
     log:
-        f"{RESULTS}/logs/h1_regression.log",
-    localrule: True
-    conda:
-        ENV
+        f"{RESULTS}/logs/exploratory_tables.log",
     params:
-        out_dir=lambda wildcards, output: str(Path(output.csv).parent),
-    script:
-        "../scripts/h1_regression.py"
-
-
-rule evaluation_table:
-    input:
-        runs=f"{TABLES}/runs.parquet",
-    output:
-        csv=f"{TABLES}/evaluation.csv",
-        md=f"{TABLES}/evaluation.md",
-    benchmark:
-        f"{RESULTS}/benchmarks/evaluation_table.tsv"
-    log:
-        f"{RESULTS}/logs/evaluation_table.log",
+        scale=config["scale"],
+        # the runs that log the extra curvature proxies (config train.curvature_proxy_arms;
+        # all runs when unset): the sensitivity table compares those
+        curvature_proxy_arms=config["train"].get("curvature_proxy_arms"),
     localrule: True
     conda:
         ENV
     script:
-        "../scripts/evaluation_table.py"
+        "../scripts/exploratory_tables.py"

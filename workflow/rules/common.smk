@@ -58,6 +58,9 @@ ENV = "../envs/study.yaml"
 FIGURES = f"{RESULTS}/figures"
 
 ANALYSIS_TABLES = ["h1", "t1_confirmatory", "t2_inventory", "t3_equivalence", "t4_loss_matching"]
+EXPLORATORY_TABLES = [
+    "sensitivity", "power", "noise_control", "evaluation", "h1_regression", "regression_shots",
+]  # fmt: skip
 FIGURE_STEMS = [
     "fig1_pne_icl", "fig2_phase", "fig3_equivalence", "fig4_frontier", "fig6_clipping", "icl_curves"
 ]
@@ -138,13 +141,9 @@ def get_config_json(wildcards=None):
 
 
 def get_final_outputs():
-    tables = [f"{TABLES}/{t}.{ext}" for t in ANALYSIS_TABLES for ext in ("csv", "md")]
-    tables += [f"{TABLES}/{t}.{ext}" for t in ("sensitivity", "power") for ext in ("csv", "md")]
-    tables += [f"{TABLES}/noise_control.{ext}" for ext in ("csv", "md")]
-    tables += [f"{TABLES}/evaluation.{ext}" for ext in ("csv", "md")]  # evaluation_table (analysis.smk)
+    tables = [f"{TABLES}/{t}.{ext}" for t in ANALYSIS_TABLES + EXPLORATORY_TABLES
+              for ext in ("csv", "md")]  # fmt: skip
     figures = [f"{FIGURES}/{f}.{ext}" for f in FIGURE_STEMS for ext in ("png", "pdf")]
-    tables += [f"{TABLES}/{t}.{ext}" for t in ("h1_regression", "regression_shots")
-               for ext in ("csv", "md")]  # the regression family
     return tables + figures + [f"{RESULTS}/audit.md", f"{RESULTS}/audit.json"]
 
 

@@ -1,5 +1,7 @@
-# Figures, PNG and PDF. Each PNG is marked for the report (category: the
-# hypothesis it bears on; caption in workflow/report/<figure>.rst).
+# Figures, PNG and PDF, in two jobs: those of the hypotheses (after the tables) and
+# the exploratory ones, which read only the gathered tables and so run beside the
+# analysis tables. Each PNG is marked for the report (category: the hypothesis it
+# bears on; caption in workflow/report/<figure>.rst).
 from analysis.report_summary import SECTIONS  # noqa: E402
 
 
@@ -44,6 +46,8 @@ rule figures:
     params:
         tables_dir=lambda wildcards, input: str(Path(input.tables[0]).parent),
         out_dir=lambda wildcards, output: str(Path(output.fig1).parent),
+    # on the longest path of `make analysis` (collect, tables, these figures): first
+    priority: 1
     localrule: True
     conda:
         ENV
@@ -51,72 +55,44 @@ rule figures:
         "../scripts/figures.py"
 
 
-rule figure_clipping:
+rule exploratory_figures:
     input:
         runs=f"{TABLES}/runs.parquet",
         steps=f"{TABLES}/steps.parquet",
-    output:
-        png=report(
-            f"{FIGURES}/fig6_clipping.png",
-            caption="../report/fig6_clipping.rst",
-            category=SECTIONS["exploratory"],
-            labels={"item": "Figure 6"},
-        ),
-        pdf=f"{FIGURES}/fig6_clipping.pdf",
-    benchmark:
-        f"{RESULTS}/benchmarks/figure_clipping.tsv"
-    log:
-        f"{RESULTS}/logs/figure_clipping.log",
-    localrule: True
-    conda:
-        ENV
-    script:
-        "../scripts/figure_clipping.py"
-
-
-rule figure_icl_curves:
-    input:
-        runs=f"{TABLES}/runs.parquet",
         scores=f"{TABLES}/scores.parquet",
     output:
-        png=report(
-            f"{FIGURES}/icl_curves.png",
-            caption="../report/icl_curves.rst",
-            category=SECTIONS["exploratory"],
-            labels={"item": "ICL curves"},
-        ),
-        pdf=f"{FIGURES}/icl_curves.pdf",
-    benchmark:
-        f"{RESULTS}/benchmarks/figure_icl_curves.tsv"
-    log:
-        f"{RESULTS}/logs/figure_icl_curves.log",
-    localrule: True
-    conda:
-        ENV
-    script:
-        "../scripts/figure_icl_curves.py"
-
-
-rule figure_induction_sharpness:
-    input:
-        runs=f"{TABLES}/runs.parquet",
-    output:
-        png=report(
+        fig5=report(
             f"{FIGURES}/fig5_induction_sharpness.png",
             caption="../report/fig5_induction_sharpness.rst",
             category=SECTIONS["exploratory"],
             labels={"item": "Figure 5"},
         ),
-        pdf=f"{FIGURES}/fig5_induction_sharpness.pdf",
+        fig5_pdf=f"{FIGURES}/fig5_induction_sharpness.pdf",
+        fig6=report(
+            f"{FIGURES}/fig6_clipping.png",
+            caption="../report/fig6_clipping.rst",
+            category=SECTIONS["exploratory"],
+            labels={"item": "Figure 6"},
+        ),
+        fig6_pdf=f"{FIGURES}/fig6_clipping.pdf",
+        icl_curves=report(
+            f"{FIGURES}/icl_curves.png",
+            caption="../report/icl_curves.rst",
+            category=SECTIONS["exploratory"],
+            labels={"item": "ICL curves"},
+        ),
+        icl_curves_pdf=f"{FIGURES}/icl_curves.pdf",
     benchmark:
-        f"{RESULTS}/benchmarks/figure_induction_sharpness.tsv"
+        f"{RESULTS}/benchmarks/exploratory_figures.tsv"
     log:
-        f"{RESULTS}/logs/figure_induction_sharpness.log",
+        f"{RESULTS}/logs/exploratory_figures.log",
     params:
-        # the uniform-attention reference level is the chance of induction_head_score there
+        tables_dir=lambda wildcards, input: str(Path(input.runs).parent),
+        out_dir=lambda wildcards, output: str(Path(output.fig5).parent),
+        # Figure 5's uniform-attention level: the chance of induction_head_score there
         probes=language_run_files("probes.parquet"),
     localrule: True
     conda:
         ENV
     script:
-        "../scripts/figure_induction_sharpness.py"
+        "../scripts/exploratory_figures.py"

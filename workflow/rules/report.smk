@@ -9,31 +9,16 @@ from analysis.report_summary import SECTIONS  # noqa: E402
 REPORT = f"{RESULTS}/report"
 DEVIATIONS = str(study_paths(config).deviations)
 
-# What the report opens on; written by rule report_summary, read by `--report`.
+# What the report opens on; written by rule report_pages, read by `--report`.
 report: str(Path(REPORT, "summary.rst").resolve())
 
 
-rule report_summary:
-    input:
-        audit=f"{RESULTS}/audit.json",
-        t1=f"{TABLES}/t1_confirmatory.csv",
-        t2=f"{TABLES}/t2_inventory.csv",
-        deviations=DEVIATIONS,
-    output:
-        f"{REPORT}/summary.rst",
-    benchmark:
-        f"{RESULTS}/benchmarks/report_summary.tsv"
-    log:
-        f"{RESULTS}/logs/report_summary.log",
-    localrule: True
-    conda:
-        ENV
-    script:
-        "../scripts/report_summary.py"
-
-
+# The report's opening text and its table pages, in one job.
 rule report_pages:
     input:
+        audit_json=f"{RESULTS}/audit.json",
+        t1_csv=f"{TABLES}/t1_confirmatory.csv",
+        t2_csv=f"{TABLES}/t2_inventory.csv",
         audit=f"{RESULTS}/audit.md",
         t1=f"{TABLES}/t1_confirmatory.md",
         h1=f"{TABLES}/h1.md",
@@ -50,6 +35,7 @@ rule report_pages:
         plan=config["plan"],
         meta=run_files("meta.json"),
     output:
+        summary=f"{REPORT}/summary.rst",
         audit=report(
             f"{REPORT}/audit.html",
             caption="../report/audit.rst",

@@ -1,4 +1,4 @@
-"""Snakemake script: Figures 1-4 (figures.make.build_figures)."""
+"""Snakemake script: Figures 1-4, of the hypotheses (figures.make.build_figures)."""
 
 import sys
 

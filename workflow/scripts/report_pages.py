@@ -1,12 +1,16 @@
-"""Snakemake script: the report's table pages, deviations and software versions
-(analysis.report_summary)."""
+"""Snakemake script: the report's opening text, its table pages, deviations and software
+versions (analysis.report_summary)."""
 
 import sys
+from pathlib import Path
 
-from analysis.report_summary import deviations_page, markdown_page, software_page
+from analysis.report_summary import deviations_page, markdown_page, software_page, summary_rst
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
 inp, out = snakemake.input, snakemake.output  # noqa: F821
+text = summary_rst(inp.audit_json, inp.t1_csv, inp.t2_csv, inp.deviations)
+Path(out.summary).write_text(text)
+print(text, file=sys.stderr)
 pages = ("audit", "t1", "h1", "t3", "t4", "sensitivity", "power", "noise_control")
 pages += ("evaluation", "h1_regression", "regression_shots", "t2")
 for name in pages:
