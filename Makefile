@@ -9,7 +9,7 @@ CORES ?= 2
 REPORT ?= $(shell $(PY) -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["results"])' $(CONFIG))/report.html
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv reproduce test analysis report audit lock lint bench clean
+.PHONY: venv reproduce test test-fast analysis report audit lock lint docs bench clean
 
 venv: $(VENV)/.installed
 
@@ -23,9 +23,13 @@ $(VENV)/.installed: requirements.txt requirements-lock.txt pyproject.toml gradno
 reproduce: venv
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --rerun-incomplete --printshellcmds
 
-## The test suite.
+## The test suite, every tier (the slowest tests listed at the end).
 test: venv
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
+
+## The fast tier, for the edit-test loop: every test not marked slow (tests/conftest.py).
+test-fast: venv
+	$(PY) -m pytest -q -m "not slow"
 
 ## Only the analysis, tables, figures and audit, on existing traces (no training job).
 ## Every table is rebuilt from the per-run files; a registered run whose files are missing
@@ -50,6 +54,11 @@ lock: venv
 ## Ruff (lint and format) and the import contracts of pyproject.toml (the stages' layers).
 lint: venv
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
+
+## The documentation site (mkdocs.yml, docs/) into site/: offline, and any warning fails it
+## (the tables page is generated from the table contracts, the API pages from the docstrings).
+docs: venv
+	$(BIN)/mkdocs build --strict --site-dir site
 
 bench: venv
 	$(PY) bench/stage_times.py

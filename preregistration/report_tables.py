@@ -8,6 +8,8 @@ loss_matching   T4, each condition's final loss against target +- tolerance
 sensitivity     the estimator-sensitivity table (curvature proxy, eta vs eta^2, clipping)
 power           simulated power of H1, H2 and H3 by number of seeds
 noise_control   per run of the causal arms: tracking error, P-NE* ratio, phase budgets
+regression_shots one row per (run, shot) of the regression family: the squared error of
+                the model and of each baseline
 
 A row of a test that did not run keeps its text columns and leaves
 the numbers missing, so most numeric columns here are nullable.

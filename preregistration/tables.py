@@ -16,6 +16,8 @@ runs    one row per run of the study: condition, seed, exposure, loss, scores,
         status and exclusion.
 layers  one row per (logged step, module) of one run: the per-layer P-NE breakdown.
 lm_eval one row per (run, task, metric) of the lm-eval harness on one trained model.
+evaluation one row per evaluation measure: its exploratory slope on log integrated
+        P-NE* at matched loss (``evaluation.csv``).
 """
 
 from __future__ import annotations

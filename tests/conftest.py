@@ -1,4 +1,12 @@
-"""Fixtures shared by test files: the smoke study, run once per test session."""
+"""Fixtures shared by test files (the smoke study, run once per test session) and the
+test tiers.
+
+Tiers: ``make test`` runs every test; ``make test-fast`` (``-m "not slow"``) leaves out
+the tests marked ``slow``: end-to-end Snakemake runs, training beyond a few steps,
+worker processes and virtual environments. The mark is given here to every test that
+asks for a fixture of ``SLOW_FIXTURES`` (directly or through another fixture), and by
+hand (``pytest.mark.slow``) to the other expensive tests.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +23,16 @@ from preregistration.plan import load_plan
 from training.data import build_corpus
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Fixtures that run the workflow or train a run: a test that uses one is slow.
+SLOW_FIXTURES = frozenset({"smoke_study", "smoke"})
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark ``slow`` every test whose fixtures (their closure) include a slow fixture."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
