@@ -31,12 +31,14 @@ def micro_loss(model, idx: torch.Tensor, reduction: str = "mean") -> torch.Tenso
 
 def train(n_micro: int, steps: int, *, manual: bool = False, log_interval: int = 3,
           max_norm: float | None = MAX_NORM, scaler=None, inf_at: int | None = None,
-          inject: float = 0.0, **options) -> NoiseTap | list[dict]:  # fmt: skip
+          inject: float = 0.0, every_hook: bool = False,
+          **options) -> NoiseTap | list[dict]:  # fmt: skip
     """Adam on the small classifier; the tap's records, or the manual logger's (``manual``).
 
     ``inf_at``: the iteration whose last micro-batch loss is made infinite (a GradScaler
     skips that step; the unscaled reference run just draws and drops its batch).
     ``inject``: scale s of Gaussian noise s * diag(1e-4) added to ``.grad`` and declared.
+    ``every_hook``: the tap keeps every parameter's hook on at every step (no sentinels).
     """
     model = make_model()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -48,6 +50,8 @@ def train(n_micro: int, steps: int, *, manual: bool = False, log_interval: int =
     else:
         tap = attach(model, optimizer, n_micro=n_micro, log_interval=log_interval,
                      scaler=scaler, **options)  # fmt: skip
+        if every_hook:
+            tap._next_step_hooks = lambda step: None
     gen, step = torch.Generator().manual_seed(5), 0
     for iteration in range(1, steps + 1):
         idx = torch.randperm(len(INPUTS), generator=gen)[: n_micro * MICRO]
@@ -306,3 +310,26 @@ def test_attach_rejects_bad_arguments():
         attach(model, optimizer, n_micro=2, log_intervall=5)
     with pytest.raises(ValueError, match="DistributedDataParallel"):
         attach(model, optimizer, n_micro=2, world_size=2)
+
+
+@pytest.mark.parametrize("options", [{}, {"streaming": True}], ids=["standard", "streaming"])
+def test_steps_that_do_not_log_run_two_hooks_per_pass_and_keep_the_records(options, monkeypatch):
+    # Every parameter's hook on logging steps; on the others only the two sentinels
+    # (the first and last parameter to get a gradient), so an idle step costs two
+    # Python calls per pass. The records, whose integrals run over every step, are
+    # those of the same tap with every hook on at every step.
+    n_micro, log_interval, steps = 4, 4, 9
+    n_params = len(list(make_model().parameters()))
+    kept_on = train(n_micro, steps, log_interval=log_interval, every_hook=True, **options)
+    calls: list[int] = []
+    cls = type(kept_on)
+    real = cls._on_grad
+    monkeypatch.setattr(
+        cls, "_on_grad", lambda self, i, g: (calls.append(self.step + 1), real(self, i, g))[1]
+    )
+    tap = train(n_micro, steps, log_interval=log_interval, **options)
+    for step in range(1, steps + 1):
+        logs = tap.logger.is_log_step(step)
+        assert calls.count(step) == n_micro * (n_params if logs else 2), (step, logs)
+    assert not all(tap.logger.is_log_step(s) for s in range(1, steps + 1))
+    assert_same_records(tap.records, kept_on.records)

@@ -110,10 +110,13 @@ class NoiseTap:
             install_comm_hook(model, process_group, self._on_bucket)
         if micro_batch_size is not None:
             self._build_logger()
-        self._handles = [
-            p.register_hook(functools.partial(self._on_grad, i)) for i, p in enumerate(self.params)
-        ]
-        self._handles.append(optimizer.register_step_post_hook(self._after_step))
+        # Tensor hooks on every parameter only for steps that log; on the others on the
+        # sentinels alone (``_hook_parameters``): they count the backward passes.
+        self._param_handles: dict[int, object] = {}
+        self._sentinels: list[int] = []  # first and last parameter to get a gradient
+        self._arrived: list[int] = []  # the parameters of this logging step's first pass, in order
+        self._hook_parameters(range(len(self.params)))
+        self._handles = [optimizer.register_step_post_hook(self._after_step)]
         if micro_batch_size is None:
             self._handles.append(
                 model.register_forward_pre_hook(self._on_forward, with_kwargs=True)
@@ -146,9 +149,9 @@ class NoiseTap:
 
     def detach(self) -> None:
         """Remove every hook; a DDP communication hook cannot be removed and only averages then."""
-        for handle in self._handles:
+        for handle in [*self._handles, *self._param_handles.values()]:
             handle.remove()
-        self._handles, self._active = [], False
+        self._handles, self._param_handles, self._active = [], {}, False
 
     def __enter__(self) -> NoiseTap:
         return self
@@ -173,6 +176,7 @@ class NoiseTap:
         if not self._in_backward:
             self._begin_backward()
         if self._logging:
+            self._arrive(i)
             target = (
                 self._targets[i] if self.logger.streaming else self._targets[self._backwards - 1][i]
             )
@@ -266,6 +270,7 @@ class NoiseTap:
             record = logger.after_update(lr, pre_norm, clip_coef, logits_closure=closure)
         finally:
             self._busy, logger.pooled_mean_check = False, None
+        self._next_step_hooks(step)
         self.step, self._backwards, self._logging = step, 0, False
         self.last_grad_norm, self.last_clip_coef = pre_norm, clip_coef
         if record is not None:
@@ -274,6 +279,42 @@ class NoiseTap:
                 self.on_record(record)
 
     # -- internals -----------------------------------------------------------
+
+    def _arrive(self, i: int) -> None:
+        """Note parameter i's gradient in the first backward pass of a logging step."""
+        if self._backwards == 1:
+            self._arrived.append(i)
+
+    def _logs(self, step: int) -> bool:
+        """Whether step ``step`` reads the micro-batch gradients (needs every tensor hook)."""
+        return self.logger is None or self.logger.is_log_step(step)
+
+    def _next_step_hooks(self, step: int) -> None:
+        """After step ``step``: tensor hooks on every parameter when step + 1 logs, else on
+        the sentinels only.
+
+        A step that does not log needs only the count of its backward passes and the
+        end of the last one (|g_pre| is read off ``.grad``, or DDP's buckets): one hook
+        that fires in each pass does that. The sentinels are the first and the last
+        parameter whose gradient arrived in the first pass of the latest logging step;
+        a pass that reaches neither is not counted, and the next optimizer step then
+        fails with the count, never a wrong estimate. Idle hooks on every parameter
+        cost a Python call per parameter and pass (3-5 % of a step of the CPU model).
+        """
+        if self._arrived:
+            self._sentinels = sorted({self._arrived[0], self._arrived[-1]})
+            self._arrived = []
+        every = self._logs(step + 1) or not self._sentinels
+        self._hook_parameters(range(len(self.params)) if every else self._sentinels)
+
+    def _hook_parameters(self, indices) -> None:
+        """Tensor hooks on exactly the parameters ``indices``."""
+        wanted = set(indices)
+        for i in [i for i in self._param_handles if i not in wanted]:
+            self._param_handles.pop(i).remove()
+        for i in sorted(wanted - set(self._param_handles)):
+            hook = functools.partial(self._on_grad, i)
+            self._param_handles[i] = self.params[i].register_hook(hook)
 
     def _norms(self) -> tuple[float, float]:
         """(|g_pre| unscaled, |g_post|) of this step, read in one device synchronisation."""

@@ -28,4 +28,5 @@ class WelfordTap(NoiseTap):
         if not self._in_backward:
             self._begin_backward()
         if self._logging:
+            self._arrive(i)
             self.logger.fold(i, grad, self._factor, self._backwards)
