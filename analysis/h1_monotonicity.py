@@ -221,6 +221,57 @@ def mixed_slope(
     return pd.DataFrame([row])
 
 
+def spearman_with_ci(
+    xs: dict[str, np.ndarray],
+    y: np.ndarray,
+    n_boot: int = 2000,
+    ci: float = 0.95,
+    random_state: int = 0,
+) -> dict[str, tuple[float, float, float]]:
+    """Spearman's rho of ``y`` with each array of ``xs``, and each pair's difference, with CIs.
+
+    Returns
+    -------
+    dict
+        ``{name: (rho, ci_low, ci_high)}`` for every array of ``xs``, and
+        ``{"name_a - name_b": (difference, ci_low, ci_high)}`` for every ordered pair
+        of them; a bound is NaN when no resample gives a finite value.
+
+    Notes
+    -----
+    :math:`\\rho` is Pearson's correlation of the ranks. CI: percentile bootstrap
+    with runs resampled with replacement, the same resample for every x (paired),
+    so the CI of a difference rho_a - rho_b accounts for the correlation of the two
+    x. Resamples where a rank is constant (rho undefined) are skipped.
+
+    References
+    ----------
+    .. [1] Spearman, C. (1904). The proof and measurement of association between
+           two things. Am. J. Psychol. 15, 72-101.
+    """
+    n = len(y)
+    idx = np.random.default_rng(random_state).integers(0, n, (n_boot, n))
+    ry = stats.rankdata(y[idx], axis=1)
+    ry -= ry.mean(1, keepdims=True)
+    point, draws = {}, {}
+    for name, x in xs.items():
+        point[name] = float(stats.spearmanr(x, y).statistic)
+        rx = stats.rankdata(x[idx], axis=1)
+        rx -= rx.mean(1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            draws[name] = (rx * ry).sum(1) / np.sqrt((rx**2).sum(1) * (ry**2).sum(1))
+    for a, b in [(a, b) for a in xs for b in xs if a != b]:
+        point[f"{a} - {b}"], draws[f"{a} - {b}"] = point[a] - point[b], draws[a] - draws[b]
+    out = {}
+    for name, value in point.items():
+        finite = draws[name][np.isfinite(draws[name])]
+        low, high = (np.nan, np.nan)
+        if len(finite):
+            low, high = np.percentile(finite, [50 * (1 - ci), 50 * (1 + ci)])
+        out[name] = (value, float(low), float(high))
+    return out
+
+
 def spearman_bootstrap(
     data: pd.DataFrame,
     dv: str = "icl_auc",
@@ -240,13 +291,7 @@ def spearman_bootstrap(
 
     Notes
     -----
-    :math:`\\rho` is Pearson's correlation of the ranks. CI: runs resampled with
-    replacement; resamples with a constant variable (rho undefined) are skipped.
-
-    References
-    ----------
-    .. [1] Spearman, C. (1904). The proof and measurement of association between
-           two things. Am. J. Psychol. 15, 72-101.
+    Rho and its CI are those of ``spearman_with_ci``.
     """
     func = "spearman_bootstrap"
     require_frame(data, func)
@@ -257,27 +302,10 @@ def spearman_bootstrap(
     n = len(x)
     if n < 3:
         raise ValueError(f"{func}: needs at least 3 runs, got {n}")
-    res = stats.spearmanr(x, y, alternative=alternative)
-    idx = np.random.default_rng(random_state).integers(0, n, (n_boot, n))
-    rx, ry = stats.rankdata(x[idx], axis=1), stats.rankdata(y[idx], axis=1)
-    rx, ry = rx - rx.mean(1, keepdims=True), ry - ry.mean(1, keepdims=True)
-    denom = np.sqrt((rx**2).sum(1) * (ry**2).sum(1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rhos = (rx * ry).sum(1) / denom
-    low, high = np.nanpercentile(rhos, [50 * (1 - ci), 50 * (1 + ci)])
-    return pd.DataFrame(
-        [
-            {
-                "rho": float(res.statistic),
-                "ci_low": low,
-                "ci_high": high,
-                "ci_level": ci,
-                "p": float(res.pvalue),
-                "n_boot": n_boot,
-                "n_runs": n,
-            }
-        ]
-    )
+    p = float(stats.spearmanr(x, y, alternative=alternative).pvalue)
+    rho, low, high = spearman_with_ci({exposure: x}, y, n_boot, ci, random_state)[exposure]
+    row = {"rho": rho, "ci_low": low, "ci_high": high, "ci_level": ci, "p": p}
+    return pd.DataFrame([row | {"n_boot": n_boot, "n_runs": n}])
 
 
 # Columns of h1.csv, the H1 results table (report.build_tables; contract "h1").

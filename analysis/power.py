@@ -11,17 +11,19 @@ within-seed regression, which is what the registered mixed model reduces to in a
 balanced design (every seed runs every condition; see ``power_h1``), and for H3
 the paired TOST is computed from the simulated differences directly, and for H2 the
 late - early contrast from the simulated within-seed differences.
-``tests/test_power.py`` checks both against the actual test functions.
+``tests/test_power.py`` checks both against the actual test functions. The simulated
+studies, the rejection rule and the Monte-Carlo SE are ``analysis.monte_carlo``'s,
+shared with H2's ``analysis.power_phase``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from analysis.h1_monotonicity import mixed_slope
 from analysis.inputs import log_positive, require_alternative, require_frame, require_probability
+from analysis.monte_carlo import rejection_rate, rejections, simulate_studies
 from analysis.power_phase import power_h2
 
 __all__ = ["power_h1", "power_h2", "power_h3", "seeds_needed", "variance_components"]
@@ -98,8 +100,8 @@ def simulate_slope_tests(
     by the within-seed regression on n - 1 - n_covariates - g df.
     """
     rng = np.random.default_rng(random_state)
-    x = np.tile(np.asarray(log_exposure, dtype=float), n_seeds)
-    groups = np.repeat(np.arange(n_seeds), len(log_exposure))
+    log_exposure = np.asarray(log_exposure, dtype=float)
+    x = np.tile(log_exposure, n_seeds)  # runs seed by seed, as simulate_studies lays them out
     n, g = len(x), n_seeds
     dof = n - g - 1 - n_covariates
     if dof < 1:
@@ -110,8 +112,7 @@ def simulate_slope_tests(
         blocks = a.reshape(shape)
         return (blocks - blocks.mean(-1, keepdims=True)).reshape(a.shape)
 
-    u = rng.normal(0, sd_group, (n_sim, g))[:, groups]
-    y = slope * x + u + rng.normal(0, sd_resid, (n_sim, n))
+    y = simulate_studies(slope * log_exposure, g, sd_group, sd_resid, n_sim, rng).reshape(n_sim, n)
     cols = [np.broadcast_to(within(x), (n_sim, n))]
     cols += [within(rng.normal(size=(n_sim, n))) for _ in range(n_covariates)]
     Xw = np.stack(cols, axis=-1)  # (n_sim, n, 1 + n_covariates)
@@ -122,13 +123,7 @@ def simulate_slope_tests(
     resid = yw - np.einsum("bnk,bk->bn", Xw, beta)
     s2 = (resid**2).sum(-1) / dof
     se = np.sqrt(s2 * np.linalg.inv(xtx)[:, 0, 0])
-    t = beta[:, 0] / se
-    crit = stats.t.ppf(1 - alpha, dof)
-    if alternative == "greater":
-        return t > crit
-    if alternative == "less":
-        return t < -crit
-    return np.abs(t) > stats.t.ppf(1 - alpha / 2, dof)
+    return rejections(beta[:, 0] / se, dof, alpha, alternative)
 
 
 def power_h1(
@@ -175,19 +170,8 @@ def power_h1(
         n_covariates,
         random_state,
     )
-    power = float(reject.mean())
-    return pd.DataFrame(
-        [
-            {
-                "n_seeds": n_seeds,
-                "n_runs": n_seeds * len(log_exposure),
-                "slope": slope,
-                "power": power,
-                "mc_se": float(np.sqrt(power * (1 - power) / n_sim)),
-                "n_sim": n_sim,
-            }
-        ]
-    )
+    row = {"n_seeds": n_seeds, "n_runs": n_seeds * len(log_exposure), "slope": slope}
+    return pd.DataFrame([row | rejection_rate(reject)])
 
 
 def simulate_tost(
@@ -199,13 +183,19 @@ def simulate_tost(
     alpha: float = 0.05,
     random_state: int = 0,
 ) -> np.ndarray:
-    """Rejections (equivalence shown) of the paired TOST on simulated differences."""
+    """Rejections (equivalence shown) of the paired TOST on simulated differences.
+
+    A study: ``n_pairs`` seeds, one paired difference each (the seed intercept is
+    common to both sides and cancels). Equivalence is shown when both one-sided
+    tests reject: the difference is above -margin and below +margin.
+    """
     if n_pairs < 2:
         raise ValueError("simulate_tost: needs at least 2 pairs")
-    d = np.random.default_rng(random_state).normal(true_diff, sd_diff, (n_sim, n_pairs))
+    rng = np.random.default_rng(random_state)
+    d = simulate_studies([true_diff], n_pairs, None, sd_diff, n_sim, rng)[..., 0]
     mean, se = d.mean(1), d.std(1, ddof=1) / np.sqrt(n_pairs)
-    crit = stats.t.ppf(1 - alpha, n_pairs - 1)
-    return ((mean + margin) / se > crit) & ((mean - margin) / se < -crit)
+    above = rejections((mean + margin) / se, n_pairs - 1, alpha, "greater")
+    return above & rejections((mean - margin) / se, n_pairs - 1, alpha, "less")
 
 
 def power_h3(
@@ -234,20 +224,8 @@ def power_h3(
     """
     require_probability(alpha, "alpha", "power_h3")
     reject = simulate_tost(true_diff, sd_diff, margin, n_pairs, n_sim, alpha, random_state)
-    power = float(reject.mean())
-    return pd.DataFrame(
-        [
-            {
-                "n_seeds": n_pairs,
-                "true_diff": true_diff,
-                "sd_diff": sd_diff,
-                "margin": margin,
-                "power": power,
-                "mc_se": float(np.sqrt(power * (1 - power) / n_sim)),
-                "n_sim": n_sim,
-            }
-        ]
-    )
+    row = {"n_seeds": n_pairs, "true_diff": true_diff, "sd_diff": sd_diff, "margin": margin}
+    return pd.DataFrame([row | rejection_rate(reject)])
 
 
 def seeds_needed(

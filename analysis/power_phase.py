@@ -5,16 +5,17 @@ level early and late; the contrast test is that of
 ``analysis.h2_phase.late_minus_early``, computed from the simulated within-seed
 differences (``tests/test_power.py`` checks it against the noncentral t and against
 ``late_minus_early`` on simulated runs). ``analysis.power.seeds_needed`` uses it with
-the pilot's residual SD.
+the pilot's residual SD. The simulated studies, the rejection rule and the Monte-Carlo
+SE are ``analysis.monte_carlo``'s, shared with ``analysis.power``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from analysis.inputs import require_alternative, require_probability
+from analysis.monte_carlo import rejection_rate, rejections, simulate_studies
 
 
 def simulate_phase_contrasts(
@@ -38,15 +39,14 @@ def simulate_phase_contrasts(
     if n_seeds < 2 or n_budgets < 1:
         raise ValueError("simulate_phase_contrasts: needs >= 2 seeds and >= 1 budget level")
     rng = np.random.default_rng(random_state)
-    noise = rng.normal(0, sd_resid, (n_sim, n_seeds, n_budgets, 2))
-    d = effect + (noise[..., 1] - noise[..., 0]).mean(-1)  # (n_sim, n_seeds)
+    # The seed and budget terms cancel in d and the effect enters it additively, so the
+    # cells (budget x {early, late}) are simulated around 0, with no seed intercept, and
+    # the effect is added to d.
+    y = simulate_studies(np.zeros(2 * n_budgets), n_seeds, None, sd_resid, n_sim, rng)
+    y = y.reshape(n_sim, n_seeds, n_budgets, 2)
+    d = effect + (y[..., 1] - y[..., 0]).mean(-1)  # (n_sim, n_seeds)
     t = d.mean(1) / (d.std(1, ddof=1) / np.sqrt(n_seeds))
-    crit = stats.t.ppf(1 - alpha, n_seeds - 1)
-    if alternative == "greater":
-        return t > crit
-    if alternative == "less":
-        return t < -crit
-    return np.abs(t) > stats.t.ppf(1 - alpha / 2, n_seeds - 1)
+    return rejections(t, n_seeds - 1, alpha, alternative)
 
 
 def power_h2(
@@ -81,7 +81,5 @@ def power_h2(
     reject = simulate_phase_contrasts(
         effect, sd_resid, n_seeds, n_budgets, n_sim, alpha, alternative, random_state
     )
-    power = float(reject.mean())
     row = {"n_seeds": n_seeds, "n_budgets": n_budgets, "effect": effect, "sd_resid": sd_resid}
-    row |= {"power": power, "mc_se": float(np.sqrt(power * (1 - power) / n_sim)), "n_sim": n_sim}
-    return pd.DataFrame([row])
+    return pd.DataFrame([row | rejection_rate(reject)])

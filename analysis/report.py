@@ -38,6 +38,7 @@ from analysis.arm_tests import (
     h3_result,
     h3_tests,
 )
+from analysis.formatting import format_value
 from analysis.h1_monotonicity import H1_COLUMNS, h1_summary
 from analysis.h3_equivalence import tost_against_target
 from analysis.h4_tradeoff import memorization_slope
@@ -215,21 +216,13 @@ def inventory_table(runs: pd.DataFrame, plan: dict, scale: str) -> tuple[pd.Data
     return t2[INVENTORY_COLUMNS].reset_index(drop=True), missing
 
 
-def _fmt(value: object) -> str:
-    if isinstance(value, (bool, np.bool_)):
-        return "yes" if value else "no"
-    if isinstance(value, (float, np.floating)):
-        if not np.isfinite(value):
-            return "–"
-        return f"{value:.3g}" if abs(value) < 1e-3 and value != 0 else f"{value:.4g}"
-    return str(value)
-
-
 def markdown(df: pd.DataFrame, title: str, notes: list[str] = ()) -> str:
-    """A table for people: values rounded to 4 significant digits, NaN shown as '–'."""
+    """A table for people: each cell by ``analysis.formatting.format_value`` (4 significant
+    digits, 3 below 1e-3, NaN as '–', bools as yes/no)."""
     head = "| " + " | ".join(df.columns) + " |"
     rule = "|" + "---|" * len(df.columns)
-    body = ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    rows = df.itertuples(index=False)
+    body = ["| " + " | ".join(format_value(v) for v in row) + " |" for row in rows]
     return "\n".join([f"# {title}", "", head, rule, *body, "", *[f"- {n}" for n in notes], ""])
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.formatting import format_p, format_value
 from preregistration.deviations import load_deviations
 from preregistration.plan import PlanError, load_plan
 from preregistration.tables import TableError, read_table
@@ -154,24 +155,21 @@ def read_audit(path: str | Path) -> dict:
     return audit
 
 
-def _fmt(value: float, digits: int = 3) -> str:
-    return "–" if not np.isfinite(value) else f"{value:.{digits}g}"
-
-
-def _p(value: float) -> str:
-    """A p-value for people: two significant digits below 0.01, three decimals above."""
-    if not np.isfinite(value):
-        return "–"
-    return f"{value:.1e}" if value < 1e-3 else (f"{value:.4f}" if value < 0.01 else f"{value:.3f}")
-
-
 def confirmatory_rows(t1: pd.DataFrame) -> list[list[str]]:
-    """Hypothesis, test, estimate [CI], p, Holm p and decision of every non-exploratory row."""
+    """Hypothesis, test, estimate [CI], p, Holm p and decision of every non-exploratory row.
+
+    Numbers by ``analysis.formatting``: the estimate and its CI with 3 significant
+    digits throughout (``small=0``: no digit dropped below 1e-3, as this summary
+    has always shown them), p-values by ``format_p``.
+    """
     rows = []
     for r in t1[t1["label"] != "exploratory"].itertuples(index=False):
-        ci = f" [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]" if np.isfinite(r.ci_low) else ""
-        estimate = f"{_fmt(r.estimate)}{ci}"
-        rows.append([r.hypothesis, r.test, estimate, _p(r.p), _p(r.p_holm), r.decision])
+        estimate, low, high = (
+            format_value(v, digits=3, small=0) for v in (r.estimate, r.ci_low, r.ci_high)
+        )
+        ci = f" [{low}, {high}]" if np.isfinite(r.ci_low) else ""
+        p, p_holm = format_p(r.p), format_p(r.p_holm)
+        rows.append([r.hypothesis, r.test, f"{estimate}{ci}", p, p_holm, r.decision])
     return rows
 
 

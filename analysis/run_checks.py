@@ -34,7 +34,6 @@ from analysis.run_design import design_columns, noise_control_columns
 from analysis.run_measures import MEASURE_FILES, read_measures
 from analysis.run_measures import SOURCES as MEASURE_SOURCES
 from analysis.run_status import (
-    EXPOSURES,
     derive_ending,
     meta_problems,
     other_run_rows,
@@ -43,7 +42,14 @@ from analysis.run_status import (
 from analysis.run_tables import TableReader
 from preregistration.plan import apply_exclusions
 from preregistration.scores import summarize_scores
-from preregistration.tables import TableError, columns, empty_table, read_table
+from preregistration.tables import (
+    ACCURACY_MEASURES,
+    EXPOSURES,
+    TableError,
+    columns,
+    empty_table,
+    read_table,
+)
 
 REQUIRED_FILES = ("meta.json", "trace.parquet", "scores.parquet")
 OPTIONAL_TABLES = {"layers.parquet": "layers"}
@@ -62,7 +68,6 @@ META_TYPES = {  # key -> accepted JSON types
     "plan_hash": (str,),
     "wall_time_s": (int, float),
 }
-ACCURACIES = ("icl_accuracy", "fact_recall", "in_weights_accuracy")
 SCORE_COLUMNS = tuple(summarize_scores(pd.DataFrame(columns=columns("scores"))))
 
 
@@ -157,7 +162,7 @@ def scores_problems(scores: pd.DataFrame, spec, path: Path) -> list[str]:
             f"{path}: (measure, shots) repeated at rows {np.flatnonzero(dup)[:8].tolist()}"
         )
     value = scores["value"].to_numpy(dtype=float)
-    out = scores["measure"].isin(ACCURACIES).to_numpy() & ~((value >= 0) & (value <= 1))
+    out = scores["measure"].isin(ACCURACY_MEASURES).to_numpy() & ~((value >= 0) & (value <= 1))
     if out.any():
         problems.append(
             f"{path}: column 'value' is not an accuracy in [0, 1] at rows "

@@ -32,9 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from preregistration.tables import divergence_rows
-
-EXPOSURES = ("int_pne", "int_pne_star", "int_pne_eff", "int_pne_star_eff", "int_pne_eta2")
+from preregistration.tables import EXPOSURES, divergence_rows
 
 
 @dataclass(frozen=True)

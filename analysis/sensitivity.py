@@ -5,7 +5,8 @@ the integrated exposure of every run under the registered choice A and the
 alternative B: per run the ratio B / A; across runs how much the scale changes
 (median ratio with a bootstrap CI, and its range) and whether the runs keep
 their order (Spearman's rho of A with B, with a bootstrap CI), and how each
-relates to the ICL outcome.
+relates to the ICL outcome. The rank correlations and their CIs are H1's
+(``analysis.h1_monotonicity.spearman_with_ci``).
 
 - ``curvature_proxy``: the empirical Fisher (registered) vs the generalized
   Gauss-Newton (probes through the logits) and vs the true Fisher (labels
@@ -28,8 +29,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from analysis.h1_monotonicity import spearman_with_ci
 from analysis.inputs import require_columns, require_frame, require_probability
 
 COLUMNS = ("analysis", "scope", "condition", "measure", "value", "ci_low", "ci_high", "n", "note")
@@ -59,44 +60,6 @@ def final_exposure(steps: pd.DataFrame) -> pd.DataFrame:
     out["clip_rate"] = clipped / out["n_steps"]
     out["n_logged"] = ordered.groupby("run_id").size()
     return out.reset_index()
-
-
-def spearman_with_ci(
-    xs: dict[str, np.ndarray],
-    y: np.ndarray,
-    n_boot: int = 2000,
-    ci: float = 0.95,
-    random_state: int = 0,
-) -> dict[str, tuple[float, float, float]]:
-    """Spearman's rho of ``y`` with each array of ``xs``, and each pair's difference, with CIs.
-
-    Runs are resampled with replacement, the same resample for every x (paired),
-    so the percentile CI of a difference rho_a - rho_b accounts for the
-    correlation of the two exposures. Resamples where a rank is constant (rho
-    undefined) are skipped. Returns {name: (rho, low, high)} and
-    {"name_a - name_b": (difference, low, high)} for every ordered pair of xs.
-    """
-    n = len(y)
-    idx = np.random.default_rng(random_state).integers(0, n, (n_boot, n))
-    ry = stats.rankdata(y[idx], axis=1)
-    ry -= ry.mean(1, keepdims=True)
-    point, draws = {}, {}
-    for name, x in xs.items():
-        point[name] = float(stats.spearmanr(x, y).statistic)
-        rx = stats.rankdata(x[idx], axis=1)
-        rx -= rx.mean(1, keepdims=True)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            draws[name] = (rx * ry).sum(1) / np.sqrt((rx**2).sum(1) * (ry**2).sum(1))
-    for a, b in [(a, b) for a in xs for b in xs if a != b]:
-        point[f"{a} - {b}"], draws[f"{a} - {b}"] = point[a] - point[b], draws[a] - draws[b]
-    out = {}
-    for name, value in point.items():
-        finite = draws[name][np.isfinite(draws[name])]
-        low, high = (np.nan, np.nan)
-        if len(finite):
-            low, high = np.percentile(finite, [50 * (1 - ci), 50 * (1 + ci)])
-        out[name] = (value, float(low), float(high))
-    return out
 
 
 def sensitivity_table(

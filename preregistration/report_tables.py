@@ -295,6 +295,18 @@ REPORT_VALUES: dict[str, dict[str, Domain]] = {
     "noise_control": NOISE_CONTROL_VALUES,
 }
 
+# The in-context regression family's predictors by their stem: the trained model and
+# the baselines it is compared with. Each is a measure reg_<stem>_error of the scores
+# table (preregistration.tables) and a column <stem>_error here.
+REGRESSION_PREDICTORS = {
+    "model": "the trained transformer",
+    "ridge": "Bayes ridge, lambda = sigma^2 / tau^2",
+    "ols": "minimum-norm least squares",
+    "knn": "3-nearest neighbours",
+    "avg": "averaging, x . mean(y_i x_i)",
+    "zero": "the prior mean 0",
+}
+
 # The in-context regression family's errors per shot, one row per run and shot
 # (analysis.h1_regression.per_shot_table, from the reg_<stem>_error rows of the scores).
 REGRESSION_SHOTS = (
@@ -304,19 +316,12 @@ REGRESSION_SHOTS = (
     _c("shot", "int", "demonstrations", "in-context examples before the query"),
     *(
         _c(f"{stem}_error", "float", "squared error", f"{what}: mean (prediction - y)^2")
-        for stem, what in (
-            ("model", "the trained transformer"),
-            ("ridge", "Bayes ridge, lambda = sigma^2 / tau^2"),
-            ("ols", "minimum-norm least squares"),
-            ("knn", "3-nearest neighbours"),
-            ("avg", "averaging, x . mean(y_i x_i)"),
-            ("zero", "the prior mean 0"),
-        )
+        for stem, what in REGRESSION_PREDICTORS.items()
     ),
 )
 REPORT_SCHEMAS["regression_shots"] = REGRESSION_SHOTS
 REPORT_VALUES["regression_shots"] = {
     "seed": COUNT,
     "shot": COUNT,
-    **{f"{s}_error": NONNEGATIVE for s in ("model", "ridge", "ols", "knn", "avg", "zero")},
+    **{f"{stem}_error": NONNEGATIVE for stem in REGRESSION_PREDICTORS},
 }

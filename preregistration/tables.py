@@ -22,6 +22,7 @@ evaluation one row per evaluation measure: its exploratory slope on log integrat
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +48,7 @@ from preregistration.contracts import (
     one_of,
     read_frame,
 )
-from preregistration.report_tables import REPORT_SCHEMAS, REPORT_VALUES
+from preregistration.report_tables import REGRESSION_PREDICTORS, REPORT_SCHEMAS, REPORT_VALUES
 
 __all__ = ["Column", "TableError", "columns", "describe", "read_table", "validate", "write_table"]
 
@@ -250,13 +251,18 @@ STEPS = (
     ),
 )
 
+# The measures training.evaluate writes to the scores table; the first three are
+# accuracies in [0, 1]. The end-of-run probes' measures are PROBE_RUN_MEASURES (below).
+ACCURACY_MEASURES = ("icl_accuracy", "fact_recall", "in_weights_accuracy")
+EVALUATE_MEASURES = (*ACCURACY_MEASURES, "induction_score", "val_loss")
+
 SCORES = (
     _c("run_id", "str", "-", "condition/seed identifier of the run"),
     _c(
         "measure",
         "str",
         "-",
-        "icl_accuracy | fact_recall | in_weights_accuracy | induction_score | val_loss "
+        f"{' | '.join(EVALUATE_MEASURES)} "
         "(training.evaluate), or an end-of-run probe (training.probe_scores' docstring)",
     ),
     _c(
@@ -280,6 +286,59 @@ SCORES = (
     ),
     _c("n_items", "int", "items", "number of evaluated episodes or probes"),
 )
+
+# End-of-run evaluation measures of a run (analysis.run_measures reads them from the
+# run's probes.parquet and lm_eval.parquet; NaN when the run has no such file). Each
+# column is named after its measure: the probe measures of training.probe_scores, and
+# lm_eval_<task>_<metric> for the project's lm-eval tasks (training.lm_eval_suite).
+PROBE_RUN_MEASURES = {  # measure -> (unit, meaning)
+    "hessian_top_eigenvalue": (
+        "nats/token",
+        "top Hessian eigenvalue (largest magnitude), Lanczos to a tolerance, probe batch",
+    ),
+    "sam_sharpness": ("nats/token", "first-order SAM sharpness L(w + rho g/|g|) - L(w)"),
+    "fisher_trace": ("-", "trace of the empirical Fisher, per-sequence gradients"),
+    "induction_head_score": ("fraction", "largest per-head prefix-matching score"),
+    "induction_head_copying": ("nats", "copying score of the best prefix-matching head"),
+    "order_std_icl": ("probability", "ICL order sensitivity: std of label probs over orders"),
+    "order_std_sgd": ("probability", "the same for one-pair SGD fine-tuning"),
+    "overlap_top_gd": ("fraction", "top-k label overlap of GD fine-tuning with ICL"),
+    "overlap_top_adam": ("fraction", "top-k label overlap of Adam fine-tuning with ICL"),
+    "overlap_top_icl": ("fraction", "top-k label overlap of ICL in another order with ICL"),
+    "overlap_cos_gd": ("-", "cosine of GD fine-tuning's label distribution with ICL's"),
+    "overlap_cos_adam": ("-", "cosine of Adam fine-tuning's label distribution with ICL's"),
+    "overlap_cos_icl": ("-", "cosine of ICL in another order with ICL"),
+    "accuracy_icl": ("fraction", "accuracy of ICL on the ICL-vs-GD episodes"),
+    "accuracy_gd": ("fraction", "accuracy of GD fine-tuning on those episodes"),
+    "accuracy_adam": ("fraction", "accuracy of Adam fine-tuning on those episodes"),
+    "fact_logprob": ("nats", "mean log-probability of the correct fact value, no context"),
+    "fact_rank": ("rank", "mean rank of the correct fact value (1 = best)"),
+    "in_weights_logprob": ("nats", "mean log-probability of the fixed in-weights label"),
+    "in_weights_rank": ("rank", "mean rank of the fixed in-weights label"),
+    "format_accuracy": ("fraction", "zero-shot control: answers in the right token family"),
+    "format_accuracy_icl": ("fraction", "its part on held-out ICL queries without demos"),
+    "format_accuracy_facts": ("fraction", "its part on the fact keys"),
+}
+LM_EVAL_RUN_MEASURES = {  # runs-table column -> (task, metric, unit, meaning)
+    "lm_eval_pne_icl_fewshot_acc": (
+        "pne_icl_fewshot",
+        "acc",
+        "fraction",
+        "lm-eval few-shot ICL classification accuracy",
+    ),
+    "lm_eval_pne_copy_cloze_exact_match": (
+        "pne_copy_cloze",
+        "exact_match",
+        "fraction",
+        "lm-eval copy cloze exact match (greedy)",
+    ),
+    "lm_eval_pne_heldout_rolling_word_perplexity": (
+        "pne_heldout_rolling",
+        "word_perplexity",
+        "-",
+        "lm-eval rolling perplexity per token",
+    ),
+}
 
 RUNS = (
     _c("run_id", "str", "-", "condition/seed identifier of the run"),
@@ -386,66 +445,11 @@ RUNS = (
        "run's (NaN without reference)", nullable=True),
     _c("realised_budget", "float", "-", "added P-NE* in the phase window / registered budget "
        "(NaN without budget)", nullable=True),
-)  # fmt: skip
-NOISE_FORMS = ("none", "gaussian", "anisotropic", "student_t", "nap", "sgld", "precond_freeze")
-
-# End-of-run evaluation measures of a run (analysis.run_measures reads them from the
-# run's probes.parquet and lm_eval.parquet; NaN when the run has no such file). Each
-# column is named after its measure: the probe measures of training.probe_scores, and
-# lm_eval_<task>_<metric> for the project's lm-eval tasks (training.lm_eval_suite).
-PROBE_RUN_MEASURES = {  # measure -> (unit, meaning)
-    "hessian_top_eigenvalue": (
-        "nats/token",
-        "top Hessian eigenvalue (largest magnitude), Lanczos to a tolerance, probe batch",
-    ),
-    "sam_sharpness": ("nats/token", "first-order SAM sharpness L(w + rho g/|g|) - L(w)"),
-    "fisher_trace": ("-", "trace of the empirical Fisher, per-sequence gradients"),
-    "induction_head_score": ("fraction", "largest per-head prefix-matching score"),
-    "induction_head_copying": ("nats", "copying score of the best prefix-matching head"),
-    "order_std_icl": ("probability", "ICL order sensitivity: std of label probs over orders"),
-    "order_std_sgd": ("probability", "the same for one-pair SGD fine-tuning"),
-    "overlap_top_gd": ("fraction", "top-k label overlap of GD fine-tuning with ICL"),
-    "overlap_top_adam": ("fraction", "top-k label overlap of Adam fine-tuning with ICL"),
-    "overlap_top_icl": ("fraction", "top-k label overlap of ICL in another order with ICL"),
-    "overlap_cos_gd": ("-", "cosine of GD fine-tuning's label distribution with ICL's"),
-    "overlap_cos_adam": ("-", "cosine of Adam fine-tuning's label distribution with ICL's"),
-    "overlap_cos_icl": ("-", "cosine of ICL in another order with ICL"),
-    "accuracy_icl": ("fraction", "accuracy of ICL on the ICL-vs-GD episodes"),
-    "accuracy_gd": ("fraction", "accuracy of GD fine-tuning on those episodes"),
-    "accuracy_adam": ("fraction", "accuracy of Adam fine-tuning on those episodes"),
-    "fact_logprob": ("nats", "mean log-probability of the correct fact value, no context"),
-    "fact_rank": ("rank", "mean rank of the correct fact value (1 = best)"),
-    "in_weights_logprob": ("nats", "mean log-probability of the fixed in-weights label"),
-    "in_weights_rank": ("rank", "mean rank of the fixed in-weights label"),
-    "format_accuracy": ("fraction", "zero-shot control: answers in the right token family"),
-    "format_accuracy_icl": ("fraction", "its part on held-out ICL queries without demos"),
-    "format_accuracy_facts": ("fraction", "its part on the fact keys"),
-}
-LM_EVAL_RUN_MEASURES = {  # runs-table column -> (task, metric, unit, meaning)
-    "lm_eval_pne_icl_fewshot_acc": (
-        "pne_icl_fewshot",
-        "acc",
-        "fraction",
-        "lm-eval few-shot ICL classification accuracy",
-    ),
-    "lm_eval_pne_copy_cloze_exact_match": (
-        "pne_copy_cloze",
-        "exact_match",
-        "fraction",
-        "lm-eval copy cloze exact match (greedy)",
-    ),
-    "lm_eval_pne_heldout_rolling_word_perplexity": (
-        "pne_heldout_rolling",
-        "word_perplexity",
-        "-",
-        "lm-eval rolling perplexity per token",
-    ),
-}
-RUNS = (
-    *RUNS,
+    # End-of-run evaluation measures, one column each (above).
     *(_c(m, "float", u, d, nullable=True) for m, (u, d) in PROBE_RUN_MEASURES.items()),
     *(_c(c, "float", u, d, nullable=True) for c, (_, _, u, d) in LM_EVAL_RUN_MEASURES.items()),
-)
+)  # fmt: skip
+NOISE_FORMS = ("none", "gaussian", "anisotropic", "student_t", "nap", "sgld", "precond_freeze")
 
 # One row per (run, task, metric) of the lm-eval harness on one trained model
 # (training.lm_eval_suite.lm_eval_scores; the run's lm_eval.parquet).
@@ -512,17 +516,18 @@ SCHEMAS: dict[str, tuple[Column, ...]] = {
 # The values each column may hold (DESIGN §8); a column without an entry is checked
 # for its type and nullability only. Kept apart from the column lists above so that a
 # new column is one line there.
-# The measures of the scores table: training.evaluate's, and the end-of-run probes of
-# training.probe_scores (per-head scores carry their layer and head).
-_SCORE_MEASURES = (
-    r"icl_accuracy|fact_recall|in_weights_accuracy|induction_score|val_loss"
-    r"|hessian_top_eigenvalue|sam_sharpness|fisher_trace|induction_head_score"
-    r"|induction_head_copying|(prefix_matching|copying)_l\d+_h\d+|order_std_(icl|sgd)"
-    r"|overlap_(top|cos)_(gd|adam|icl)|accuracy_(icl|gd|adam)|(fact|in_weights)_(logprob|rank)"
-    r"|format_accuracy(_icl|_facts)?"
-    r"|reg_(model|ridge|ols|knn|avg|zero)_error"
+# The measures of the scores table, from the names declared above: training.evaluate's,
+# the end-of-run probes of training.probe_scores (per-head scores carry their layer and
+# head) and the regression family's errors (preregistration.report_tables).
+_SCORE_MEASURES = "|".join(
+    [
+        *map(re.escape, [*EVALUATE_MEASURES, *PROBE_RUN_MEASURES]),
+        r"(prefix_matching|copying)_l\d+_h\d+",
+        rf"reg_({'|'.join(map(re.escape, REGRESSION_PREDICTORS))})_error",
+    ]
 )
-_EXPOSURES = ("int_pne", "int_pne_star", "int_pne_eff", "int_pne_star_eff", "int_pne_eta2")
+# The integrated exposures of a run, in the steps table (at each step) and the runs table.
+EXPOSURES = ("int_pne", "int_pne_star", "int_pne_eff", "int_pne_star_eff", "int_pne_eta2")
 VALUES: dict[str, dict[str, Domain]] = {
     "steps": {
         "step": POSITIVE_COUNT,
@@ -542,7 +547,7 @@ VALUES: dict[str, dict[str, Domain]] = {
         "pne_star_eff": NONNEGATIVE,
         "pne_eta2": NONNEGATIVE,
         "b_simple": NONNEGATIVE_OR_INF,  # +inf when the unbiased |G|^2 is <= 0
-        **{name: NONNEGATIVE for name in _EXPOSURES},
+        **{name: NONNEGATIVE for name in EXPOSURES},
         "trace_cov": NONNEGATIVE,
         "grad_sq": FINITE,
         "trace_pfp_fisher": NONNEGATIVE,
@@ -582,7 +587,7 @@ VALUES: dict[str, dict[str, Domain]] = {
         "steps": COUNT,
         "tokens": COUNT,
         "final_val_loss": NONNEGATIVE_OR_INF,  # +inf when a run diverged at its last check
-        **{name: NONNEGATIVE for name in _EXPOSURES},
+        **{name: NONNEGATIVE for name in EXPOSURES},
         "b_simple_run": NONNEGATIVE_OR_INF,
         "icl_auc": PROBABILITY,
         "icl_acc_max_shots": PROBABILITY,
