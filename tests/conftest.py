@@ -50,6 +50,21 @@ def smoke_study(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def cluster_dry_run(tmp_path_factory) -> str:
+    """Standard output of ``snakemake --profile cluster -n`` at the 1.3B size, run once:
+    the jobs a cluster user would submit (config/gpu.yaml), with their resources and
+    shell commands, and the job-stats table."""
+    results = tmp_path_factory.mktemp("cluster")
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    snakemake = str(Path(sys.executable).with_name("snakemake"))
+    args = ["--profile", "cluster", "-n", "--config", f"results={results}", "model_size=1.3b"]
+    proc = subprocess.run([snakemake, *args], cwd=REPO, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise AssertionError(f"the cluster dry run failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc.stdout
+
+
+@pytest.fixture(scope="session")
 def smoke():
     """The smoke config, its corpus and its first registered run spec (for training tests)."""
     cfg = yaml.safe_load((REPO / "config/smoke.yaml").read_text())

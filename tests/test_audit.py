@@ -11,6 +11,7 @@ with a message that names the file and what is wrong.
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -37,12 +38,19 @@ class AuditStudy(Study):
         write_table(change(read_table(self.t1, "tests")), "tests", self.t1)
 
 
-@pytest.fixture
-def study(tmp_path) -> AuditStudy:
-    s = AuditStudy.create(tmp_path, {DIVERGED: "diverged"})
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory) -> AuditStudy:
+    s = AuditStudy.create(tmp_path_factory.mktemp("clean"), {DIVERGED: "diverged"})
     s.collect()
     s.write_t1()
     return s
+
+
+@pytest.fixture
+def study(clean: AuditStudy, tmp_path) -> AuditStudy:
+    """A copy of the clean study for one test to change (built once per module)."""
+    shutil.copytree(clean.root, tmp_path / "study")
+    return AuditStudy(tmp_path / "study")
 
 
 def _failures(result, name: str) -> str:

@@ -99,7 +99,8 @@ def test_status_list_comes_from_the_plan_given(runs):
     plan = load_plan(PLAN)
     plan["stopping"]["statuses"] = ["reached_target", "token_cap", "diverged", "preempted"]
     other = runs.assign(status="preempted")
-    validate(other, "runs", plan=plan)  # a plan that registers the status accepts it
+    accepted = validate(other, "runs", plan=plan)  # a plan that registers the status accepts it
+    assert (accepted["status"] == "preempted").all() and len(accepted) == len(runs)
     with pytest.raises(TableError, match="status"):
         validate(other, "runs")
 
@@ -117,10 +118,19 @@ def test_nan_in_a_non_nullable_column_names_the_rows(runs, tmp_path):
     assert "missing values" in line and "row(s) 2, 4" in line
 
 
-def test_nan_in_a_nullable_column_is_accepted(runs):
+def test_nan_in_a_nullable_column_is_accepted(runs, tmp_path):
     ok = runs.copy()
     ok.loc[1, "icl_auc"] = np.nan  # nullable: a run without ICL scores
-    validate(ok, "runs")
+    pd.testing.assert_frame_equal(validate(ok, "runs"), ok[columns("runs")])  # kept as given
+    back = read_table(write_table(ok, "runs", tmp_path / "runs.parquet"), "runs")
+    assert np.isnan(back.loc[1, "icl_auc"]) and back["icl_auc"].isna().sum() == 1
+    # the same missing value where the contract forbids it, and a value out of range, fail
+    bad = ok.copy()
+    bad.loc[1, "int_pne"] = np.nan
+    assert "row(s) 1" in _line(_fails(bad, tmp_path / "bad.parquet"), "int_pne")
+    bad = ok.copy()
+    bad.loc[2, "icl_auc"] = 1.5
+    assert "row(s) 2;" in _line(_fails(bad, tmp_path / "bad.parquet"), "icl_auc")
 
 
 def test_wrong_type_is_named(runs, tmp_path):
@@ -136,8 +146,8 @@ def test_every_violation_is_listed_at_once(runs, tmp_path):
     bad.loc[1, "status"] = "lost"
     bad.loc[2, "lr_rule"] = "cubic"
     message = _fails(bad, tmp_path / "runs.parquet")
-    for column in ("icl_auc", "status", "lr_rule"):
-        _line(message, column)
+    for row, column in enumerate(("icl_auc", "status", "lr_rule")):
+        assert f"row(s) {row};" in _line(message, column), message
 
 
 def _steps() -> pd.DataFrame:
@@ -159,10 +169,17 @@ def test_steps_contract_refuses_clip_rate_out_of_range(tmp_path):
     assert "row(s) 0;" in _line(message, "train_loss")
 
 
-def test_diverged_run_may_end_with_infinite_validation_loss():
+def test_diverged_run_may_end_with_infinite_validation_loss(tmp_path):
     steps = _steps()
     steps.loc[1, "val_loss"] = np.inf
-    validate(steps, "steps")
+    pd.testing.assert_frame_equal(validate(steps, "steps"), steps[columns("steps")])
+    # A divergence row is still held to its contract: no -inf loss, its exposure so far.
+    bad = steps.copy()
+    bad.loc[1, "val_loss"] = -np.inf
+    assert "row(s) 1;" in _line(_fails(bad, tmp_path / "trace.parquet", "steps"), "val_loss")
+    bad = steps.copy()
+    bad.loc[1, "int_pne"] = np.nan
+    assert "row(s) 1" in _line(_fails(bad, tmp_path / "trace.parquet", "steps"), "int_pne")
 
 
 def test_write_refuses_a_violating_frame_and_writes_nothing(runs, tmp_path):

@@ -4,9 +4,7 @@ its restated design equals the plan's, and the cluster profile's jobs follow the
 from __future__ import annotations
 
 import copy
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -99,18 +97,11 @@ def test_resources_and_launcher_follow_the_model_size(gpu_config):
     assert job_resources({"scale": "smoke"}, "train") == {}
 
 
-def test_cluster_dry_run_lists_gpu_jobs_with_torchrun(tmp_path):
+def test_cluster_dry_run_lists_gpu_jobs_with_torchrun(cluster_dry_run):
     """`snakemake --profile cluster -n` on a clean checkout: every registered run is a
     train job; a language run's has the 1.3B size's GPUs, launched by torchrun with one
     process per GPU (a regression run's: tests/test_job_layout.py)."""
-    env = os.environ | {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    proc = subprocess.run(
-        [SNAKEMAKE, "--profile", "cluster", "-n", "--config", f"results={tmp_path}",
-         "model_size=1.3b"],
-        cwd=REPO, capture_output=True, text=True, env=env, check=False,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    blocks = re.findall(r"rule train:\n(.*?)\n\n", proc.stdout, flags=re.S)
+    blocks = re.findall(r"rule train:\n(.*?)\n\n", cluster_dry_run, flags=re.S)
     plan = load_plan(REPO / "preregistration/plan.yaml")
     assert len(blocks) == len(expand_design(plan, "gpu"))
     for block in blocks:

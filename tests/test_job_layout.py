@@ -144,14 +144,11 @@ def test_a_family_without_resources_is_named(gpu_config):
         job_resources(gpu_config | {"cluster_resources": table}, "train", "regression")
 
 
-def test_cluster_dry_run_gives_regression_jobs_one_gpu_for_hours(tmp_path: Path):
+def test_cluster_dry_run_gives_regression_jobs_one_gpu_for_hours(cluster_dry_run):
     """`snakemake --profile cluster -n` at the 1.3B size: a regression run's train job
     asks for 1 GPU for at most a few hours and starts one process; a language run's
     asks for the 1.3B model's 8 GPUs for days."""
-    out = snakemake(
-        "--profile", "cluster", "-n", "--config", f"results={tmp_path}", "model_size=1.3b"
-    )
-    blocks = re.findall(r"rule (train|score|evaluate):\n(.*?)\n\n", out, flags=re.S)
+    blocks = re.findall(r"rule (train|score|evaluate):\n(.*?)\n\n", cluster_dry_run, flags=re.S)
     regression = family_conditions("gpu", "regression")
     seen = {"regression": 0, "language": 0}
     for rule, block in blocks:

@@ -34,14 +34,31 @@ def simulate(controller: ExposureController, seed: int, natural: float = 1e-4) -
 
 def test_controller_follows_a_reference_trajectory():
     steps = np.arange(5, STEPS + 1, 5)
-    values = 8e-4 * steps * (1 + 0.5 * np.sin(steps / 40))  # slope between 4e-4 and 1.2e-3
+    values = 8e-4 * steps * (1 + 0.5 * np.sin(steps / 40))  # T / t between 4e-4 and 1.2e-3
     controller = ExposureController(ReferenceTrajectory(steps, values), horizon=4)
     simulate(controller, seed=0)
     summary = controller.summary()
     assert summary["tracking_error_median"] <= 0.10
     assert summary["pne_star_ratio_reference"] == pytest.approx(1.0, abs=0.05)
+    # Every step's s_t is the control law of the module docstring applied to what the
+    # controller had seen: s_t = clip((d_t + (T_{t-1} - I_{t-1}) / h - n_t) / u_t, 0, s_max),
+    # d_t the target's slope, n_t the last step's natural increment (0 before step 1).
     path = controller.trajectory()
-    assert np.all(path["noise_scale"] >= 0)
+    target, total, injected = path["target"], path["total"], path["injected"]
+    unit = 1e-5 * (1 + 4 * path["step"] / STEPS)  # u_t of simulate
+    natural = np.diff(total - injected, prepend=0.0)  # the natural increment of each step
+    expected = np.zeros_like(target)  # step 1: no estimate of u_t yet, s = 0
+    slope, gap = np.diff(target), (target[:-1] - total[:-1]) / 4
+    expected[1:] = np.clip((slope + gap - natural[:-1]) / unit[1:], 0.0, 1e4)
+    np.testing.assert_allclose(path["noise_scale"], expected, rtol=1e-9, atol=0)
+    # The target falls (steps 110-214) where the sine falls faster than the line rises;
+    # the integral cannot follow it down: nothing injected until the target is back at
+    # its peak. Where it is at its peak and rises faster than twice the natural
+    # exposure (1e-4 a step), noise is injected but for the steps that close an overshoot.
+    peak = np.maximum.accumulate(target)
+    assert (target < peak).sum() > 50 and np.all(path["noise_scale"][target < peak] == 0)
+    rising = (target >= peak) & (np.diff(target, prepend=np.inf) > 2e-4)
+    assert rising.sum() > 150 and (path["noise_scale"][rising] > 0).mean() > 0.95
 
 
 def test_controller_follows_a_reference_along_the_validation_loss_axis():

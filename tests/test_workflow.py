@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
+from output_checks import assert_figure, assert_markdown_table
 
 from preregistration.design import expand_design
 from preregistration.plan import load_plan
@@ -48,11 +49,17 @@ def test_smoke_study_end_to_end(smoke_study: Path):
     steps = read_table(smoke_study / "tables/steps.parquet", "steps")
     assert set(steps.run_id) == set(runs.run_id)
     assert (steps.groupby("run_id").int_pne.diff().dropna() >= 0).all(), "integrals must grow"
-    for name in ("h1.csv", "h1.md", "t1_confirmatory.csv", "t2_inventory.csv"):
-        assert (smoke_study / "tables" / name).stat().st_size > 0
-    for ext in ("png", "pdf"):
-        for figure in ("fig1_pne_icl", "fig5_induction_sharpness", "fig6_clipping", "icl_curves"):
-            assert (smoke_study / f"figures/{figure}.{ext}").stat().st_size > 1000
+    for stem, table in (("h1", "h1"), ("t1_confirmatory", "tests"), ("t2_inventory", "inventory")):
+        back = read_table(smoke_study / f"tables/{stem}.csv", table)  # through its contract
+        assert len(back) > 0, stem
+        assert_markdown_table(smoke_study / f"tables/{stem}.md", list(back.columns), len(back))
+    inventory = read_table(smoke_study / "tables/t2_inventory.csv", "inventory")
+    assert sorted(inventory.run_id) == sorted(runs.run_id)
+    # figsize widths of the figure modules, each figure with data to draw
+    widths = {"fig1_pne_icl": 6.2, "fig5_induction_sharpness": 11.5, "fig6_clipping": 10.0,
+              "icl_curves": 10.0}  # fmt: skip
+    for figure, width in widths.items():
+        assert_figure(smoke_study / "figures", figure, width)
     # every language run evaluated by its evaluate job (columns named after the measure)
     evaluated = ["hessian_top_eigenvalue", "sam_sharpness", "induction_head_score"]
     evaluated += ["format_accuracy", "lm_eval_pne_icl_fewshot_acc"]
@@ -72,12 +79,33 @@ def analysis_only_args(results: Path) -> list[str]:
     return ["--configfile", "config/smoke.yaml", *config, "--forceall"]
 
 
+# The data and training rules of both workflow layouts (one job per run or separate jobs).
+TRAINING_RULES = {"corpus", "text_shards", "lm_eval_data", "train", "score", "evaluate",
+                  "train_and_evaluate", "train_and_score"}  # fmt: skip
+
+
 def test_analysis_only_schedules_no_training(smoke_study: Path):
-    (REPO / "training/train.py").touch()  # training code newer than the traces
-    out = snakemake(*analysis_only_args(smoke_study), "-n").stdout
-    jobs = planned_jobs(out)
+    """Traces older than the training code and the inputs of their runs: a run that
+    judged by modification times would train them again, an analysis-only run schedules
+    no data, training or scoring job. The times are moved back, and restored, under the
+    study's own results directory; nothing in the working tree is touched."""
+    code = (REPO / "training/train.py").stat().st_mtime
+    traces = [path for path in (smoke_study / "runs").rglob("*") if path.is_file()]
+    times = {path: path.stat() for path in traces}
+    try:
+        for path in traces:  # training code newer than the traces
+            os.utime(path, (code - 86400, code - 86400))
+        # Snakemake reruns on a newer input only if its checksum changed, a file of at
+        # most --max-checksum-file-size bytes; with 0, modification times decide.
+        full = ["--configfile", "config/smoke.yaml", "--config", f"results={smoke_study}"]
+        stale = planned_jobs(snakemake(*full, "--max-checksum-file-size", "0", "-n").stdout)
+        jobs = planned_jobs(snakemake(*analysis_only_args(smoke_study), "-n").stdout)
+    finally:
+        for path, stat in times.items():
+            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert {"train_and_evaluate", "train_and_score"} <= set(stale), stale  # the smoke layout
     assert "collect_runs" in jobs and "audit" in jobs
-    assert not {"corpus", "train", "score", "evaluate"} & set(jobs), jobs
+    assert not TRAINING_RULES & set(jobs), jobs
 
 
 def test_analysis_only_regenerates_tables(smoke_study: Path):
