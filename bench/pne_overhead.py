@@ -6,7 +6,9 @@ block) train on the same random token batches, the global batch fixed: one arm
 without a tap, one per tier (``economy``, ``standard``, ``full``). Each arm logs
 at every step (N = 1) or at every N-th step (``--intervals``); the economy tier
 always logs every step, so it is timed once per K and shown at every N (``rows``,
-not run by default, is attach before the tiers: the manual logger's K + 1 rows). The arms'
+not run by default, is attach before the tiers: the manual logger's K + 1 rows;
+``floor``, an empty tensor hook on every parameter: the cost of any per-parameter
+hook, which no tier can go below). The arms'
 steps alternate in A/B order, ABCD DCBA step by step, for ``--rounds`` rounds of
 ``max(N, --block)`` steps (whole blocks of N: each holds its share of logging
 steps), after an untimed warm-up: N steps for a tapped arm (past the logger's
@@ -55,6 +57,7 @@ ARMS = {  # arm: (tier, options it is attached with); log_interval is added per 
     "standard": ("standard", {}),
     "full": ("full", {}),
     "rows": ("standard", {"streaming": False}),  # attach before the tiers: K + 1 rows
+    "floor": (None, {}),  # an empty tensor hook on every parameter: what any hook costs
 }
 GOALS = {("economy", 1): 1.01, ("standard", 100): 1.01, ("standard", 1): 1.10}
 HOOKS = ("_on_grad", "_end_backward", "_after_step")
@@ -76,7 +79,9 @@ class Arm:
         self.max_norm = float(train["grad_clip"])
         self.n_micro, self.micro, self.step = n_micro, micro, 0
         self.tap = None
-        if tier is not None:
+        if tier == "floor":  # the cost of a Python tensor hook per parameter and pass alone
+            self.hooks = [p.register_hook(_no_op) for p in self.model.parameters()]
+        elif tier is not None:
             tier, options = ARMS[tier]
             if tier != "economy":
                 options = options | {"log_interval": log_interval}
@@ -91,6 +96,10 @@ class Arm:
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+
+
+def _no_op(grad: torch.Tensor) -> None:
+    return None
 
 
 def time_ratios(cfg, n_micro, micro, tiers, log_interval, rounds, block, data) -> dict:
@@ -117,6 +126,8 @@ def time_ratios(cfg, n_micro, micro, tiers, log_interval, rounds, block, data) -
 
 def tap_memory(cfg: dict, n_micro: int, micro: int, tier: str) -> tuple[float, float]:
     """(held, extra) gradient copies of the tap over two logging steps (module docstring)."""
+    if tier == "floor":
+        return 0.0, 0.0  # hooks that keep nothing
     vocab = vocab_from_config(cfg["data"]).size
     n_coords = sum(p.numel() for p in GPT(GPTConfig(vocab_size=vocab, **cfg["model"])).parameters())
     memory = LiveBytes(large=2 * n_coords)  # half a gradient or more
@@ -171,7 +182,9 @@ def main() -> None:
     parser.add_argument("--intervals", default="1,100", help="N values (log every N-th step)")
     parser.add_argument("--global-batch", type=int, default=32, help="B = m * K sequences")
     parser.add_argument(
-        "--tiers", default="economy,standard,full", help="among economy, standard, full, rows"
+        "--tiers",
+        default="economy,standard,full,floor",
+        help="among economy, standard, full, rows, floor",
     )
     args = parser.parse_args()
     cfg = yaml.safe_load(args.config.read_text())
