@@ -24,8 +24,9 @@ from training.data import build_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Fixtures that run the workflow or train a run: a test that uses one is slow.
-SLOW_FIXTURES = frozenset({"smoke_study", "smoke"})
+# Fixtures that run the workflow (or a dry run of it) or train a run: a test that uses
+# one is slow.
+SLOW_FIXTURES = frozenset({"smoke_study", "smoke", "cluster_dry_run"})
 
 
 def pytest_collection_modifyitems(config, items) -> None:

@@ -120,6 +120,7 @@ def test_h3_tost_equals_pingouin_on_the_pairs(plan, runs):
     assert (t3["label"] == "confirmatory").sum() == 1
 
 
+@pytest.mark.slow
 def test_h2_and_h3_hold_alpha_through_the_pipeline_under_the_null(plan):
     """At the TOST margin (H3) and with no phase effect (H2), rejections ~ alpha."""
     base = causal_arm_specs(

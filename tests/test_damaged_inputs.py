@@ -34,6 +34,9 @@ from run_factory import REPO, Study
 from analysis.run_checks import RunFilesError
 from preregistration.tables import read_table, write_table
 
+# every test damages a copy of a study and runs the collection and the audit on it
+pytestmark = pytest.mark.slow
+
 DIVERGED, CAPPED, RUN = "bs4_fixed_s0", "bs8_fixed_s1", "bs8_sqrt_s1"
 STATUSES = {DIVERGED: "diverged", CAPPED: "token_cap"}
 

@@ -116,6 +116,7 @@ def _same(a: float, b: float, scale: float) -> bool:
     return abs(a - b) <= 1e-3 * max(abs(a), abs(b)) + 1e-6 * scale
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("streaming", [False, True], ids=["snapshots", "streaming"])
 def test_ddp_logger_equals_single_process_logger(tmp_path, streaming):
     single = simulate(0, 1, streaming)

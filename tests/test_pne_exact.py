@@ -261,6 +261,7 @@ def test_single_worker_matches_exact_formula(single, exact):
     check_against_exact(single, exact)
 
 
+@pytest.mark.slow
 def test_two_workers_match_single_worker_and_exact_formula(single, exact, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -60,6 +60,7 @@ def test_h1_power_matches_noncentral_t(design):
     assert abs(p - exact) <= 3 * np.sqrt(exact * (1 - exact) / 8000)
 
 
+@pytest.mark.slow
 def test_h1_empirical_power_of_mixed_model_matches_prediction(design):
     """Studies simulated with a true slope, analysed by the registered routine."""
     levels = _levels(design)
@@ -83,6 +84,7 @@ def test_h1_empirical_power_of_mixed_model_matches_prediction(design):
     assert_agrees(np.array(reject), pred.at[0, "power"], 8000)
 
 
+@pytest.mark.slow
 def test_h3_empirical_power_of_paired_tost_matches_prediction():
     sd_diff, margin, n = 0.008, 0.02, 4
     pred = power_h3(sd_diff, margin, n, true_diff=0.005, n_sim=8000).at[0, "power"]
@@ -136,6 +138,7 @@ def test_h2_power_matches_noncentral_t():
     assert pred == pytest.approx(exact, abs=3 * np.sqrt(exact * (1 - exact) / 40000))
 
 
+@pytest.mark.slow
 def test_h2_empirical_power_of_late_minus_early_matches_prediction():
     effect, sd, n, budgets = 0.02, 0.016, 4, 2
     pred = power_h2(effect, sd, n, budgets, n_sim=8000).at[0, "power"]

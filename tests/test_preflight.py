@@ -19,6 +19,8 @@ from training.compute_estimate import flops_per_token
 from training.model import GPT, GPTConfig
 from training.preflight import CPU_DIVISORS, device_peak_flops
 
+pytestmark = pytest.mark.slow  # the preflight script runs as a process, at every registered size
+
 REPO = Path(__file__).resolve().parents[1]
 NOMINAL_CPU_PEAK = 1.0e11  # a stated nominal peak, so the test checks MFU's formula
 POSITIVE = (

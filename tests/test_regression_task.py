@@ -83,6 +83,7 @@ def smoke_regression():
     return family_config(cfg, plan, spec.arm), spec
 
 
+@pytest.mark.slow
 def test_a_regression_run_trains_through_the_trainer_with_the_pne_logger(smoke_regression):
     cfg, spec = smoke_regression
     spec = spec.__class__(**{**spec.__dict__, "target_val_loss": 1e-6, "token_cap": 10 * 4 * 12})

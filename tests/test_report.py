@@ -213,6 +213,7 @@ def test_arm_without_included_runs_still_renders(plan, tmp_path):
         assert_figure(figs, stem, FIGURE_WIDTH_IN[stem])
 
 
+@pytest.mark.slow
 def test_smoke_scale_and_cli(plan, tmp_path):
     runs = simulate_runs(plan, "smoke", n_excluded=1, random_state=3, arms=["batch_sweep"])
     runs_path = _write_runs(runs, tmp_path / "runs.parquet")

@@ -136,6 +136,7 @@ def test_damaged_shard_and_missing_text_are_named(text_config, tmp_path):
         build_shards(missing, tmp_path / "other")
 
 
+@pytest.mark.slow
 def test_the_workflow_rule_writes_the_shards_a_train_job_reads(tmp_path):
     """Rule text_shards (workflow/rules/data.smk) on a generated text, through Snakemake;
     the train rule's corpus is then the shard header."""

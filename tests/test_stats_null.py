@@ -82,12 +82,14 @@ def _null_runs(design: pd.DataFrame, rng: np.random.Generator, dv: str) -> pd.Da
     return runs
 
 
+@pytest.mark.slow
 def test_h1_mixed_slope_holds_alpha(design):
     rng = np.random.default_rng(101)
     p = [mixed_slope(_null_runs(design, rng, "icl_auc")).at[0, "p"] for _ in range(N_REP)]
     assert_holds_alpha(rejected(p))
 
 
+@pytest.mark.slow
 def test_h4_memorization_slope_holds_alpha(design):
     rng = np.random.default_rng(202)
     p = [
@@ -96,6 +98,7 @@ def test_h4_memorization_slope_holds_alpha(design):
     assert_holds_alpha(rejected(p))
 
 
+@pytest.mark.slow
 def test_slope_fast_path_holds_alpha(design):
     levels = np.log(design.groupby("condition")["int_pne_star"].mean().to_numpy())
     for i, alternative in enumerate(("greater", "less")):
@@ -116,6 +119,7 @@ def _null_phase_runs(rng: np.random.Generator) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@pytest.mark.slow
 def test_h2_late_minus_early_holds_alpha():
     rng = np.random.default_rng(303)
     p = [late_minus_early(_null_phase_runs(rng)).at[0, "p"] for _ in range(N_REP)]
@@ -135,6 +139,7 @@ def _boundary_pairs(rng: np.random.Generator, diff: float, n: int = 3) -> pd.Dat
     )
 
 
+@pytest.mark.slow
 def test_h3_paired_tost_holds_alpha_at_the_margin():
     """At mu = +-delta (the least favourable null) the TOST rejects with probability alpha
     when the noise is small against delta; anywhere else in the null, less often."""
@@ -156,6 +161,7 @@ def test_h3_paired_tost_holds_alpha_at_the_margin():
     assert abs(wide.mean() - exact) <= 3 * np.sqrt(exact * (1 - exact) / len(wide)), wide.mean()
 
 
+@pytest.mark.slow
 def test_loss_matching_tost_holds_alpha_at_the_margin():
     rng = np.random.default_rng(505)
     target, tol = 2.0, 0.02
@@ -167,6 +173,7 @@ def test_loss_matching_tost_holds_alpha_at_the_margin():
     assert_holds_alpha(rejected(p))
 
 
+@pytest.mark.slow
 def test_holm_controls_familywise_error(monkeypatch):
     """Four independent null tests: P(any Holm rejection) = 1 - (1 - alpha/4)^4 <= alpha."""
     # statsmodels' Holm branch calls gc.collect() on every call (~0.1 s with a full

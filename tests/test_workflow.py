@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 from output_checks import assert_figure, assert_markdown_table
 
@@ -116,6 +117,7 @@ def test_analysis_only_regenerates_tables(smoke_study: Path):
     pd.testing.assert_frame_equal(pd.read_csv(table), before)
 
 
+@pytest.mark.slow
 def test_cluster_profile_dry_run():
     out = snakemake("--profile", "cluster", "-n").stdout
     jobs = planned_jobs(out)
@@ -123,6 +125,7 @@ def test_cluster_profile_dry_run():
     assert jobs.get("train") == len(expand_design(plan, "gpu"))
 
 
+@pytest.mark.slow
 def test_malformed_config_names_the_key(tmp_path: Path):
     config = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
     config["model"]["n_layer"] = "two"
@@ -133,6 +136,7 @@ def test_malformed_config_names_the_key(tmp_path: Path):
     assert "n_layer" in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_unknown_config_key_is_rejected(tmp_path: Path):
     config = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
     config["train"]["learning_rate"] = 0.1  # the LR belongs to the plan, not the config

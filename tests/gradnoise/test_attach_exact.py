@@ -132,6 +132,7 @@ def test_tapped_single_worker_matches_exact_formula(single, exact):
     check_against_exact(single, exact)
 
 
+@pytest.mark.slow
 def test_tapped_ddp_workers_match_single_worker(single, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -210,6 +210,7 @@ def _tiers_worker(rank: int, world: int, port: int, out_path: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_economy_and_standard_two_ddp_workers_equal_one(tmp_path):
     """W = 2 sees the same 16 micro-batch means as W = 1 (halves of the same batch): the
     all-reduced scalars (economy), the pooled moments (standard) and the buckets' norms
