@@ -141,7 +141,7 @@ def test_resume_restores_the_random_states(smoke, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         train_run(spec, cfg, corpus, show_progress=False, resume_path=resume)
     monkeypatch.setattr(train_module, "lr_at", real_lr_at)
-    monkeypatch.setattr(train_module, "set_random_states", lambda states: None)
+    monkeypatch.setattr("training.resume.set_random_states", lambda states: None)
     _, forgetful = train_run(spec, cfg, corpus, show_progress=False, resume_path=resume)
     assert not forgetful.trace["train_loss"].equals(uninterrupted.trace["train_loss"])
 

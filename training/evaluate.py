@@ -14,7 +14,7 @@ import torch
 
 from training.data import CorpusGenerator
 from training.model import GPT
-from training.train import validation_loss
+from training.task_family import validation_loss
 
 EVAL_SEED_OFFSET = 7  # evaluation draws come from data.seed + this, never used for training
 

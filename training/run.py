@@ -22,9 +22,10 @@ import torch.distributed as dist
 from preregistration.design import expand_design
 from preregistration.plan import load_plan, plan_hash
 from preregistration.tables import columns, read_table, write_table
+from training.distributed import init_distributed
 from training.regression_task import family_config
 from training.shards import load_corpus
-from training.train import init_distributed, package_versions, save_checkpoint, train_run
+from training.train import package_versions, save_checkpoint, train_run
 
 
 def find_spec(config: dict, condition: str, seed: int):

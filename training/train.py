@@ -23,10 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
-import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,18 +37,14 @@ from tqdm import tqdm
 
 from gradnoise import NoiseLogger
 from preregistration.design import RunSpec
-from training.checkpoints import load_plain, save_plain
-from training.model import GPT, GPTConfig, lm_loss
+from training.checkpoints import save_plain
+from training.distributed import all_reduce_mean_grads, run_device
+from training.model import GPT
+from training.model_setup import checkpoint_activations, make_optimizer
 from training.noise_arms import NoiseArm
-from training.regression_model import RegressionConfig, RegressionGPT
-from training.regression_task import (
-    FAMILY,
-    RegressionTask,
-    regression_corpus,
-    regression_loss,
-    regression_validation_loss,
-)
+from training.resume import load_resume_state, save_resume_state
 from training.stopping import ValidationSchedule
+from training.task_family import task_family
 from training.tensorboard_log import tensorboard_log
 
 PACKAGES = ("torch", "numpy", "pandas", "snakemake", "statsmodels", "pingouin", "scikit-learn")
@@ -96,70 +89,6 @@ def batch_indices(seed: int, start: int, count: int, n_train: int) -> torch.Tens
 def epoch_order(seed: int, epoch: int, n_train: int) -> torch.Tensor:
     """The permutation of the training split used in ``epoch`` (drawn once, then reused)."""
     return torch.randperm(n_train, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-
-
-def make_optimizer(model: GPT, lr: float, train_cfg: dict) -> torch.optim.AdamW:
-    """AdamW; weight decay on matrices only (embeddings included), not on biases or norms."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    groups = [
-        {"params": decay, "weight_decay": train_cfg["weight_decay"]},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(
-        groups,
-        lr=lr,
-        betas=(train_cfg["beta1"], train_cfg["beta2"]),
-        eps=train_cfg["adam_eps"],
-        fused=fused_adamw_available(model),
-    )
-
-
-def fused_adamw_available(model: torch.nn.Module) -> bool:
-    """Whether AdamW's fused kernel (one launch for all parameters) applies: parameters on CUDA."""
-    return all(p.is_cuda for p in model.parameters())
-
-
-def checkpoint_activations(model: GPT) -> None:
-    """Make every block recompute its activations in the backward pass (Chen et al. 2016).
-
-    Memory for activations drops from O(layers) to O(1) blocks at the cost of a
-    second forward pass per block; the function computed is unchanged, and so are
-    the parameter names, the state dict and the gradients.
-    """
-    for block in model.blocks:
-        forward = block.forward
-
-        def recomputed(x: torch.Tensor, forward=forward) -> torch.Tensor:
-            return torch.utils.checkpoint.checkpoint(
-                forward, x, use_reentrant=False, context_fn=_same_attention_kernels
-            )
-
-        block.forward = recomputed
-
-
-def _same_attention_kernels() -> tuple:
-    """Recompute under the attention kernels of the forward pass (the curvature probes
-    ask for the math kernel, whose saved tensors differ from the fused ones)."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    flags = {
-        SDPBackend.FLASH_ATTENTION: torch.backends.cuda.flash_sdp_enabled(),
-        SDPBackend.EFFICIENT_ATTENTION: torch.backends.cuda.mem_efficient_sdp_enabled(),
-        SDPBackend.MATH: torch.backends.cuda.math_sdp_enabled(),
-        SDPBackend.CUDNN_ATTENTION: torch.backends.cuda.cudnn_sdp_enabled(),
-    }
-    enabled = [b for b, on in flags.items() if on]
-
-    class Recompute:  # re-enterable: a graph kept for several backward passes recomputes often
-        def __enter__(self):
-            self.context = sdpa_kernel(enabled)
-            return self.context.__enter__()
-
-        def __exit__(self, *exc):
-            return self.context.__exit__(*exc)
-
-    return contextlib.nullcontext(), Recompute()
 
 
 def logged_proxies(train_cfg: dict, arm: str) -> tuple[str, ...]:
@@ -233,63 +162,6 @@ def accumulate_gradient(
         if after_group is not None:
             after_group()
     return total, seq
-
-
-@torch.no_grad()
-def validation_loss(model: torch.nn.Module, val: torch.Tensor, chunk: int = 128) -> float:
-    """Mean next-token loss (nats/token) over the whole validation split."""
-    model.eval()
-    device = next(model.parameters()).device
-    total, count = 0.0, 0
-    for i in range(0, len(val), chunk):
-        seq = val[i : i + chunk].long().to(device)
-        logits = model(seq[:, :-1])
-        total += lm_loss(logits, seq[:, 1:]).item() * seq[:, 1:].numel()
-        count += seq[:, 1:].numel()
-    model.train()
-    return total / count
-
-
-@dataclass(frozen=True)
-class TaskFamily:
-    """What a run's task decides: its model, its batches, its loss and its validation loss.
-
-    ``language`` is the synthetic corpus with next-token cross-entropy; ``regression``
-    (``training.regression_task``, chosen by ``cfg["family"]``) is in-context linear
-    regression with squared error at every x position. The loop is the same for both.
-    """
-
-    build: Callable[[dict, dict], torch.nn.Module]  # (model config, corpus) -> model
-    batch: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (split, indices) -> batch
-    loss: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]  # mean loss of a batch
-    validation: Callable[[torch.nn.Module, torch.Tensor], float]  # mean validation loss
-
-
-LANGUAGE = TaskFamily(
-    build=lambda model_cfg, corpus: GPT(
-        GPTConfig(vocab_size=int(corpus["vocab_size"]), **model_cfg)
-    ),
-    batch=lambda split, idx: split[idx].long(),
-    loss=lambda net, seq: lm_loss(net(seq[:, :-1]), seq[:, 1:]),
-    validation=lambda model, val: validation_loss(model, val),
-)
-REGRESSION_FAMILY = TaskFamily(
-    build=lambda model_cfg, corpus: RegressionGPT(
-        RegressionConfig(n_dims=corpus["task"].d, **model_cfg)
-    ),
-    batch=lambda split, idx: split[idx],
-    loss=regression_loss,
-    validation=regression_validation_loss,
-)
-
-
-def task_family(cfg: dict, corpus: dict | None) -> tuple[TaskFamily, dict]:
-    """The run's task family and its data: the given corpus, or the regression prompts
-    drawn from the registered task (``cfg["regression"]``, set by ``regression_task.run_config``).
-    """
-    if cfg.get("family", "language") != FAMILY:  # FAMILY: the regression family's name
-        return LANGUAGE, corpus
-    return REGRESSION_FAMILY, regression_corpus(RegressionTask.from_config(cfg["regression"]))
 
 
 def package_versions() -> dict[str, str]:
@@ -417,7 +289,7 @@ def train_run(
             after_group=functools.partial(after_micro, logger, arm) if by_micro else None,
         )  # fmt: skip
         if world > 1 and log_step:
-            _all_reduce_mean_grads(model, world)
+            all_reduce_mean_grads(model, world)
         if world > 1:
             dist.all_reduce(train_loss)
             train_loss /= world
@@ -513,97 +385,6 @@ def divergence_record(logger: NoiseLogger, validated: bool) -> dict:
         "clip_coef": math.nan,
         **logger.divergence_record(),
     }
-
-
-def run_fingerprint(spec: RunSpec, cfg: dict) -> str:
-    """SHA-256 of the run's spec and config: a resume state is used only by the same run."""
-    text = json.dumps({"spec": spec.as_dict(), "config": cfg}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def save_resume_state(
-    path: Path, spec: RunSpec, cfg: dict, step: int, model: GPT, optimizer, logger: NoiseLogger,
-    rows: list[dict], layer_rows: list[dict], wall_time_s: float, noise: dict | None = None,
-) -> None:  # fmt: skip
-    """Everything a restart needs after ``step``, written atomically (temp file, rename).
-
-    Model, optimizer (moments and step counts), the logger's sums and windows, the
-    trace so far, and the random states (``random_states``). The learning-rate
-    schedule and the data position are functions of the step (``lr_at``,
-    ``batch_indices``), and the logger draws its sketch and probes from generators
-    seeded by (seed, step), so the step restores them. The noise arm's own
-    generators are stored with it (``noise``).
-    """
-    save_plain(
-        {"fingerprint": run_fingerprint(spec, cfg), "step": step, "model": model.state_dict(),
-         "optimizer": optimizer.state_dict(), "logger": logger.state_dict(),
-         "rows": rows, "layer_rows": layer_rows, "wall_time_s": wall_time_s,
-         "noise": noise or {}, "random_states": random_states()},
-        path, "resume state",
-    )  # fmt: skip
-
-
-def load_resume_state(path: Path, spec: RunSpec, cfg: dict, model: GPT, optimizer, logger) -> dict:
-    """Restore model, optimizer and logger from ``path``; errors name the file."""
-    try:
-        state = load_plain(path, "resume state")
-    except ValueError as exc:  # unreadable, truncated, or holding more than tensors
-        raise RuntimeError(str(exc)) from exc
-    if state.get("fingerprint") != run_fingerprint(spec, cfg):
-        raise RuntimeError(
-            f"{path}: resume checkpoint of another run or config than {spec.run_id}; "
-            "delete it to start this run afresh"
-        )
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    logger.load_state_dict(state["logger"])
-    if "random_states" not in state:
-        raise RuntimeError(f"{path}: resume checkpoint lacks the random states; delete it")
-    set_random_states(state["random_states"])
-    return state
-
-
-def random_states() -> dict:
-    """Torch's CPU generator and, with GPUs, every CUDA generator (dropout draws from them).
-
-    Under DDP every worker seeds alike and draws alike, so rank 0's states are everyone's.
-    """
-    states = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def set_random_states(states: dict) -> None:
-    """Restore what ``random_states`` returned."""
-    torch.set_rng_state(states["cpu"])
-    if "cuda" in states:
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
-def run_device(cfg: dict) -> torch.device:
-    """CPU, or this worker's GPU (LOCAL_RANK under torchrun) when the config asks for cuda."""
-    if cfg.get("device", "cpu") != "cuda":
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise RuntimeError("config asks for device 'cuda' but no GPU is visible")
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    torch.cuda.set_device(device)
-    return device
-
-
-def _all_reduce_mean_grads(model: torch.nn.Module, world: int) -> None:
-    for p in model.parameters():
-        if p.grad is not None:
-            dist.all_reduce(p.grad)
-            p.grad /= world
-
-
-def init_distributed() -> None:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
 
 
 def save_checkpoint(path: Path, model: GPT, spec: RunSpec, result: RunResult) -> None:

@@ -1,0 +1,81 @@
+"""What a run's task decides: its model, its batches, its loss and its validation loss.
+
+``LANGUAGE`` is the synthetic corpus with next-token cross-entropy;
+``REGRESSION_FAMILY`` is in-context linear regression (``training.regression_task``);
+``task_family`` picks one from the run's config. The training loop
+(``training.train``) is the same for both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from training.model import GPT, GPTConfig, lm_loss
+from training.regression_model import RegressionConfig, RegressionGPT
+from training.regression_task import (
+    FAMILY,
+    RegressionTask,
+    regression_corpus,
+    regression_loss,
+    regression_validation_loss,
+)
+
+
+@torch.no_grad()
+def validation_loss(model: torch.nn.Module, val: torch.Tensor, chunk: int = 128) -> float:
+    """Mean next-token loss (nats/token) over the whole validation split."""
+    model.eval()
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for i in range(0, len(val), chunk):
+        seq = val[i : i + chunk].long().to(device)
+        logits = model(seq[:, :-1])
+        total += lm_loss(logits, seq[:, 1:]).item() * seq[:, 1:].numel()
+        count += seq[:, 1:].numel()
+    model.train()
+    return total / count
+
+
+@dataclass(frozen=True)
+class TaskFamily:
+    """What a run's task decides: its model, its batches, its loss and its validation loss.
+
+    ``language`` is the synthetic corpus with next-token cross-entropy; ``regression``
+    (``training.regression_task``, chosen by ``cfg["family"]``) is in-context linear
+    regression with squared error at every x position. The loop is the same for both.
+    """
+
+    build: Callable[[dict, dict], torch.nn.Module]  # (model config, corpus) -> model
+    batch: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (split, indices) -> batch
+    loss: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]  # mean loss of a batch
+    validation: Callable[[torch.nn.Module, torch.Tensor], float]  # mean validation loss
+
+
+LANGUAGE = TaskFamily(
+    build=lambda model_cfg, corpus: GPT(
+        GPTConfig(vocab_size=int(corpus["vocab_size"]), **model_cfg)
+    ),
+    batch=lambda split, idx: split[idx].long(),
+    loss=lambda net, seq: lm_loss(net(seq[:, :-1]), seq[:, 1:]),
+    validation=lambda model, val: validation_loss(model, val),
+)
+REGRESSION_FAMILY = TaskFamily(
+    build=lambda model_cfg, corpus: RegressionGPT(
+        RegressionConfig(n_dims=corpus["task"].d, **model_cfg)
+    ),
+    batch=lambda split, idx: split[idx],
+    loss=regression_loss,
+    validation=regression_validation_loss,
+)
+
+
+def task_family(cfg: dict, corpus: dict | None) -> tuple[TaskFamily, dict]:
+    """The run's task family and its data: the given corpus, or the regression prompts
+    drawn from the registered task (``cfg["regression"]``, set by ``regression_task.run_config``).
+    """
+    if cfg.get("family", "language") != FAMILY:  # FAMILY: the regression family's name
+        return LANGUAGE, corpus
+    return REGRESSION_FAMILY, regression_corpus(RegressionTask.from_config(cfg["regression"]))
