@@ -3,7 +3,7 @@
 For every end-of-run measure of the runs table (the zero-shot skill control, ICL and
 memorization by each of their measures, the probes, the lm-eval tasks), the slope of
 the measure on log integrated P-NE* in the random-intercept mixed model of H1 with the
-final validation loss as covariate (``analysis.h1_monotonicity.mixed_slope``, two-sided),
+final validation loss as covariate (``analysis.mixed_model.mixed_slope``, two-sided),
 and Spearman's rho. The zero-shot control is the DESIGN §1 control "zero-shot
 (non-ICL) skill equal at equal loss": ``format_accuracy`` (``training.memorization``),
 whose slope at matched loss should be near 0 if noise changes ICL and not general
@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from analysis.h1_monotonicity import mixed_slope
 from analysis.inputs import require_columns
+from analysis.mixed_model import mixed_slope
 from preregistration.tables import LM_EVAL_RUN_MEASURES
 
 EXPOSURE = "int_pne_star"

@@ -1,8 +1,8 @@
 """The study's exploratory tables, written from the gathered tables (DESIGN §5).
 
-Each writer reads what it needs (``runs``, ``steps``, ``scores``: the tables
-``analysis.collect`` writes), builds its table with the function named in
-brackets, and writes ``<stem>.csv`` (validated against its contract) and
+Each writer takes the runs table (read once) and reads what else it needs
+(``steps``, ``scores``: the tables ``analysis.collect`` writes), builds its table
+with the function named in brackets, and writes ``<stem>.csv`` (validated against its contract) and
 ``<stem>.md`` (rounded, with the notes a reader needs) under ``out_dir``:
 
 - ``sensitivity``    estimator choices inside P-NE* [analysis.sensitivity.sensitivity_table]
@@ -37,11 +37,11 @@ from preregistration.tables import read_table
 
 
 def write_sensitivity(
-    runs_path: str | Path, steps_path: str | Path, out_dir: str | Path, arms: list[str] | None
+    runs: pd.DataFrame, steps_path: str | Path, out_dir: str | Path, arms: list[str] | None
 ) -> list[Path]:
     """``sensitivity.csv/.md`` over the runs of ``arms`` (config ``train.curvature_proxy_arms``,
     every arm when None): the runs that log the extra curvature proxies."""
-    runs, steps = read_table(runs_path, "runs"), read_table(steps_path, "steps")
+    steps = read_table(steps_path, "steps")
     table = sensitivity_table(steps, runs, arms=arms)
     title = "Estimator sensitivity (exploratory)"
     return write_csv_and_markdown(table, Path(out_dir), "sensitivity", title, [
@@ -57,11 +57,11 @@ def write_sensitivity(
 
 
 def write_power(
-    runs_path: str | Path, plan_path: str | Path, scale: str, out_dir: str | Path
+    runs: pd.DataFrame, plan_path: str | Path, scale: str, out_dir: str | Path
 ) -> list[Path]:
     """``power.csv/.md``: simulated power of H1-H3 by seeds, the study's included H1 runs
     taken as a pilot for the variance components."""
-    runs, plan = read_table(runs_path, "runs"), load_plan(plan_path)
+    plan = load_plan(plan_path)
     h1_arms = plan["hypotheses"]["H1"]["arms"]
     pilot = runs[~runs["excluded"].astype(bool) & runs["arm"].isin(h1_arms)]
     specs = expand_design(plan, scale)
@@ -88,18 +88,18 @@ def write_power(
     ], table="power")  # fmt: skip
 
 
-def write_noise_control(runs_path: str | Path, out_dir: str | Path) -> list[Path]:
+def write_noise_control(runs: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     """``noise_control.csv/.md``: per run of the causal arms, tracking and realised budgets."""
-    table = noise_control_table(read_table(runs_path, "runs"))
+    table = noise_control_table(runs)
     title = "Noise control: tracking and realised budgets per run"
     return write_csv_and_markdown(
         table, Path(out_dir), "noise_control", title, summary_notes(table), table="noise_control"
     )
 
 
-def write_evaluation(runs_path: str | Path, out_dir: str | Path) -> list[Path]:
+def write_evaluation(runs: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     """``evaluation.csv/.md``: each evaluation measure's slope on log integrated P-NE*."""
-    table = evaluation_slopes(read_table(runs_path, "runs"))
+    table = evaluation_slopes(runs)
     notes = [
         "Slope of each measure on log integrated P-NE* in the mixed model of H1 (seed random "
         "intercept) with final validation loss as covariate, two-sided; excluded runs left out.",
@@ -124,11 +124,12 @@ def write_exploratory_tables(
     log = sys.stderr if log is None else log
     tables = Path(tables_dir)
     runs, steps, scores = (tables / f"{t}.parquet" for t in ("runs", "steps", "scores"))
+    frame = read_table(runs, "runs")  # read once for the writers that take the frame
     writers = [
-        ("sensitivity", lambda: write_sensitivity(runs, steps, tables, curvature_proxy_arms)),
-        ("power", lambda: write_power(runs, plan_path, scale, tables)),
-        ("noise_control", lambda: write_noise_control(runs, tables)),
-        ("evaluation", lambda: write_evaluation(runs, tables)),
+        ("sensitivity", lambda: write_sensitivity(frame, steps, tables, curvature_proxy_arms)),
+        ("power", lambda: write_power(frame, plan_path, scale, tables)),
+        ("noise_control", lambda: write_noise_control(frame, tables)),
+        ("evaluation", lambda: write_evaluation(frame, tables)),
         ("h1_regression", lambda: write_h1_regression(runs, plan_path, tables)),
         ("regression_shots", lambda: write_per_shot_table(scores, runs, plan_path, tables)),
     ]

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.h1_monotonicity import mixed_slope
 from analysis.inputs import complete_rows, require_columns, require_frame
+from analysis.mixed_model import mixed_slope
 
 
 def memorization_slope(
@@ -29,7 +29,7 @@ def memorization_slope(
     Returns
     -------
     pandas.DataFrame
-        The one-row table of ``analysis.h1_monotonicity.mixed_slope``.
+        The one-row table of ``analysis.mixed_model.mixed_slope``.
 
     Notes
     -----

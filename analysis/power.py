@@ -21,8 +21,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.h1_monotonicity import mixed_slope
 from analysis.inputs import log_positive, require_alternative, require_frame, require_probability
+from analysis.mixed_model import mixed_slope
 from analysis.monte_carlo import rejection_rate, rejections, simulate_studies
 from analysis.power_phase import power_h2
 

@@ -42,8 +42,8 @@ from analysis.run_status import (
 from analysis.run_tables import TableReader
 from preregistration.plan import apply_exclusions
 from preregistration.scores import summarize_scores
+from preregistration.table_columns import ACCURACY_MEASURES
 from preregistration.tables import (
-    ACCURACY_MEASURES,
     EXPOSURES,
     TableError,
     columns,

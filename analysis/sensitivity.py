@@ -6,7 +6,7 @@ alternative B: per run the ratio B / A; across runs how much the scale changes
 (median ratio with a bootstrap CI, and its range) and whether the runs keep
 their order (Spearman's rho of A with B, with a bootstrap CI), and how each
 relates to the ICL outcome. The rank correlations and their CIs are H1's
-(``analysis.h1_monotonicity.spearman_with_ci``).
+(``analysis.rank_correlation.spearman_with_ci``).
 
 - ``curvature_proxy``: the empirical Fisher (registered) vs the generalized
   Gauss-Newton (probes through the logits) and vs the true Fisher (labels
@@ -30,8 +30,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.h1_monotonicity import spearman_with_ci
 from analysis.inputs import require_columns, require_frame, require_probability
+from analysis.rank_correlation import spearman_with_ci
 
 COLUMNS = ("analysis", "scope", "condition", "measure", "value", "ci_low", "ci_high", "n", "note")
 # (analysis, exposure A, exposure B): B is the alternative to the registered choice A.
