@@ -36,17 +36,24 @@ def pytest_collection_modifyitems(config, items) -> None:
             item.add_marker(pytest.mark.slow)
 
 
+def run_snakemake(what: str, *args: str) -> str:
+    """Snakemake of this checkout's environment, in the repository; its standard output.
+    A failure raises, naming ``what`` ran, with Snakemake's output."""
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    snakemake = str(Path(sys.executable).with_name("snakemake"))
+    proc = subprocess.run([snakemake, *args], cwd=REPO, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise AssertionError(f"{what} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc.stdout
+
+
 @pytest.fixture(scope="session")
 def smoke_study(tmp_path_factory) -> Path:
     """Run the smoke study (config/smoke.yaml) once, end to end, into a temporary results
     directory; the workflow tests and the report test read it."""
     results = tmp_path_factory.mktemp("smoke")
-    env = os.environ | {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    snakemake = str(Path(sys.executable).with_name("snakemake"))
     args = ["--cores", "2", "--configfile", "config/smoke.yaml", "--config", f"results={results}"]
-    proc = subprocess.run([snakemake, *args], cwd=REPO, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise AssertionError(f"the smoke study failed:\n{proc.stdout}\n{proc.stderr}")
+    run_snakemake("the smoke study", *args)
     return results
 
 
@@ -56,13 +63,8 @@ def cluster_dry_run(tmp_path_factory) -> str:
     the jobs a cluster user would submit (config/gpu.yaml), with their resources and
     shell commands, and the job-stats table."""
     results = tmp_path_factory.mktemp("cluster")
-    env = os.environ | {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    snakemake = str(Path(sys.executable).with_name("snakemake"))
     args = ["--profile", "cluster", "-n", "--config", f"results={results}", "model_size=1.3b"]
-    proc = subprocess.run([snakemake, *args], cwd=REPO, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise AssertionError(f"the cluster dry run failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc.stdout
+    return run_snakemake("the cluster dry run", *args)
 
 
 @pytest.fixture(scope="session")

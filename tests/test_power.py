@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from analysis.h1_monotonicity import mixed_slope
 from analysis.h2_phase import late_minus_early
 from analysis.h3_equivalence import paired_tost
+from analysis.mixed_model import mixed_slope
 from analysis.power import power_h1, power_h2, power_h3, seeds_needed, variance_components
 from analysis.simulate import simulate_runs
 from preregistration.plan import load_plan

@@ -17,10 +17,10 @@ import pandas as pd
 import pytest
 from scipy import integrate, stats
 
-from analysis.h1_monotonicity import mixed_slope
 from analysis.h2_phase import late_minus_early
 from analysis.h3_equivalence import paired_tost, tost_against_target
 from analysis.h4_tradeoff import memorization_slope
+from analysis.mixed_model import mixed_slope
 from analysis.multiplicity import holm
 from analysis.power import simulate_slope_tests, simulate_tost
 from analysis.simulate import simulate_runs
