@@ -19,9 +19,13 @@ $(VENV)/.installed: requirements.txt requirements-lock.txt pyproject.toml gradno
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e ./gradnoise -e .
 	touch $@
 
+# A server that imports torch and the run jobs' modules once; the jobs fork from it.
+WARM_START := $(PY) workflow/warm_start.py serve --
+
 ## The whole study: data, training, scores, analysis, tables, figures, audit.
+## The run jobs fork from a warm-start server instead of importing torch each.
 reproduce: venv
-	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --rerun-incomplete --printshellcmds
+	$(WARM_START) $(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --rerun-incomplete --printshellcmds
 
 ## The test suite, every tier (the slowest tests listed at the end).
 test: venv

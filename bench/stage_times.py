@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 import re
 import statistics
 import subprocess
@@ -31,6 +32,7 @@ from pathlib import Path
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
+WARM_START = REPO / "workflow" / "warm_start.py"
 
 
 def stage_table(results: Path) -> pd.DataFrame:
@@ -158,17 +160,30 @@ def rule_entry_points(rules_dir: Path = REPO / "workflow" / "rules") -> dict[str
     return out
 
 
+def launcher_rules(rules_dir: Path = REPO / "workflow" / "rules") -> set[str]:
+    """The rules whose shell command starts with the run launcher (``{params.launcher}``:
+    through the warm-start client when the launcher is plain python)."""
+    return {
+        name
+        for smk in sorted(rules_dir.glob("*.smk"))
+        for name, body in RULE.findall(smk.read_text())
+        if "{params.launcher}" in body
+    }
+
+
 # What a job imports inside the functions it calls, beside its entry point's top-level
 # imports: training.run_evaluation imports each family's evaluation where it is used.
 _LANGUAGE_EVALUATION = ["training.evaluate", "training.lm_eval_adapter"]
 _LANGUAGE_EVALUATION += ["training.lm_eval_suite", "training.probe_scores", "training.shards"]
 _REGRESSION_SCORES = ["preregistration.plan", "training.checkpoints"]
 _REGRESSION_SCORES += ["training.regression_model", "training.regression_scores"]
+# torch.optim's optimizers import torch._dynamo when they are built (about 2 s).
 DEFERRED_IMPORTS = {
+    "train": ["torch._dynamo"],
     "evaluate": _LANGUAGE_EVALUATION,
-    "train_and_evaluate": _LANGUAGE_EVALUATION,
+    "train_and_evaluate": ["torch._dynamo", *_LANGUAGE_EVALUATION],
     "score": _REGRESSION_SCORES,
-    "train_and_score": _REGRESSION_SCORES,
+    "train_and_score": ["torch._dynamo", *_REGRESSION_SCORES],
 }
 
 
@@ -183,17 +198,46 @@ def startup_seconds(modules: list[str], repeats: int = 3) -> float:
     return statistics.median(times)
 
 
+def warm_startup_seconds(modules: list[str], repeats: int = 3) -> float:
+    """Median wall time of a job that imports ``modules`` and exits, run through the
+    warm-start client (a fork of a server holding the run jobs' imports, as under
+    ``make reproduce``) instead of a fresh interpreter."""
+    with tempfile.TemporaryDirectory(prefix="warm_probe.") as tmp:
+        (Path(tmp) / "startup_probe.py").write_text("".join(f"import {m}\n" for m in modules))
+        client = [sys.executable, str(WARM_START), "run", "-m", "startup_probe"]
+        timer = (
+            "import statistics, subprocess, sys, time\n"
+            f"subprocess.run({client!r}, check=True)\n"  # the first waits for the imports
+            "times = []\n"
+            f"for _ in range({repeats}):\n"
+            "    start = time.perf_counter()\n"
+            f"    subprocess.run({client!r}, check=True)\n"
+            "    times.append(time.perf_counter() - start)\n"
+            "print(statistics.median(times))\n"
+        )
+        done = subprocess.run(
+            [sys.executable, str(WARM_START), "serve", "--", sys.executable, "-c", timer],
+            cwd=REPO, env=os.environ | {"PYTHONPATH": tmp}, capture_output=True, text=True,
+            check=True,
+        )  # fmt: skip
+    return float(done.stdout.split()[-1])
+
+
 def startup_table(stages: pd.DataFrame, repeats: int = 3) -> pd.DataFrame:
     """Per stage of ``stage_table`` with a Python entry point: its start-up seconds per
-    job (``startup_s``), times its jobs (``startup_sum_s``), and that sum's share of the
-    stage's summed wall time (``startup_share``)."""
+    job in a fresh interpreter (``startup_s``), times its jobs (``startup_sum_s``), and
+    that sum's share of the stage's summed wall time (``startup_share``); for the stages
+    whose jobs start through the run launcher, the same job's start through the
+    warm-start client (``warm_s``, ``warm_sum_s``)."""
     entry = rule_entry_points()
+    launched = launcher_rules()
     rows = []
     for row in stages.itertuples(index=False):
         if row.stage not in entry:
             continue
         modules = entry[row.stage] + DEFERRED_IMPORTS.get(row.stage, [])
         per_job = startup_seconds(modules, repeats)
+        warm = warm_startup_seconds(modules, repeats) if row.stage in launched else per_job
         rows.append(
             {
                 "stage": row.stage,
@@ -201,6 +245,8 @@ def startup_table(stages: pd.DataFrame, repeats: int = 3) -> pd.DataFrame:
                 "startup_s": per_job,
                 "startup_sum_s": per_job * row.jobs,
                 "startup_share": per_job * row.jobs / row.sum_s,
+                "warm_s": warm,
+                "warm_sum_s": warm * row.jobs,
             }
         )
     table = pd.DataFrame(rows)
@@ -208,6 +254,7 @@ def startup_table(stages: pd.DataFrame, repeats: int = 3) -> pd.DataFrame:
         total = {"stage": "all", "jobs": table["jobs"].sum()}
         total |= {"startup_sum_s": table["startup_sum_s"].sum()}
         total |= {"startup_share": total["startup_sum_s"] / stages["sum_s"].sum()}
+        total |= {"warm_sum_s": table["warm_sum_s"].sum()}
         table.loc[len(table)] = total
     return table
 
@@ -222,6 +269,9 @@ def main() -> int:
         "--startup", action="store_true", help="also time each stage's start-up per job"
     )
     parser.add_argument("--repeats", type=int, default=3, help="start-up timings per stage")
+    parser.add_argument(
+        "--cold", action="store_true", help="run the study without the warm-start server"
+    )
     args = parser.parse_args()
     total = float("nan")
     if args.existing:
@@ -230,18 +280,11 @@ def main() -> int:
         results = Path(tempfile.mkdtemp(prefix="stage_times_"))
         snakemake = str(Path(sys.executable).with_name("snakemake"))
         start = time.perf_counter()
-        proc = subprocess.run(
-            [
-                snakemake,
-                "--cores",
-                args.cores,
-                "--configfile",
-                args.config,
-                "--config",
-                f"results={results}",
-            ],
-            cwd=REPO,
-        )
+        command = [snakemake, "--cores", args.cores, "--configfile", args.config]
+        command += ["--config", f"results={results}"]
+        if not args.cold:  # as make reproduce runs it: run jobs fork from a warm start
+            command = [sys.executable, str(WARM_START), "serve", "--", *command]
+        proc = subprocess.run(command, cwd=REPO)
         total = time.perf_counter() - start
         if proc.returncode != 0:
             return proc.returncode
@@ -249,7 +292,10 @@ def main() -> int:
     stages = stage_table(results)
     print(stages.to_string(**show))
     if args.startup:
-        print("\nstart-up per job (fresh interpreter importing the job's entry point, s):")
+        print(
+            "\nstart-up per job (s): a fresh interpreter importing the job's entry point; "
+            "warm: the same through the warm-start client"
+        )
         table = startup_table(stages, args.repeats)
         print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     if (results / "tables" / "runs.parquet").is_file():

@@ -36,12 +36,22 @@ def pytest_collection_modifyitems(config, items) -> None:
             item.add_marker(pytest.mark.slow)
 
 
-def run_snakemake(what: str, *args: str) -> str:
+def run_snakemake(what: str, *args: str, warm_start: bool = False) -> str:
     """Snakemake of this checkout's environment, in the repository; its standard output.
-    A failure raises, naming ``what`` ran, with Snakemake's output."""
+    With ``warm_start`` its run jobs fork from a warm-start server, as under ``make
+    reproduce`` (workflow/warm_start.py). A failure raises, naming ``what`` ran, with
+    Snakemake's output."""
     env = os.environ | {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    snakemake = str(Path(sys.executable).with_name("snakemake"))
-    proc = subprocess.run([snakemake, *args], cwd=REPO, capture_output=True, text=True, env=env)
+    command = [str(Path(sys.executable).with_name("snakemake")), *args]
+    if warm_start:
+        command = [
+            sys.executable,
+            str(REPO / "workflow" / "warm_start.py"),
+            "serve",
+            "--",
+            *command,
+        ]
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise AssertionError(f"{what} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc.stdout
@@ -53,7 +63,7 @@ def smoke_study(tmp_path_factory) -> Path:
     directory; the workflow tests and the report test read it."""
     results = tmp_path_factory.mktemp("smoke")
     args = ["--cores", "2", "--configfile", "config/smoke.yaml", "--config", f"results={results}"]
-    run_snakemake("the smoke study", *args)
+    run_snakemake("the smoke study", *args, warm_start=True)
     return results
 
 

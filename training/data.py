@@ -88,10 +88,10 @@ def zipf_probs(n: int, exponent: float = 1.0) -> np.ndarray:
 
 def mapping_hash(items: np.ndarray, labels: np.ndarray, base: int) -> int:
     """Order-free integer hash of an item->label mapping (decides the held-out split)."""
-    codes = np.sort(items.astype(np.int64) * base + labels.astype(np.int64))
+    codes = sorted((items.astype(np.int64) * base + labels.astype(np.int64)).tolist())
     h = 0
     for code in codes:
-        h = (h * 1_000_003 + int(code)) % 2_147_483_647
+        h = (h * 1_000_003 + code) % 2_147_483_647
     return h
 
 
@@ -112,14 +112,15 @@ class CorpusGenerator:
         self.iw_probs = zipf_probs(v.iw_items, data_cfg["zipf_exponent"])
         self.fact_probs = zipf_probs(v.n_facts, data_cfg["zipf_exponent"])
         self.modulus = int(data_cfg["heldout_mapping_modulus"])
+        self.icl_ids, self.label_ids = v.ids("icl"), v.ids("labels")  # drawn from per mapping
 
     # -- one sequence of each kind ------------------------------------------------
     def icl_mapping(self, rng: np.random.Generator, heldout: bool) -> tuple[np.ndarray, np.ndarray]:
-        v, n_way = self.vocab, self.cfg["n_way"]
+        n_way, size = self.cfg["n_way"], self.vocab.size
         while True:
-            items = rng.choice(v.ids("icl"), size=n_way, replace=False)
-            labels = rng.choice(v.ids("labels"), size=n_way, replace=False)
-            in_heldout = mapping_hash(items, labels, v.size) % self.modulus == 0
+            items = rng.choice(self.icl_ids, size=n_way, replace=False)
+            labels = rng.choice(self.label_ids, size=n_way, replace=False)
+            in_heldout = mapping_hash(items, labels, size) % self.modulus == 0
             if in_heldout == heldout:
                 return items, labels
 

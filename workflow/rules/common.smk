@@ -100,10 +100,19 @@ def family_condition_pattern(family):
     return "|".join(re.escape(n) for n in names) or "(?!)"
 
 
+# The client of workflow/warm_start.py: a job forked from the warm-start server that
+# `make reproduce` runs beside Snakemake, or without a server the interpreter itself.
+WARM_START = Path(workflow.basedir) / "workflow" / "warm_start.py"
+
+
 def get_launcher(wildcards):
     """The training launcher of the run; plain "python" means the interpreter running
-    Snakemake, {gpus} in a torchrun line the GPU count of the run's train job."""
-    return launcher_command(config, sys.executable, RUN_FAMILY[wildcards.condition])
+    Snakemake (through the warm-start client), {gpus} in a torchrun line the GPU count
+    of the run's train job."""
+    launcher = launcher_command(config, sys.executable, RUN_FAMILY[wildcards.condition])
+    if config.get("launcher", "python") == "python":
+        launcher += f" {shlex.quote(str(WARM_START))} run"
+    return launcher
 
 
 def get_resources(rule, family="language"):
