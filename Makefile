@@ -49,7 +49,7 @@ report: venv
 
 ## Audit the study against its pre-registration.
 audit: venv
-	$(PY) -m analysis.audit --config $(CONFIG)
+	$(PY) -m analysis.audit.checks --config $(CONFIG)
 
 ## Write the pre-registration lock (refuses once confirmatory traces exist).
 lock: venv

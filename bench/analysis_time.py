@@ -66,7 +66,7 @@ def _tiled(frame: pd.DataFrame, steps: np.ndarray) -> pd.DataFrame:
 
 def synthesise_run(spec, template: Path, out: Path, n_steps: int, block: int, sha: str) -> None:
     """One registered run's files from a smoke run's (module docstring)."""
-    from analysis.run_status import EXPOSURES, max_steps
+    from analysis.runs.ending import EXPOSURES, max_steps
 
     n = min(n_steps, max_steps(spec.token_cap, spec.global_batch, block))
     steps = np.arange(1, n + 1)

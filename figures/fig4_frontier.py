@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.h4_tradeoff import pareto_frontier
+from analysis.hypotheses.h4_tradeoff import pareto_frontier
 from figures.layout import condition_styles, fmt_p, no_runs_panel, plt, save_figure
 
 

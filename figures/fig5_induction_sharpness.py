@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from analysis.inputs import require_columns
+from analysis.stats.inputs import require_columns
 from figures.layout import EXCLUDED_COLOR, condition_styles, no_runs_panel, plt, save_figure
 
 EXPOSURE = "int_pne_star"

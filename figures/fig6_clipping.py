@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import NullFormatter
 
-from analysis.inputs import require_columns
+from analysis.stats.inputs import require_columns
 from figures.layout import EXCLUDED_COLOR, condition_styles, no_runs_panel, plt, save_figure
 
 POTENTIAL, EFFECTIVE = "int_pne_star", "int_pne_star_eff"

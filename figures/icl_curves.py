@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.inputs import require_columns
+from analysis.stats.inputs import require_columns
 from figures.layout import condition_styles, no_runs_panel, plt, save_figure
 
 

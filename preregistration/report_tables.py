@@ -308,7 +308,7 @@ REGRESSION_PREDICTORS = {
 }
 
 # The in-context regression family's errors per shot, one row per run and shot
-# (analysis.h1_regression.per_shot_table, from the reg_<stem>_error rows of the scores).
+# (analysis.report.regression_tables.per_shot_table, from the reg_<stem>_error rows of the scores).
 REGRESSION_SHOTS = (
     _c("run_id", "str", "-", "condition/seed identifier of the run"),
     _c("condition", "str", "-", "registered condition name"),

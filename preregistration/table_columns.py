@@ -49,7 +49,7 @@ SCORES = (
     _c("n_items", "int", "items", "number of evaluated episodes or probes"),
 )
 
-# End-of-run evaluation measures of a run (analysis.run_measures reads them from the
+# End-of-run evaluation measures of a run (analysis.runs.measures reads them from the
 # run's probes.parquet and lm_eval.parquet; NaN when the run has no such file). Each
 # column is named after its measure: the probe measures of training.probe_scores, and
 # lm_eval_<task>_<metric> for the project's lm-eval tasks (training.lm_eval_suite).
@@ -225,7 +225,7 @@ LM_EVAL = (
 )
 
 # Exploratory slopes of the evaluation measures on log integrated P-NE* at matched loss
-# (analysis.evaluation_slopes; results/tables/evaluation.csv): one row per measure.
+# (analysis.exploratory.evaluation; results/tables/evaluation.csv): one row per measure.
 EVALUATION = (
     _c("measure", "str", "-", "runs-table column of the measure (the outcome)"),
     _c("role", "str", "-", "zero_shot_control | icl | memorization | probe | lm_eval"),
@@ -244,7 +244,7 @@ EVALUATION = (
     ),
     _c("n_runs", "int", "runs", "included runs with the measure"),
     _c("n_missing", "int", "runs", "included runs without it"),
-    _c("method", "str", "-", "the model fitted (analysis.mixed_model.mixed_slope)"),
+    _c("method", "str", "-", "the model fitted (analysis.stats.mixed_model.mixed_slope)"),
 )
 
 # Per-layer breakdown of a logged step (added by the estimator, gradnoise.estimation.logger: the

@@ -196,7 +196,7 @@ def divergence_rows(steps: pd.DataFrame) -> pd.Series:
 
     A row of the first kind has no estimate (its per-step P-NE columns are missing);
     its integrated columns (``int_*``) hold the exposure up to that step. The trainer
-    writes such a row last (``training.train``); ``analysis.run_status`` checks that.
+    writes such a row last (``training.train``); ``analysis.runs.ending`` checks that.
     """
 
     def finite(column: str) -> np.ndarray:

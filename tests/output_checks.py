@@ -55,8 +55,9 @@ def assert_figure(figures: Path, stem: str, width_in: float | None = None) -> No
 
 
 def assert_markdown_table(path: Path, columns: list[str] | None = None, n_rows: int | None = None):
-    """A Markdown table as ``analysis.report.markdown`` writes it: '# title', a blank line,
-    a header row (``columns``, if given), the rule, and ``n_rows`` body rows (if given)."""
+    """A Markdown table as ``analysis.report.study_tables.markdown`` writes it: '# title', a
+    blank line, a header row (``columns``, if given), the rule, and ``n_rows`` body rows (if
+    given)."""
     lines = path.read_text().splitlines()
     assert lines[0].startswith("# ") and len(lines[0]) > 2, (path, lines[:1])
     assert lines[1] == "", path

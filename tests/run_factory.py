@@ -6,7 +6,7 @@ trace ends at the stop step (a validation step, or the diverging step of a
 diverged run), tokens = step * global_batch * block_size, integrated exposures
 grow, and rows of logging steps that are not validation steps carry NaN val_loss.
 ``Study`` lays out a smoke-scale study (plan copy, lock, deviations, per-run
-files, tables from ``analysis.collect``) in a temporary directory.
+files, tables from ``analysis.runs.collection``) in a temporary directory.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from analysis.audit import run_audit
-from analysis.collect import collect
-from analysis.run_status import max_steps
+from analysis.audit.checks import run_audit
+from analysis.runs.collection import collect
+from analysis.runs.ending import max_steps
 from preregistration.design import RunSpec, expand_design
 from preregistration.lock import lock_plan, study_paths
 from preregistration.plan import decide, load_plan, plan_hash, registered_tests

@@ -1,6 +1,6 @@
 """The analysis of the causal arms (issue 10): H2, H3, noise control, figures, audit.
 
-On simulated runs of every arm (``analysis.simulate.causal_arm_specs``, the arms
+On simulated runs of every arm (``analysis.runs.simulate.causal_arm_specs``, the arms
 contract's design): H2's ANOVA equals pingouin's repeated-measures ANOVA and its
 late - early contrast the hand computation (and pingouin's paired t test); H3
 pairs each injected run with its own reference run and its TOST equals
@@ -22,16 +22,16 @@ import pytest
 from matplotlib.collections import PathCollection as Points
 from scipy import stats
 
-import analysis.audit as audit
+import analysis.audit.checks as audit
 import figures.fig1_pne_icl as fig1
 import figures.fig2_phase as fig2
 import figures.fig3_equivalence as fig3
-from analysis.arm_tests import arm_runs, h2_result, h3_pairs, h3_tests
-from analysis.audit_report import Check
-from analysis.h2_phase import late_minus_early, phase_anova
-from analysis.noise_control import noise_control_table
-from analysis.report import build_tables
-from analysis.simulate import causal_arm_specs, simulate_runs, sweep_specs
+from analysis.audit.findings import Check
+from analysis.exploratory.noise_control import noise_control_table
+from analysis.hypotheses.arm_tests import arm_runs, h2_result, h3_pairs, h3_tests
+from analysis.hypotheses.h2_phase import late_minus_early, phase_anova
+from analysis.report.study_tables import build_tables
+from analysis.runs.simulate import causal_arm_specs, simulate_runs, sweep_specs
 from preregistration.deviations import DeviationLog
 from preregistration.lock import StudyPaths
 from preregistration.plan import load_plan

@@ -20,7 +20,7 @@ import torch
 import yaml
 from run_factory import REPO, SCALE
 
-from analysis.run_checks import read_run, run_dir
+from analysis.runs.files import read_run, run_dir
 from preregistration.design import expand_design
 from preregistration.plan import load_plan
 from preregistration.tables import write_table

@@ -19,9 +19,9 @@ import pytest
 from output_checks import assert_figure, assert_markdown_table
 from statsmodels.stats.multitest import multipletests
 
-from analysis.h1_monotonicity import h1_summary
-from analysis.report import build_tables
-from analysis.simulate import causal_arm_specs, simulate_runs, sweep_specs
+from analysis.hypotheses.h1_monotonicity import h1_summary
+from analysis.report.study_tables import build_tables
+from analysis.runs.simulate import causal_arm_specs, simulate_runs, sweep_specs
 from figures.make import build_figures
 from preregistration.design import expand_design
 from preregistration.plan import decide, load_plan
@@ -220,7 +220,7 @@ def test_smoke_scale_and_cli(plan, tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "analysis.report",
+        "analysis.report.study_tables",
         "--runs",
         str(runs_path),
         "--plan",
@@ -310,7 +310,7 @@ def test_arm_with_only_excluded_runs_says_so(plan, tmp_path):
 def test_loss_matching_holds_each_arm_to_its_own_registered_target():
     """T4: an arm whose scale block registers its own target (the regression family's
     squared error) is tested against that target, every other arm against the scale's."""
-    from analysis.report import loss_matching_table
+    from analysis.report.study_tables import loss_matching_table
 
     rng = np.random.default_rng(0)
     runs = pd.DataFrame(

@@ -21,14 +21,14 @@ import pandas as pd
 import pytest
 import yaml
 
-from analysis.report import markdown
-from analysis.report_summary import (
+from analysis.report.pages import (
     SECTIONS,
     markdown_page,
     read_audit,
     software_table,
     summary_rst,
 )
+from analysis.report.study_tables import markdown
 from preregistration.tables import write_table
 
 REPO = Path(__file__).resolve().parents[1]

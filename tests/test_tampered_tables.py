@@ -37,7 +37,7 @@ from damage import (
 from damage import failures as _failures
 from run_factory import REPO, Study
 
-from analysis.run_checks import RunFilesError
+from analysis.runs.files import RunFilesError
 from preregistration.tables import read_table, write_table
 
 # every test changes a copy of a study and runs the collection or the audit on it
@@ -180,7 +180,7 @@ def test_every_problem_is_listed_in_one_error(study: Study):
 
 
 def _collect_with_unregistered(study: Study):
-    from analysis.collect import collect
+    from analysis.runs.collection import collect
 
     tables = study.tables
     return collect(

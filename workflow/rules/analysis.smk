@@ -52,7 +52,7 @@ rule analysis_tables:
 
 
 # The exploratory tables, in one job beside the confirmatory ones (one process start,
-# one import of the statistics): analysis/exploratory_tables.py names each.
+# one import of the statistics): analysis/report/exploratory_tables.py names each.
 rule exploratory_tables:
     input:
         runs=f"{TABLES}/runs.parquet",

@@ -12,7 +12,7 @@ min_version("9.0")
 
 sys.path.insert(0, workflow.basedir)
 
-from analysis.run_checks import missing_run_files  # noqa: E402
+from analysis.runs.files import missing_run_files  # noqa: E402
 from preregistration.design import arm_family, expand_design  # noqa: E402
 from preregistration.plan import load_plan  # noqa: E402
 

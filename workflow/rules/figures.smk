@@ -2,7 +2,7 @@
 # the exploratory ones, which read only the gathered tables and so run beside the
 # analysis tables. Each PNG is marked for the report (category: the hypothesis it
 # bears on; caption in workflow/report/<figure>.rst).
-from analysis.report_summary import SECTIONS  # noqa: E402
+from analysis.report.pages import SECTIONS  # noqa: E402
 
 
 rule figures:

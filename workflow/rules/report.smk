@@ -4,7 +4,7 @@
 # (audit verdict, confirmatory tests, runs); the figures are marked where they
 # are made (figures.smk), the tables' pages here.
 from preregistration.lock import study_paths  # noqa: E402
-from analysis.report_summary import SECTIONS  # noqa: E402
+from analysis.report.pages import SECTIONS  # noqa: E402
 
 REPORT = f"{RESULTS}/report"
 DEVIATIONS = str(study_paths(config).deviations)

@@ -1,8 +1,8 @@
-"""Snakemake script: tables H1 and T1-T4 (analysis.report.build_tables)."""
+"""Snakemake script: tables H1 and T1-T4 (analysis.report.study_tables.build_tables)."""
 
 import sys
 
-from analysis.report import build_tables
+from analysis.report.study_tables import build_tables
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
 paths = build_tables(

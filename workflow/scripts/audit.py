@@ -1,8 +1,8 @@
-"""Snakemake script: audit the study against its pre-registration (analysis.audit)."""
+"""Snakemake script: audit the study against its pre-registration (analysis.audit.checks)."""
 
 import sys
 
-from analysis.audit import run_audit
+from analysis.audit.checks import run_audit
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
 result = run_audit(dict(snakemake.config))  # noqa: F821

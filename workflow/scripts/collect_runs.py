@@ -2,7 +2,7 @@
 
 import sys
 
-from analysis.collect import collect
+from analysis.runs.collection import collect
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
 runs, unregistered = collect(

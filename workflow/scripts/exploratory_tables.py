@@ -1,9 +1,9 @@
-"""Snakemake script: the exploratory tables (analysis.exploratory_tables)."""
+"""Snakemake script: the exploratory tables (analysis.report.exploratory_tables)."""
 
 import sys
 from pathlib import Path
 
-from analysis.exploratory_tables import write_exploratory_tables
+from analysis.report.exploratory_tables import write_exploratory_tables
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
 write_exploratory_tables(

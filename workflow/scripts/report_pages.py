@@ -1,10 +1,10 @@
 """Snakemake script: the report's opening text, its table pages, deviations and software
-versions (analysis.report_summary)."""
+versions (analysis.report.pages)."""
 
 import sys
 from pathlib import Path
 
-from analysis.report_summary import deviations_page, markdown_page, software_page, summary_rst
+from analysis.report.pages import deviations_page, markdown_page, software_page, summary_rst
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
 inp, out = snakemake.input, snakemake.output  # noqa: F821
