@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from analysis.isotonic import isotonic_fit
+from analysis.stats.isotonic import isotonic_fit
 from figures.layout import (
     EXCLUDED_COLOR,
     arm_style,
@@ -30,6 +30,41 @@ from figures.layout import (
 def _h1_row(h1: pd.DataFrame, analysis: str) -> pd.Series | None:
     hit = h1[h1["analysis"] == analysis]
     return hit.iloc[0] if len(hit) and np.isfinite(hit["estimate"].iloc[0]) else None
+
+
+def _log_exposure_axis(ax) -> None:
+    """Integrated P-NE* on a log axis with plain tick labels; ICL AUC on the y axis."""
+    ax.set_xscale("log")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.xaxis.set_major_formatter(plain)
+    # Label the minor ticks only when the data span less than a decade (else they collide).
+    low, high = ax.get_xlim()
+    ax.xaxis.set_minor_formatter(plain if high / low < 10 else NullFormatter())
+    ax.tick_params(axis="x", which="minor", labelsize=6)
+    ax.set_xlabel("integrated P-NE*  (dimensionless, log scale)")
+    ax.set_ylabel("ICL AUC  (accuracy area vs log2(1+shots), 0-1)")
+
+
+def _title_lines(h1: pd.DataFrame, hypothesis: dict, arms: list, others: pd.DataFrame) -> list:
+    """The title's lines under its first: Spearman rho, the confirmatory slope, the arms."""
+    lines = []
+    rho = _h1_row(h1, "spearman_rho")
+    if rho is not None:
+        lines.append(
+            f"Spearman ρ = {rho.estimate:.2f} [{rho.ci_low:.2f}, {rho.ci_high:.2f}] (exploratory)"
+        )
+    slope = _h1_row(h1, hypothesis["test"])
+    if slope is not None:
+        lines.append(
+            f"mixed-model slope = {slope.estimate:.3g} per log unit, one-sided "
+            f"p = {fmt_p(slope.p)} (confirmatory)"
+        )
+    if len(others):
+        lines.append(
+            f"fit and tests: arm(s) {', '.join(arms)} only; the other arms' runs are shown, "
+            "not fitted"
+        )
+    return lines
 
 
 def plot_fig1(
@@ -92,32 +127,8 @@ def plot_fig1(
             label="excluded run (not analysed)",
             zorder=2,
         )
-    ax.set_xscale("log")
-    plain = FuncFormatter(lambda v, _: f"{v:g}")
-    ax.xaxis.set_major_formatter(plain)
-    # Label the minor ticks only when the data span less than a decade (else they collide).
-    low, high = ax.get_xlim()
-    ax.xaxis.set_minor_formatter(plain if high / low < 10 else NullFormatter())
-    ax.tick_params(axis="x", which="minor", labelsize=6)
-    ax.set_xlabel("integrated P-NE*  (dimensionless, log scale)")
-    ax.set_ylabel("ICL AUC  (accuracy area vs log2(1+shots), 0-1)")
-    lines = []
-    rho = _h1_row(h1, "spearman_rho")
-    if rho is not None:
-        lines.append(
-            f"Spearman ρ = {rho.estimate:.2f} [{rho.ci_low:.2f}, {rho.ci_high:.2f}] (exploratory)"
-        )
-    slope = _h1_row(h1, hypothesis["test"])
-    if slope is not None:
-        lines.append(
-            f"mixed-model slope = {slope.estimate:.3g} per log unit, one-sided "
-            f"p = {fmt_p(slope.p)} (confirmatory)"
-        )
-    if len(others):
-        lines.append(
-            f"fit and tests: arm(s) {', '.join(arms)} only; the other arms' runs are shown, "
-            "not fitted"
-        )
+    _log_exposure_axis(ax)
+    lines = _title_lines(h1, hypothesis, arms, others)
     ax.set_title("H1: ICL vs integrated P-NE* at matched loss\n" + "\n".join(lines), loc="left")
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     ax.text(

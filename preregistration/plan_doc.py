@@ -99,44 +99,9 @@ def _schedule(validation: dict) -> str:
     )
 
 
-def render_markdown(plan: dict, plan_file: str | Path) -> str:
-    """plan.md's text for ``plan`` read from ``plan_file`` (its hash is quoted)."""
-    plan_file = Path(plan_file)
-    correction = plan["correction"]
-    lines = [
-        f"<!-- Generated from {plan_file.name} by `python -m preregistration render`; "
-        "do not edit by hand. -->",
-        "",
-        f"# Pre-registration: {plan['title']}",
-        "",
-        f"Plan version {plan['plan_version']}, registered by {plan['registered_by']}. "
-        f"Sources: {'; '.join(plan['sources'])}.",
-        "",
-        f"This is the human form of `{plan_file.name}` (SHA-256 `{plan_hash(plan_file)}`). "
-        "The lock `plan.lock.json` holds the hash and the time the plan was locked; any "
-        "change made after it is declared in `deviations.yaml`, which the audit checks.",
-        "",
-        "## Primary metrics",
-        "",
-        "| role | runs-table column |",
-        "|---|---|",
-    ]
-    lines += [f"| {role} | `{col}` |" for role, col in plan["primary_metrics"].items()]
-    lines += [
-        "",
-        "## Confirmatory hypotheses",
-        "",
-        f"{correction['method'].capitalize()} correction over the family "
-        f"`{correction['name']}`: {', '.join(correction['family'])}. A decision criterion "
-        "is a predicate over the columns of the confirmatory-tests table T1.",
-        "",
-    ]
-    for key, spec in plan["hypotheses"].items():
-        lines += _test_section(key, spec)
-    lines += ["## Controls", "", "Controls belong to no correction family.", ""]
-    for key, spec in plan["controls"].items():
-        lines += _test_section(key, spec)
-    lines += _design_section(plan)
+def _rules_seeds_software_sections(plan: dict) -> list[str]:
+    """The stopping and exclusion rules, seeds and power, software, exploratory analyses."""
+    lines: list[str] = []
     lines += [
         "## Stopping rule",
         "",
@@ -181,6 +146,48 @@ def render_markdown(plan: dict, plan_file: str | Path) -> str:
         "",
     ]
     lines += [f"- {item}" for item in plan["exploratory"]]
+    return lines
+
+
+def render_markdown(plan: dict, plan_file: str | Path) -> str:
+    """plan.md's text for ``plan`` read from ``plan_file`` (its hash is quoted)."""
+    plan_file = Path(plan_file)
+    correction = plan["correction"]
+    lines = [
+        f"<!-- Generated from {plan_file.name} by `python -m preregistration render`; "
+        "do not edit by hand. -->",
+        "",
+        f"# Pre-registration: {plan['title']}",
+        "",
+        f"Plan version {plan['plan_version']}, registered by {plan['registered_by']}. "
+        f"Sources: {'; '.join(plan['sources'])}.",
+        "",
+        f"This is the human form of `{plan_file.name}` (SHA-256 `{plan_hash(plan_file)}`). "
+        "The lock `plan.lock.json` holds the hash and the time the plan was locked; any "
+        "change made after it is declared in `deviations.yaml`, which the audit checks.",
+        "",
+        "## Primary metrics",
+        "",
+        "| role | runs-table column |",
+        "|---|---|",
+    ]
+    lines += [f"| {role} | `{col}` |" for role, col in plan["primary_metrics"].items()]
+    lines += [
+        "",
+        "## Confirmatory hypotheses",
+        "",
+        f"{correction['method'].capitalize()} correction over the family "
+        f"`{correction['name']}`: {', '.join(correction['family'])}. A decision criterion "
+        "is a predicate over the columns of the confirmatory-tests table T1.",
+        "",
+    ]
+    for key, spec in plan["hypotheses"].items():
+        lines += _test_section(key, spec)
+    lines += ["## Controls", "", "Controls belong to no correction family.", ""]
+    for key, spec in plan["controls"].items():
+        lines += _test_section(key, spec)
+    lines += _design_section(plan)
+    lines += _rules_seeds_software_sections(plan)
     return "\n".join(lines) + "\n"
 
 

@@ -22,10 +22,11 @@ from gradnoise import NoiseLogger
 from preregistration.design import expand_design
 from preregistration.plan import load_plan
 from tests.tiny_data import TINY_DATA
+from training.batches import accumulate_gradient
 from training.data import build_corpus
 from training.model import GPT, GPTConfig, lm_loss
 from training.noise_arms import NoiseArm
-from training.train import accumulate_gradient, train_run
+from training.train import train_run
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 12  # logging steps 1, 2, 4, 5 (validation), 8, 10; the others run one pass

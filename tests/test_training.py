@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
+from training.batches import batch_indices
 from training.data import CorpusGenerator, build_corpus, mapping_hash
-from training.train import batch_indices, train_run
+from training.train import train_run
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -49,6 +49,7 @@ import torch
 from gradnoise import NoiseLogger
 from preregistration.design import arm_family, expand_design
 from preregistration.plan import load_plan
+from training.batches import forward_chunk
 from training.compute_estimate import flops_per_token, load_config, preflight_path
 from training.model import GPT, GPTConfig, lm_loss
 from training.model_setup import checkpoint_activations, make_optimizer
@@ -60,7 +61,7 @@ from training.preflight_devices import (
     reset_peak_memory,
     synchronize,
 )
-from training.train import forward_chunk, logged_proxies
+from training.run_setup import logged_proxies
 
 # The CPU shape of a size: its n_layer, n_head, n_embd, block_size and vocabulary divided
 # by these (at least 1 each); 350M becomes 2 layers x 2 heads x 32 wide, 1.3B 2 x 4 x 64.
