@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every test starts a server and client processes
+
 WARM_START = Path(__file__).resolve().parents[1] / "workflow" / "warm_start.py"
 MARKER = "xml.dom.minidom"  # imported by the server only: in a job's sys.modules iff forked
 
@@ -127,7 +129,6 @@ def test_terminating_the_client_ends_the_job(job_dir: Path):
     assert (job_dir / "out").read_text().startswith("forked")
 
 
-@pytest.mark.slow
 def test_forked_training_equals_a_fresh_interpreters(tmp_path: Path):
     """The same torch training in a fork of the server and in a fresh interpreter: the
     same weights to the bit (the server runs no torch operation before it forks)."""

@@ -77,6 +77,26 @@ EXPLORATORY_SLOPES = (
 )
 
 
+def slope_columns(analysis: str, label: str, outcome: str, exposure: str, fit) -> dict:
+    """An H1 table row's columns from one ``mixed_slope`` result row ``fit``."""
+    return {
+        "analysis": analysis,
+        "label": label,
+        "outcome": outcome,
+        "predictor": f"log({exposure})",
+        "estimate": fit.slope,
+        "ci_low": fit.ci_low,
+        "ci_high": fit.ci_high,
+        "ci_level": fit.ci_level,
+        "statistic": fit.t,
+        "df": fit.df,
+        "p": fit.p,
+        "n_runs": fit.n_runs,
+        "n_groups": fit.n_groups,
+        "method": fit.method,
+    }
+
+
 def h1_summary(
     data: pd.DataFrame,
     hypothesis: dict,
@@ -116,23 +136,8 @@ def h1_summary(
     rows = []
 
     def slope_row(analysis: str, label: str, out: str, expo: str) -> dict:
-        res = mixed_slope(data, out, expo, covariates, group, alternative, alpha).iloc[0]
-        return base | {
-            "analysis": analysis,
-            "label": label,
-            "outcome": out,
-            "predictor": f"log({expo})",
-            "estimate": res.slope,
-            "ci_low": res.ci_low,
-            "ci_high": res.ci_high,
-            "ci_level": res.ci_level,
-            "statistic": res.t,
-            "df": res.df,
-            "p": res.p,
-            "n_runs": res.n_runs,
-            "n_groups": res.n_groups,
-            "method": res.method,
-        }
+        fit = mixed_slope(data, out, expo, covariates, group, alternative, alpha).iloc[0]
+        return base | slope_columns(analysis, label, out, expo, fit)
 
     rows.append(slope_row(hypothesis["test"], "confirmatory", dv, exposure))
     n_groups = int(data[group].nunique())

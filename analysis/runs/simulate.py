@@ -141,6 +141,39 @@ def causal_arm_specs(
     return out
 
 
+def simulated_specs(
+    plan: dict, scale: str, specs: list | None, arms: list[str] | None, seeds: list[int] | None
+) -> list:
+    """The language runs ``simulate_runs`` fills in: ``specs`` (default: the scale's
+    design) of ``arms``, each condition at every seed of ``seeds`` when given."""
+    specs = list(specs if specs is not None else expand_design(plan, scale))
+    # the regression family's arms are not simulated
+    specs = [s for s in specs if arm_family(plan, s.arm) == "language"]
+    if arms is not None:
+        specs = [s for s in specs if s.arm in arms]
+    if seeds is not None:
+        base = {(s.arm, s.condition): s for s in reversed(specs)}  # first spec of each
+        specs = [
+            type(s)(**{**s.__dict__, "seed": int(seed)}) for s in base.values() for seed in seeds
+        ]
+    return specs
+
+
+def final_losses(
+    specs: list, rng: np.random.Generator, n_excluded: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Final validation losses within each run's target tolerance, and the statuses:
+    the last ``n_excluded`` runs end at the token cap, 3 tolerances above target."""
+    target = np.array([s.target_val_loss for s in specs])
+    tol = np.array([s.target_tolerance for s in specs])
+    loss = target + tol * rng.uniform(-1, 1, size=len(specs))
+    status = np.array(["reached_target"] * len(specs), dtype=object)
+    if n_excluded:
+        status[-n_excluded:] = "token_cap"
+        loss[-n_excluded:] = target[-n_excluded:] + 3 * tol[-n_excluded:]
+    return loss, status
+
+
 def simulate_runs(
     plan: dict,
     scale: str,
@@ -182,16 +215,7 @@ def simulate_runs(
     phase_effect, injection_diff : float, dict
         True H2 late - early contrast; true shift of ICL per injected form.
     """
-    specs = list(specs if specs is not None else expand_design(plan, scale))
-    # the regression family's arms are not simulated
-    specs = [s for s in specs if arm_family(plan, s.arm) == "language"]
-    if arms is not None:
-        specs = [s for s in specs if s.arm in arms]
-    if seeds is not None:
-        base = {(s.arm, s.condition): s for s in reversed(specs)}  # first spec of each
-        specs = [
-            type(s)(**{**s.__dict__, "seed": int(seed)}) for s in base.values() for seed in seeds
-        ]
+    specs = simulated_specs(plan, scale, specs, arms, seeds)
     injection_diff = injection_diff or {}
     design = pd.DataFrame([design_columns(s) for s in specs])
     rng = np.random.default_rng(random_state)
@@ -221,13 +245,7 @@ def simulate_runs(
     mem = mem_mean + mem_slope * centred + np.array([v[s.seed] for s in specs])
     mem = mem + sd_resid * rng.normal(size=n)
     fact = mem + 0.01 * rng.normal(size=n)
-    target = np.array([s.target_val_loss for s in specs])
-    tol = np.array([s.target_tolerance for s in specs])
-    loss = target + tol * rng.uniform(-1, 1, size=n)
-    status = np.array(["reached_target"] * n, dtype=object)
-    if n_excluded:
-        status[-n_excluded:] = "token_cap"
-        loss[-n_excluded:] = target[-n_excluded:] + 3 * tol[-n_excluded:]
+    loss, status = final_losses(specs, rng, n_excluded)
     excluded = status != "reached_target"
     steps = (4000 * b_ref / batches).astype(int)
     clip = rng.uniform(0.6, 1.0, size=n)
