@@ -19,7 +19,7 @@ $(VENV)/.installed: requirements.txt requirements-lock.txt pyproject.toml gradno
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e ./gradnoise -e .
 	@# Bytecode on every core (pip compiles on one): 2.2 GB of packages. Like pip, it skips
 	@# the few third-party files that do not compile (Python 2 examples); they are never imported.
-	-$(PY) -m compileall -q -j 0 $(VENV)/lib > /dev/null
+	$(PY) -m compileall -q -j 0 $(VENV)/lib > /dev/null || true
 	touch $@
 
 # A server that imports torch and the run jobs' modules once; the jobs fork from it.
