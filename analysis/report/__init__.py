@@ -14,7 +14,7 @@ The top layer of ``analysis`` with ``analysis.audit``: it reports the tests of
 
 from __future__ import annotations
 
-from importlib import import_module
+from analysis.lazy_exports import lazy_exports
 
 _MODULES: dict[str, tuple[str, ...]] = {
     "study_tables": (
@@ -61,18 +61,4 @@ _MODULES: dict[str, tuple[str, ...]] = {
     ),
 }
 
-# Each public name and the module that defines it. A name is imported from its module
-# when it is first asked for (PEP 562), so importing one module of the package does not
-# import the others (nor their statistics libraries). ``__getattr__`` imports it.
-_OWNER = {name: module for module, names in _MODULES.items() for name in names}
-__all__ = [name for names in _MODULES.values() for name in names]
-
-
-def __getattr__(name: str):
-    if name in _OWNER:
-        return getattr(import_module(f"{__name__}.{_OWNER[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__all__, _OWNER, __getattr__, __dir__ = lazy_exports(__name__, _MODULES)
