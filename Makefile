@@ -86,16 +86,16 @@ ESTIMATE_CONFIG ?= config/gpu.yaml
 ## Each registered model size built as a train job builds it, a few dozen steps of the largest
 ## forward pass on this machine's devices (at most 10 minutes on one GPU): tokens/s, MFU, peak
 ## memory, the P-NE logger's overhead, compile off and on, and the all-reduce of a gradient over
-## every GPU. Writes <results>/preflight/preflight.json (training/preflight.py); on a machine
+## every GPU. Writes <results>/preflight/preflight.json (training/scale/preflight.py); on a machine
 ## without CUDA, at shrunken shapes.
 preflight: venv
-	$(PY) -m training.preflight --config $(ESTIMATE_CONFIG)
+	$(PY) -m training.scale.preflight --config $(ESTIMATE_CONFIG)
 
 ## What the registered design needs before anything is submitted: FLOPs (6ND plus attention),
-## GPU-hours and the number of jobs (training/compute_estimate.py); the throughput is the
+## GPU-hours and the number of jobs (training/scale/compute_estimate.py); the throughput is the
 ## preflight's when its JSON measured this model, else the config's peak x MFU (it says which).
 estimate: venv
-	$(PY) -m training.compute_estimate --config $(ESTIMATE_CONFIG)
+	$(PY) -m training.scale.compute_estimate --config $(ESTIMATE_CONFIG)
 
 ## The smoke study on a one-node SLURM cluster started here (Debian's slurm-wlm and munge,
 ## installed when missing), with one training job cancelled part-way and resumed.

@@ -49,7 +49,7 @@ from gradnoise.tap import attach
 from gradnoise.tap.economy import EconomyTap
 from gradnoise.tap.tap import NoiseTap
 from gradnoise.tap.welford_tap import WelfordTap
-from training.data import vocab_from_config
+from training.data.corpus import vocab_from_config
 from training.model import GPT, GPTConfig, lm_loss
 
 ARMS = {  # arm: (tier, options it is attached with); log_interval is added per N

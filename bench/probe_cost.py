@@ -1,4 +1,4 @@
-"""Wall time and values of the end-of-run probes (``training.probe_scores``) on trained runs.
+"""Wall time and values of the end-of-run probes (``training.evaluation.probes``) on trained runs.
 
 Loads each run's ``checkpoint.pt`` (``training.train.save_checkpoint``) and the
 study's corpus, runs ``probe_scores`` with one thread (the study's
@@ -13,7 +13,7 @@ Usage::
 The last line printed is ``probe_seconds_per_run=<mean total seconds>``.
 
 With ``--hessian`` it times only the Hessian probe on each run's probe batch: the
-registered Lanczos iteration (``training.probes_curvature.hessian_top_eigenvalue``)
+registered Lanczos iteration (``training.evaluation.curvature.hessian_top_eigenvalue``)
 against the power iteration it replaced (:func:`power_iteration`, kept here as the
 baseline), both at the registered ``hessian_iters`` and ``hessian_tol``, and a
 reference eigenvalue from Lanczos run to ``rel_tol`` 1e-10; the last line is
@@ -34,10 +34,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from training.checkpoints import load_plain  # noqa: E402
+from training.data.shards import load_corpus  # noqa: E402
+from training.evaluation.curvature import hessian_top_eigenvalue  # noqa: E402
+from training.evaluation.probes import probe_scores  # noqa: E402
 from training.model import GPT, GPTConfig, lm_loss  # noqa: E402
-from training.probe_scores import probe_scores  # noqa: E402
-from training.probes_curvature import hessian_top_eigenvalue  # noqa: E402
-from training.shards import load_corpus  # noqa: E402
 
 PROBE_CFG = {
     "probe_batch": 64,
@@ -86,7 +86,7 @@ def power_iteration(loss_closure, params, n_iter: int, rel_tol: float, generator
 
 def compare_hessian(model: GPT, corpus: dict, run_id: str) -> tuple[float, float]:
     """Print both probes' seconds, products and values on the run's probe batch (the
-    first ``probe_batch`` validation sequences, seed as in ``training.probe_scores``)."""
+    first ``probe_batch`` validation sequences, seed as in ``training.evaluation.probes``)."""
     batch = corpus["val"][: PROBE_CFG["probe_batch"]].long()
     params = [p for p in model.parameters() if p.requires_grad]
 

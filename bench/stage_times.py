@@ -172,11 +172,15 @@ def launcher_rules(rules_dir: Path = REPO / "workflow" / "rules") -> set[str]:
 
 
 # What a job imports inside the functions it calls, beside its entry point's top-level
-# imports: training.run_evaluation imports each family's evaluation where it is used.
-_LANGUAGE_EVALUATION = ["training.evaluate", "training.lm_eval_adapter"]
-_LANGUAGE_EVALUATION += ["training.lm_eval_suite", "training.probe_scores", "training.shards"]
+# imports: training.evaluation.run_evaluation imports each family's evaluation where it is used.
+_LANGUAGE_EVALUATION = ["training.evaluation.scores", "training.evaluation.lm_eval_adapter"]
+_LANGUAGE_EVALUATION += [
+    "training.evaluation.lm_eval_suite",
+    "training.evaluation.probes",
+    "training.data.shards",
+]
 _REGRESSION_SCORES = ["preregistration.plan", "training.checkpoints"]
-_REGRESSION_SCORES += ["training.regression_model", "training.regression_scores"]
+_REGRESSION_SCORES += ["training.regression.model", "training.regression.scores"]
 # torch.optim's optimizers import torch._dynamo when they are built (about 2 s).
 DEFERRED_IMPORTS = {
     "train": ["torch._dynamo"],

@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from training.data import vocab_from_config
+from training.data.corpus import vocab_from_config
 from training.model import GPT, GPTConfig, lm_loss
 
 # Dense peak FLOP/s per device (vendor data sheets, without sparsity), by dtype.

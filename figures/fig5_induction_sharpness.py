@@ -42,7 +42,7 @@ def plot_fig5(runs: pd.DataFrame, out_stem: str | Path, uniform_prefix: float | 
     """Draw Figure 5 from the runs table; write ``out_stem``.png and .pdf.
 
     ``uniform_prefix``: the prefix-matching score of a uniform causal head on the
-    probe sequences (``training.probe_scores`` writes it as the measure's chance),
+    probe sequences (``training.evaluation.probes`` writes it as the measure's chance),
     drawn as a reference line when given.
     """
     cols = [EXPOSURE, *(p[0] for p in PANELS)]

@@ -14,6 +14,7 @@ it (the import-linter contracts in ``pyproject.toml`` check this).
 - ``report_tables`` the tables the analysis reports (T1 tests, h1, T2-T4, sensitivity, power)
 - ``contracts``  declarations -> pandera schemas; errors naming file, column and rows
 - ``scores``     the run-level summaries of a scores table (the runs table's score columns)
+- ``lazy_exports`` the lazy ``__all__`` of the subpackages of ``analysis`` and ``training``
 
 Command line: ``python -m preregistration render | check | lock | hash``.
 """

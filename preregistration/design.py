@@ -209,7 +209,7 @@ def nap(arm_def: dict, scale_def: dict, seeds: list[int], source: str) -> list[R
 def regression_sweep(
     arm_def: dict, scale_def: dict, seeds: list[int], source: str
 ) -> list[RunSpec]:
-    """The batch-size sweep on the in-context regression family (``training.regression_task``).
+    """The batch-size sweep on the in-context regression family (``training.regression.task``).
 
     Conditions ``reg_bs<B>_<rule>``; the arm's scale block registers its own global
     batches, peak LR, target (validation squared error), token cap and validation
@@ -234,7 +234,7 @@ def arm_family(plan: dict, arm: str) -> str:
     """The task family an arm trains on (plan ``design.arms.<arm>.family``; default language).
 
     The language family is the study's LM corpus; ``regression`` is in-context linear
-    regression (``training.regression_task``), with its own model head and target.
+    regression (``training.regression.task``), with its own model head and target.
     """
     return plan["design"]["arms"].get(arm, {}).get("family", "language")
 

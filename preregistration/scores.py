@@ -43,7 +43,7 @@ def summarize_scores(scores: pd.DataFrame) -> dict[str, float]:
 
 
 def regression_summaries(scores: pd.DataFrame) -> dict[str, float]:
-    """ICL summaries of an in-context regression run (``training.regression_scores``).
+    """ICL summaries of an in-context regression run (``training.regression.scores``).
 
     Over the shots k = 1 .. k_max - 1 (k = 0 has no demonstration), with e_m(k) the
     model's squared error, e_r(k) Bayes ridge's and e_0(k) the zero predictor's:

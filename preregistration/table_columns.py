@@ -24,8 +24,8 @@ SCORES = (
         "measure",
         "str",
         "-",
-        f"{' | '.join(EVALUATE_MEASURES)} "
-        "(training.evaluate), or an end-of-run probe (training.probe_scores' docstring)",
+        f"{' | '.join(EVALUATE_MEASURES)} (training.evaluation.scores), "
+        "or an end-of-run probe (training.evaluation.probes' docstring)",
     ),
     _c(
         "shots",
@@ -51,8 +51,8 @@ SCORES = (
 
 # End-of-run evaluation measures of a run (analysis.runs.measures reads them from the
 # run's probes.parquet and lm_eval.parquet; NaN when the run has no such file). Each
-# column is named after its measure: the probe measures of training.probe_scores, and
-# lm_eval_<task>_<metric> for the project's lm-eval tasks (training.lm_eval_suite).
+# column is named after its measure: the probe measures of training.evaluation.probes, and
+# lm_eval_<task>_<metric> for the project's lm-eval tasks (training.evaluation.lm_eval_suite).
 PROBE_RUN_MEASURES = {  # measure -> (unit, meaning)
     "hessian_top_eigenvalue": (
         "nats/token",
@@ -214,10 +214,10 @@ RUNS = (
 NOISE_FORMS = ("none", "gaussian", "anisotropic", "student_t", "nap", "sgld", "precond_freeze")
 
 # One row per (run, task, metric) of the lm-eval harness on one trained model
-# (training.lm_eval_suite.lm_eval_scores; the run's lm_eval.parquet).
+# (training.evaluation.lm_eval_suite.lm_eval_scores; the run's lm_eval.parquet).
 LM_EVAL = (
     _c("run_id", "str", "-", "condition/seed identifier of the run"),
-    _c("task", "str", "-", "lm-eval task name (training/lm_eval_tasks/<task>.yaml)"),
+    _c("task", "str", "-", "lm-eval task name (training/evaluation/lm_eval_tasks/<task>.yaml)"),
     _c("metric", "str", "-", "the task's registered metric (acc, exact_match, word_perplexity)"),
     _c("value", "float", "-", "the metric's value over the task's documents"),
     _c("stderr", "float", "-", "lm-eval's standard error (NaN where it gives none)", nullable=True),

@@ -79,8 +79,8 @@ SCHEMAS: dict[str, tuple[Column, ...]] = {
 # The values each column may hold (DESIGN §8); a column without an entry is checked
 # for its type and nullability only. Kept apart from the column lists above so that a
 # new column is one line there.
-# The measures of the scores table, from the names declared above: training.evaluate's,
-# the end-of-run probes of training.probe_scores (per-head scores carry their layer and
+# The measures of the scores table, from the names declared above: training.evaluation.scores's,
+# the end-of-run probes of training.evaluation.probes (per-head scores carry their layer and
 # head) and the regression family's errors (preregistration.report_tables).
 _SCORE_MEASURES = "|".join(
     [
@@ -134,7 +134,7 @@ VALUES: dict[str, dict[str, Domain]] = {
     },
     "scores": {
         "measure": matching(
-            _SCORE_MEASURES, "a measure of training.evaluate or training.probe_scores"
+            _SCORE_MEASURES, "a measure of training.evaluation.scores or training.evaluation.probes"
         ),
         "shots": Domain("a count >= 0, or -1 when not applicable", low=-1.0),
         "value": FINITE,

@@ -205,7 +205,7 @@ STEPS = (
     ),
 )
 
-# The measures training.evaluate writes to the scores table; the first three are
+# The measures training.evaluation.scores writes to the scores table; the first three are
 # accuracies in [0, 1]. The end-of-run probes' measures are PROBE_RUN_MEASURES (below).
 
 

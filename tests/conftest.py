@@ -20,7 +20,7 @@ import yaml
 
 from preregistration.design import expand_design
 from preregistration.plan import load_plan
-from training.data import build_corpus
+from training.data.corpus import build_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 

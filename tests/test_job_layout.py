@@ -23,7 +23,7 @@ from snakemake.utils import validate
 
 from preregistration.design import arm_family, expand_design
 from preregistration.plan import load_plan
-from training.paper_scale import ConfigError, job_resources, launcher_command
+from training.scale.paper_scale import ConfigError, job_resources, launcher_command
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))

@@ -2,7 +2,7 @@
 
 One registered smoke run is trained and scored here, in process, exactly as the
 workflow's ``train`` and ``score`` rules do (``training.run.main``,
-``training.evaluate.score_model``). Its status, steps, tokens and final loss as
+``training.evaluation.scores.score_model``). Its status, steps, tokens and final loss as
 derived from the trace must equal what the trainer recorded in meta.json; and
 damage to any of its files must be reported naming that file.
 """
@@ -25,8 +25,8 @@ from preregistration.design import expand_design
 from preregistration.plan import load_plan
 from preregistration.tables import write_table
 from training.checkpoints import load_plain
-from training.data import build_corpus
-from training.evaluate import score_model
+from training.data.corpus import build_corpus
+from training.evaluation.scores import score_model
 from training.model import GPT, GPTConfig
 from training.run import main as train_main
 

@@ -2,7 +2,7 @@
 
 ``make_optimizer`` is AdamW with weight decay on matrices only, fused on CUDA;
 ``checkpoint_activations`` makes every block recompute its activations in the
-backward pass (the 1.3B model). ``training.train`` and ``training.preflight``
+backward pass (the 1.3B model). ``training.train`` and ``training.scale.preflight``
 build a run's model the same way through these.
 """
 

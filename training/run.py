@@ -22,9 +22,9 @@ import torch.distributed as dist
 from preregistration.design import expand_design
 from preregistration.plan import load_plan, plan_hash
 from preregistration.tables import columns, read_table, write_table
+from training.data.shards import load_corpus
 from training.distributed import init_distributed
-from training.regression_task import family_config
-from training.shards import load_corpus
+from training.regression.task import family_config
 from training.train import package_versions, save_checkpoint, train_run
 
 
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     init_distributed()
     spec = find_spec(config, args.condition, args.seed)
     config = family_config(config, load_plan(config["plan"]), spec.arm, config["plan"])
-    # A regression run draws its prompts from the registered task (training.regression_task).
+    # A regression run draws its prompts from the registered task (training.regression.task).
     corpus = None if "regression" in config else load_corpus(args.corpus)
     hash_at_start = plan_hash(config["plan"])
     resume = args.out / "resume.pt"  # kept across a killed job, removed once the run ends

@@ -6,7 +6,7 @@ evaluation would start the interpreter and import torch a second time. This
 command takes ``training.run``'s arguments, trains with ``training.run.main`` (same
 outputs: ``checkpoint.pt``, ``trace.parquet``, ``layers.parquet``, ``meta.json``),
 then evaluates the checkpoint it has just written with the functions of the
-evaluate and score rules (``training.run_evaluation``), writing their tables into
+evaluate and score rules (``training.evaluation.run_evaluation``), writing their tables into
 ``--out``: a language run's ``scores.parquet``, ``probes.parquet`` and
 ``lm_eval.parquet``; a regression run's ``scores.parquet``. The files are those the
 separate train and evaluate (or score) jobs write; the workflow's config switch
@@ -24,7 +24,7 @@ import torch.distributed as dist
 from preregistration.design import arm_family
 from preregistration.plan import load_plan
 from training import run
-from training.run_evaluation import (
+from training.evaluation.run_evaluation import (
     evaluate_language_run,
     score_regression_run,
     write_language_evaluation,

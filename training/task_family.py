@@ -1,7 +1,7 @@
 """What a run's task decides: its model, its batches, its loss and its validation loss.
 
 ``LANGUAGE`` is the synthetic corpus with next-token cross-entropy;
-``REGRESSION_FAMILY`` is in-context linear regression (``training.regression_task``);
+``REGRESSION_FAMILY`` is in-context linear regression (``training.regression.task``);
 ``task_family`` picks one from the run's config. The training loop
 (``training.train``) is the same for both.
 """
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 
 from training.model import GPT, GPTConfig, lm_loss
-from training.regression_model import RegressionConfig, RegressionGPT
-from training.regression_task import (
+from training.regression.model import RegressionConfig, RegressionGPT
+from training.regression.task import (
     FAMILY,
     RegressionTask,
     regression_corpus,
@@ -44,7 +44,7 @@ class TaskFamily:
     """What a run's task decides: its model, its batches, its loss and its validation loss.
 
     ``language`` is the synthetic corpus with next-token cross-entropy; ``regression``
-    (``training.regression_task``, chosen by ``cfg["family"]``) is in-context linear
+    (``training.regression.task``, chosen by ``cfg["family"]``) is in-context linear
     regression with squared error at every x position. The loop is the same for both.
     """
 

@@ -11,7 +11,7 @@ Reads the runs with ``analysis.runs``; imports no statistics and no report.
 
 from __future__ import annotations
 
-from analysis.lazy_exports import lazy_exports
+from preregistration.lazy_exports import lazy_exports
 
 _MODULES: dict[str, tuple[str, ...]] = {
     "checks": ("run_audit",),

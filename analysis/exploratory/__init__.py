@@ -15,7 +15,7 @@ Built on ``analysis.stats``; independent of ``analysis.hypotheses``.
 
 from __future__ import annotations
 
-from analysis.lazy_exports import lazy_exports
+from preregistration.lazy_exports import lazy_exports
 
 _MODULES: dict[str, tuple[str, ...]] = {
     "sensitivity": (

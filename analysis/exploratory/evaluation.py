@@ -5,7 +5,7 @@ memorization by each of their measures, the probes, the lm-eval tasks), the slop
 the measure on log integrated P-NE* in the random-intercept mixed model of H1 with the
 final validation loss as covariate (``analysis.stats.mixed_model.mixed_slope``, two-sided),
 and Spearman's rho. The zero-shot control is the DESIGN §1 control "zero-shot
-(non-ICL) skill equal at equal loss": ``format_accuracy`` (``training.memorization``),
+(non-ICL) skill equal at equal loss": ``format_accuracy`` (``training.evaluation.memorization``),
 whose slope at matched loss should be near 0 if noise changes ICL and not general
 competence. No test here is registered: p values are uncorrected and only describe.
 """

@@ -12,7 +12,7 @@ Built on ``analysis.stats``; the tables that report these tests are ``analysis.r
 
 from __future__ import annotations
 
-from analysis.lazy_exports import lazy_exports
+from preregistration.lazy_exports import lazy_exports
 
 _MODULES: dict[str, tuple[str, ...]] = {
     "h1_monotonicity": (

@@ -14,7 +14,7 @@ The top layer of ``analysis`` with ``analysis.audit``: it reports the tests of
 
 from __future__ import annotations
 
-from analysis.lazy_exports import lazy_exports
+from preregistration.lazy_exports import lazy_exports
 
 _MODULES: dict[str, tuple[str, ...]] = {
     "study_tables": (

@@ -94,7 +94,7 @@ def write_per_shot_table(
         read_table(scores_path, "scores"), read_table(runs_path, "runs", plan=plan)
     )
     notes = ["Squared error of y on each run's fixed evaluation prompts; shot k: k examples "
-             "before the query. Baselines: training/regression_baselines.py."]  # fmt: skip
+             "before the query. Baselines: training/regression/baselines.py."]  # fmt: skip
     title = "In-context linear regression: squared error per shot"
     return write_csv_and_markdown(
         table, Path(out_dir), "regression_shots", title, notes, "regression_shots"

@@ -15,7 +15,7 @@ independent of ``analysis.stats``, and the audit (``analysis.audit``) reads runs
 
 from __future__ import annotations
 
-from analysis.lazy_exports import lazy_exports
+from preregistration.lazy_exports import lazy_exports
 
 _MODULES: dict[str, tuple[str, ...]] = {
     "collection": (

@@ -1,8 +1,8 @@
 """A run's end-of-run evaluation measures: the runs-table columns of its probes and lm-eval files.
 
 Beside ``scores.parquet``, a run directory may hold ``probes.parquet`` (table
-``scores``: the probes of ``training.probe_scores``) and ``lm_eval.parquet`` (table
-``lm_eval``: ``training.lm_eval_suite``). Each run-level measure becomes the runs-table
+``scores``: the probes of ``training.evaluation.probes``) and ``lm_eval.parquet`` (table
+``lm_eval``: ``training.evaluation.lm_eval_suite``). Each run-level measure becomes the runs-table
 column of the same name (``preregistration.tables`` PROBE_RUN_MEASURES; the lm-eval
 ones ``lm_eval_<task>_<metric>``, LM_EVAL_RUN_MEASURES). A file that is absent gives
 NaN columns (traces made before these measures existed stay readable); a file that

@@ -17,7 +17,7 @@ the import-linter contracts of ``pyproject.toml`` check it.
 
 from __future__ import annotations
 
-from analysis.lazy_exports import lazy_exports
+from preregistration.lazy_exports import lazy_exports
 
 _MODULES: dict[str, tuple[str, ...]] = {
     "inputs": (

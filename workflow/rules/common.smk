@@ -18,9 +18,10 @@ from preregistration.plan import load_plan  # noqa: E402
 
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 
-# The paper scale names its model shapes (training/paper_scale.py): the chosen one becomes `model`.
-from training.paper_scale import check_registered, job_resources, launcher_command  # noqa: E402
-from training.paper_scale import resolve_model  # noqa: E402
+# The paper scale names its model shapes (training/scale/paper_scale.py): the chosen one
+# becomes `model`.
+from training.scale.paper_scale import check_registered, job_resources  # noqa: E402
+from training.scale.paper_scale import launcher_command, resolve_model  # noqa: E402
 
 config.update(resolve_model(config, "config"))
 

@@ -1,9 +1,9 @@
 # End-of-run evaluation of every trained language model: its scores
-# (training.evaluate), the probes (training.probe_scores) and the project's lm-eval
-# tasks, run offline on local data (training.lm_eval_suite). One process per run
-# loads the model once and writes the three tidy per-run tables
-# (training.run_evaluation); collect_runs joins them into runs.parquet, one column per
-# measure. A run of another task family is scored alone (score.smk). With config
+# (training.evaluation.scores), the probes (training.evaluation.probes) and the project's
+# lm-eval tasks, run offline on local data (training.evaluation.lm_eval_suite). One process
+# per run loads the model once and writes the three tidy per-run tables
+# (training.evaluation.run_evaluation); collect_runs joins them into runs.parquet, one
+# column per measure. A run of another task family is scored alone (score.smk). With config
 # one_job_per_run the train job evaluates its run itself (train_and_evaluate.smk).
 
 

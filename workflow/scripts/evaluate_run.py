@@ -1,12 +1,12 @@
 """Snakemake script: every end-of-run measure of one trained language model, in one
-process and from one model load (training.run_evaluation.evaluate_language_run):
+process and from one model load (training.evaluation.run_evaluation.evaluate_language_run):
 the scores, the probes and the project's lm-eval tasks, each its own tidy table."""
 
 import sys
 
 import torch
 
-from training.run_evaluation import evaluate_language_run, write_language_evaluation
+from training.evaluation.run_evaluation import evaluate_language_run, write_language_evaluation
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
 torch.set_num_threads(snakemake.threads)  # noqa: F821

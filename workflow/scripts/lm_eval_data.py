@@ -1,9 +1,9 @@
-"""Snakemake script: write the project's lm-eval task data (training.lm_eval_suite)."""
+"""Snakemake script: write the project's lm-eval task data (training.evaluation.lm_eval_suite)."""
 
 import sys
 
-from training.lm_eval_suite import write_task_data
-from training.shards import load_corpus
+from training.data.shards import load_corpus
+from training.evaluation.lm_eval_suite import write_task_data
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
 corpus = load_corpus(snakemake.input.corpus)  # noqa: F821

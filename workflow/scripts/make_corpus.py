@@ -1,9 +1,9 @@
-"""Snakemake script: build the synthetic corpus (training.data.build_corpus)."""
+"""Snakemake script: build the synthetic corpus (training.data.corpus.build_corpus)."""
 
 import sys
 
 from training.checkpoints import save_plain
-from training.data import build_corpus
+from training.data.corpus import build_corpus
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
 corpus = build_corpus(snakemake.params.data, snakemake.params.block_size)  # noqa: F821

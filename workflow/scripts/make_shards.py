@@ -1,9 +1,9 @@
-"""Snakemake script: tokenizer and token shards of the user's text (training.shards)."""
+"""Snakemake script: tokenizer and token shards of the user's text (training.data.shards)."""
 
 import sys
 from pathlib import Path
 
-from training.shards import build_shards
+from training.data.shards import build_shards
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
 header = build_shards(snakemake.params.corpus_config, Path(snakemake.output.header).parent)  # noqa: F821

@@ -1,12 +1,12 @@
 """Snakemake script: score one trained model of the in-context regression family
-(training.run_evaluation.score_regression_run). A language run is scored with its
+(training.evaluation.run_evaluation.score_regression_run). A language run is scored with its
 probes and lm-eval tasks by workflow/scripts/evaluate_run.py."""
 
 import sys
 
 import torch
 
-from training.run_evaluation import score_regression_run, write_regression_scores
+from training.evaluation.run_evaluation import score_regression_run, write_regression_scores
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
 torch.set_num_threads(snakemake.threads)  # noqa: F821
