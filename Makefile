@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 CONFIG ?= config/config.yaml
 CORES ?= 2
+# pytest-xdist workers of make test and make test-fast (auto: one per core; 0: no workers).
+TEST_WORKERS ?= auto
 # The report file: report.html in the results directory the config names.
 REPORT ?= $(shell $(PY) -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["results"])' $(CONFIG))/report.html
 export PATH := $(CURDIR)/$(BIN):$(PATH)
@@ -32,11 +34,11 @@ reproduce: venv
 
 ## The test suite, every tier (the slowest tests listed at the end).
 test: venv
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15
 
 ## The fast tier, for the edit-test loop: every test not marked slow (tests/conftest.py).
 test-fast: venv
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not slow"
 
 ## Only the analysis, tables, figures and audit, on existing traces (no training job).
 ## Every table is rebuilt from the per-run files; a registered run whose files are missing

@@ -1,11 +1,12 @@
 """Fixtures shared by test files (the smoke study, run once per test session) and the
 test tiers.
 
-Tiers: ``make test`` runs every test; ``make test-fast`` (``-m "not slow"``) leaves out
-the tests marked ``slow``: end-to-end Snakemake runs, training beyond a few steps,
-worker processes and virtual environments. The mark is given here to every test that
-asks for a fixture of ``SLOW_FIXTURES`` (directly or through another fixture), and by
-hand (``pytest.mark.slow``) to the other expensive tests.
+Tiers: ``make test`` runs every test, on every core (pytest-xdist); ``make test-fast``
+(``-m "not slow"``) leaves out the tests marked ``slow``: end-to-end Snakemake runs,
+training beyond a few steps, worker processes and virtual environments. The mark is
+given here to every test that asks for a fixture of ``SLOW_FIXTURES`` (directly or
+through another fixture), and by hand (``pytest.mark.slow``) to the other expensive
+tests.
 """
 
 from __future__ import annotations
@@ -29,11 +30,31 @@ REPO = Path(__file__).resolve().parents[1]
 SLOW_FIXTURES = frozenset({"smoke_study", "smoke", "cluster_dry_run"})
 
 
+# Session fixtures that run the workflow: under pytest-xdist (``make test`` runs ``-n auto
+# --dist loadgroup``) every test that asks for one goes to one worker, so each runs once;
+# the other tests go with their file.
+SHARED_FIXTURES = ("smoke_study", "cluster_dry_run")
+
+
+def pytest_configure(config) -> None:
+    """One torch thread per xdist worker: the workers already use every core."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+
+
 def pytest_collection_modifyitems(config, items) -> None:
-    """Mark ``slow`` every test whose fixtures (their closure) include a slow fixture."""
+    """Mark ``slow`` every test whose fixtures (their closure) include a slow fixture, and
+    give each test its xdist group: its shared workflow fixture's, else its file's."""
     for item in items:
-        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if SLOW_FIXTURES & fixtures:
             item.add_marker(pytest.mark.slow)
+        shared = [name for name in SHARED_FIXTURES if name in fixtures]
+        # Else the test's file: a module's fixtures are built once, on one worker.
+        group = shared[0] if shared else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 def run_snakemake(what: str, *args: str, warm_start: bool = False) -> str:

@@ -78,6 +78,7 @@ def test_two_gloo_workers_give_the_trajectory_of_one_process(smoke, tmp_path, st
 KILLED_RUN = """
 import sys, time, yaml
 from dataclasses import replace
+import torch
 import training.train as train_module
 from preregistration.design import expand_design
 from preregistration.plan import load_plan
@@ -97,6 +98,7 @@ def slow_lr_at(*args):  # the same schedule, slowed so that the parent can kill 
     return real_lr_at(*args)
 
 train_module.lr_at = slow_lr_at
+torch.set_num_threads({threads})  # the parent's: the same kernels, the same rounding
 train_module.train_run(spec, cfg, corpus, show_progress=False, resume_path=sys.argv[1])
 print("finished")
 """
@@ -107,7 +109,7 @@ def test_run_killed_by_sigkill_resumes_to_the_uninterrupted_trace(smoke, tmp_pat
     cfg = {**cfg, "train": {**cfg["train"], "checkpoint_interval": 2}}
     resume = tmp_path / "resume.pt"
     env = os.environ | {"PYTHONPATH": str(REPO)}
-    code = KILLED_RUN.format(steps=STEPS)
+    code = KILLED_RUN.format(steps=STEPS, threads=torch.get_num_threads())
     proc = subprocess.Popen([sys.executable, "-c", code, str(resume)], cwd=REPO, env=env)
     deadline = time.monotonic() + 120
     while not resume.exists() and proc.poll() is None and time.monotonic() < deadline:
