@@ -1,7 +1,10 @@
 """The data config of a tiny synthetic corpus, shared by the probe tests (a few items of
-every family, so tests build corpora and episodes in milliseconds)."""
+every family, so tests build corpora and episodes in milliseconds): a whole ``data`` block
+of the config schema (training.config.DataConfig)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 TINY_DATA = {
     "seed": 5,
@@ -16,5 +19,16 @@ TINY_DATA = {
     "n_way": 2,
     "zipf_exponent": 1.0,
     "mixture": {"icl": 1, "in_weights": 1, "facts": 1, "copy": 1},
+    "n_train_sequences": 64,
+    "n_val_sequences": 8,
     "heldout_mapping_modulus": 2,
 }
+
+
+def smoke_config_with(**blocks: dict) -> dict:
+    """The smoke config (config/smoke.yaml) with the given blocks replaced: a whole config
+    (training.config.StudyConfig) for tests that train a tiny model."""
+    import yaml
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config/smoke.yaml").read_text())
+    return config | blocks

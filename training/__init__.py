@@ -14,8 +14,10 @@ its names is first used; ``preregistration.lazy_exports``):
 - ``training.scale``       the paper scale: its model shapes and job resources, the
                            compute estimate and the GPU preflight
 
-Top-level modules, the model, the loop and the run commands:
+Top-level modules, the config, the model, the loop and the run commands:
 
+- ``config``            the study config as typed dataclasses, validated against the
+                        schema with its defaults filled in (the bottom layer)
 - ``model``             the decoder-only transformer
 - ``task_family``       what a run's task decides: its model, batches and losses
 - ``model_setup``       the optimizer and activation checkpointing around a model

@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 import torch
 
+from training.config import TrainConfig
+
 
 def batch_indices(seed: int, start: int, count: int, n_train: int) -> torch.Tensor:
     """Indices of global-batch positions [start, start + count) of the seed's data order.
@@ -36,7 +38,7 @@ def epoch_order(seed: int, epoch: int, n_train: int) -> torch.Tensor:
     return torch.randperm(n_train, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
 
 
-def forward_chunk(train_cfg: dict, size: int) -> int:
+def forward_chunk(train_cfg: TrainConfig, size: int) -> int:
     """Sequences per forward/backward pass over a group of ``size`` sequences (a micro-batch
     of m, or a step's whole local batch of m K): all of them, or fewer when
     ``train.micro_batch_max`` caps it (memory of large batches at the paper scale).
@@ -45,8 +47,8 @@ def forward_chunk(train_cfg: dict, size: int) -> int:
     loss weighted by its share of the group: the group's gradient, hence the K
     micro-batch means the P-NE logger sees, are those of one pass (up to rounding).
     """
-    cap = train_cfg.get("micro_batch_max")
-    return size if cap is None else max(1, min(int(cap), size))
+    cap = train_cfg.micro_batch_max
+    return size if cap is None else max(1, min(cap, size))
 
 
 def accumulate_gradient(

@@ -8,10 +8,12 @@ import os
 import torch
 import torch.distributed as dist
 
+from training.config import StudyConfig
 
-def run_device(cfg: dict) -> torch.device:
+
+def run_device(cfg: StudyConfig) -> torch.device:
     """CPU, or this worker's GPU (LOCAL_RANK under torchrun) when the config asks for cuda."""
-    if cfg.get("device", "cpu") != "cuda":
+    if cfg.device != "cuda":
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise RuntimeError("config asks for device 'cuda' but no GPU is visible")

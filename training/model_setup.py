@@ -12,22 +12,23 @@ import contextlib
 
 import torch
 
+from training.config import TrainConfig
 from training.model import GPT
 
 
-def make_optimizer(model: GPT, lr: float, train_cfg: dict) -> torch.optim.AdamW:
+def make_optimizer(model: GPT, lr: float, train_cfg: TrainConfig) -> torch.optim.AdamW:
     """AdamW; weight decay on matrices only (embeddings included), not on biases or norms."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     groups = [
-        {"params": decay, "weight_decay": train_cfg["weight_decay"]},
+        {"params": decay, "weight_decay": train_cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
     return torch.optim.AdamW(
         groups,
         lr=lr,
-        betas=(train_cfg["beta1"], train_cfg["beta2"]),
-        eps=train_cfg["adam_eps"],
+        betas=(train_cfg.beta1, train_cfg.beta2),
+        eps=train_cfg.adam_eps,
         fused=fused_adamw_available(model),
     )
 

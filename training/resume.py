@@ -17,18 +17,22 @@ import torch
 from gradnoise import NoiseLogger
 from preregistration.design import RunSpec
 from training.checkpoints import load_plain, save_plain
+from training.config import StudyConfig
 from training.model import GPT
 
 
-def run_fingerprint(spec: RunSpec, cfg: dict) -> str:
+def run_fingerprint(spec: RunSpec, cfg: StudyConfig) -> str:
     """SHA-256 of the run's spec and config: a resume state is used only by the same run."""
-    text = json.dumps({"spec": spec.as_dict(), "config": cfg}, sort_keys=True, default=str)
+    text = json.dumps(
+        {"spec": spec.as_dict(), "config": cfg.as_dict()}, sort_keys=True, default=str
+    )
     return hashlib.sha256(text.encode()).hexdigest()
 
 
 def save_resume_state(
-    path: Path, spec: RunSpec, cfg: dict, step: int, model: GPT, optimizer, logger: NoiseLogger,
-    rows: list[dict], layer_rows: list[dict], wall_time_s: float, noise: dict | None = None,
+    path: Path, spec: RunSpec, cfg: StudyConfig, step: int, model: GPT, optimizer,
+    logger: NoiseLogger, rows: list[dict], layer_rows: list[dict], wall_time_s: float,
+    noise: dict | None = None,
 ) -> None:  # fmt: skip
     """Everything a restart needs after ``step``, written atomically (temp file, rename).
 
@@ -48,7 +52,9 @@ def save_resume_state(
     )  # fmt: skip
 
 
-def load_resume_state(path: Path, spec: RunSpec, cfg: dict, model: GPT, optimizer, logger) -> dict:
+def load_resume_state(
+    path: Path, spec: RunSpec, cfg: StudyConfig, model: GPT, optimizer, logger
+) -> dict:
     """Restore model, optimizer and logger from ``path``; errors name the file."""
     try:
         state = load_plain(path, "resume state")

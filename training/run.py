@@ -22,20 +22,20 @@ import torch.distributed as dist
 from preregistration.design import expand_design
 from preregistration.plan import load_plan, plan_hash
 from preregistration.tables import columns, read_table, write_table
+from training.config import StudyConfig, study_config
 from training.data.shards import load_corpus
 from training.distributed import init_distributed
 from training.regression.task import family_config
 from training.train import package_versions, save_checkpoint, train_run
 
 
-def find_spec(config: dict, condition: str, seed: int):
-    plan = load_plan(config["plan"])
-    for spec in expand_design(plan, config["scale"], config["plan"]):
+def find_spec(config: StudyConfig, condition: str, seed: int):
+    plan = load_plan(config.plan)
+    for spec in expand_design(plan, config.scale, config.plan):
         if spec.condition == condition and spec.seed == seed:
             return spec
     raise SystemExit(
-        f"{config['plan']}: no registered run {condition!r} with seed {seed} at scale "
-        f"{config['scale']!r}"
+        f"{config.plan}: no registered run {condition!r} with seed {seed} at scale {config.scale!r}"
     )
 
 
@@ -71,14 +71,14 @@ def main(argv: list[str] | None = None) -> int:
         help="trace.parquet of the run's reference (RunSpec.reference), for noise arms",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    config = json.loads(args.config_json)
-    torch.set_num_threads(int(config.get("threads_per_run", 1)))
+    config = study_config(json.loads(args.config_json), "--config-json")
+    torch.set_num_threads(config.threads_per_run)
     init_distributed()
     spec = find_spec(config, args.condition, args.seed)
-    config = family_config(config, load_plan(config["plan"]), spec.arm, config["plan"])
+    config = family_config(config, load_plan(config.plan), spec.arm, config.plan)
     # A regression run draws its prompts from the registered task (training.regression.task).
-    corpus = None if "regression" in config else load_corpus(args.corpus)
-    hash_at_start = plan_hash(config["plan"])
+    corpus = None if config.is_regression else load_corpus(args.corpus)
+    hash_at_start = plan_hash(config.plan)
     resume = args.out / "resume.pt"  # kept across a killed job, removed once the run ends
     reference = reference_trace(spec, args.reference_trace)
     model, result = train_run(
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         "noise_control": result.noise_control,
         "plan_hash": hash_at_start,
         "world_size": dist.get_world_size() if dist.is_initialized() else 1,
-        "config": config,
+        "config": config.run_record(),
         "packages": package_versions(),
         "python": platform.python_version(),
     }

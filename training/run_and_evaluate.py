@@ -24,6 +24,7 @@ import torch.distributed as dist
 from preregistration.design import arm_family
 from preregistration.plan import load_plan
 from training import run
+from training.config import study_config
 from training.evaluation.run_evaluation import (
     evaluate_language_run,
     score_regression_run,
@@ -50,10 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     status = run.main(run_argv)
     if status != 0 or (dist.is_initialized() and dist.get_rank() != 0):
         return status
-    config = json.loads(args.config_json)
+    config = study_config(json.loads(args.config_json), "--config-json")
     spec = run.find_spec(config, args.condition, int(args.seed))
     out = Path(args.out)
-    family = arm_family(load_plan(config["plan"]), spec.arm)
+    family = arm_family(load_plan(config.plan), spec.arm)
     if family == "language":
         if args.synthetic is None or args.lm_eval_data is None:
             raise SystemExit(

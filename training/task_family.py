@@ -9,14 +9,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 
+from training.config import ModelConfig, StudyConfig
 from training.model import GPT, GPTConfig, lm_loss
 from training.regression.model import RegressionConfig, RegressionGPT
 from training.regression.task import (
-    FAMILY,
     RegressionTask,
     regression_corpus,
     regression_loss,
@@ -44,11 +44,11 @@ class TaskFamily:
     """What a run's task decides: its model, its batches, its loss and its validation loss.
 
     ``language`` is the synthetic corpus with next-token cross-entropy; ``regression``
-    (``training.regression.task``, chosen by ``cfg["family"]``) is in-context linear
+    (``training.regression.task``, chosen by ``cfg.regression``) is in-context linear
     regression with squared error at every x position. The loop is the same for both.
     """
 
-    build: Callable[[dict, dict], torch.nn.Module]  # (model config, corpus) -> model
+    build: Callable[[ModelConfig, dict], torch.nn.Module]  # (model config, corpus) -> model
     batch: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (split, indices) -> batch
     loss: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]  # mean loss of a batch
     validation: Callable[[torch.nn.Module, torch.Tensor], float]  # mean validation loss
@@ -56,7 +56,7 @@ class TaskFamily:
 
 LANGUAGE = TaskFamily(
     build=lambda model_cfg, corpus: GPT(
-        GPTConfig(vocab_size=int(corpus["vocab_size"]), **model_cfg)
+        GPTConfig(vocab_size=int(corpus["vocab_size"]), **asdict(model_cfg))
     ),
     batch=lambda split, idx: split[idx].long(),
     loss=lambda net, seq: lm_loss(net(seq[:, :-1]), seq[:, 1:]),
@@ -64,7 +64,7 @@ LANGUAGE = TaskFamily(
 )
 REGRESSION_FAMILY = TaskFamily(
     build=lambda model_cfg, corpus: RegressionGPT(
-        RegressionConfig(n_dims=corpus["task"].d, **model_cfg)
+        RegressionConfig(n_dims=corpus["task"].d, **asdict(model_cfg))
     ),
     batch=lambda split, idx: split[idx],
     loss=regression_loss,
@@ -72,10 +72,10 @@ REGRESSION_FAMILY = TaskFamily(
 )
 
 
-def task_family(cfg: dict, corpus: dict | None) -> tuple[TaskFamily, dict]:
+def task_family(cfg: StudyConfig, corpus: dict | None) -> tuple[TaskFamily, dict]:
     """The run's task family and its data: the given corpus, or the regression prompts
-    drawn from the registered task (``cfg["regression"]``, set by ``regression_task.run_config``).
+    drawn from the registered task (``cfg.regression``, set by ``regression.task.run_config``).
     """
-    if cfg.get("family", "language") != FAMILY:  # FAMILY: the regression family's name
+    if not cfg.is_regression:
         return LANGUAGE, corpus
-    return REGRESSION_FAMILY, regression_corpus(RegressionTask.from_config(cfg["regression"]))
+    return REGRESSION_FAMILY, regression_corpus(RegressionTask.from_config(cfg.regression))

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from training.config import TrainConfig
+
 # TensorBoard tag -> trace column (preregistration.tables STEPS); the tag's group is
 # the panel it is drawn in.
 SCALARS = {
@@ -55,10 +57,10 @@ class TensorBoardLog:
 
 
 def tensorboard_log(
-    train_cfg: dict, log_dir: Path | None, rank: int, first_step: int
+    train_cfg: TrainConfig, log_dir: Path | None, rank: int, first_step: int
 ) -> TensorBoardLog | None:
     """The run's TensorBoard log when ``train.tensorboard`` is on and this is rank 0, else None."""
-    if not train_cfg.get("tensorboard") or rank != 0:
+    if not train_cfg.tensorboard or rank != 0:
         return None
     if log_dir is None:
         raise ValueError(

@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -38,6 +38,7 @@ from gradnoise import NoiseLogger
 from preregistration.design import RunSpec
 from training.batches import accumulate_gradient, batch_indices, forward_chunk
 from training.checkpoints import save_plain
+from training.config import StudyConfig, study_config
 from training.distributed import all_reduce_mean_grads
 from training.model import GPT
 from training.noise_arms import NoiseArm
@@ -74,7 +75,7 @@ def package_versions() -> dict[str, str]:
 
 def train_run(
     spec: RunSpec,
-    cfg: dict,
+    cfg: StudyConfig | Mapping,
     corpus: dict,
     show_progress: bool = True,
     resume_path: Path | None = None,
@@ -84,7 +85,7 @@ def train_run(
     """Train one run of the study to its target loss or token cap; return model and trace.
 
     With ``resume_path`` the run saves its state there after every
-    ``checkpoint_interval`` logged steps (train config, default 10) and, when the
+    ``train.checkpoint_interval`` logged steps and, when the
     file exists at start, continues from it: a run killed and restarted gives the
     same trace and model as one that was never interrupted.
 
@@ -93,7 +94,7 @@ def train_run(
     With ``train.tensorboard`` on, rank 0 also writes every trace row as TensorBoard
     scalars into ``tensorboard_dir`` (``training.tensorboard_log``).
     """
-    run = setup_run(spec, cfg, corpus, reference_trace)
+    run = setup_run(spec, study_config(cfg), corpus, reference_trace)
     logger, arm, train_cfg = run.logger, run.arm, run.train_cfg
     state = start_state(run, resume_path)
     board = tensorboard_log(train_cfg, tensorboard_dir, run.rank, state.step + 1)
@@ -108,7 +109,7 @@ def train_run(
         train_loss, seq = step_gradient(run, step, log_step)
         arm.before_clip(step, lr, state.val_loss)
         grad_norm = float(
-            torch.nn.utils.clip_grad_norm_(run.model.parameters(), train_cfg["grad_clip"])
+            torch.nn.utils.clip_grad_norm_(run.model.parameters(), train_cfg.grad_clip)
         )
         step_row = {
             "run_id": spec.run_id,
@@ -124,7 +125,7 @@ def train_run(
             state.status = "diverged"
             state.add_row(step_row | divergence_record(logger, validated=False), board)
             break
-        clip_coef = min(1.0, train_cfg["grad_clip"] / (grad_norm + 1e-6))
+        clip_coef = min(1.0, train_cfg.grad_clip / (grad_norm + 1e-6))
         arm.optimizer_step(step)
         arm.after_optimizer_step(lr)
         closure = curvature_closure(run, seq) if log_step else None
@@ -208,7 +209,7 @@ def start_state(run: RunSetup, resume_path: Path | None) -> LoopState:
 
 def save_if_due(run: RunSetup, state: LoopState, resume_path: Path | None) -> None:
     """Save the resume state after every ``train.checkpoint_interval`` logged rows."""
-    every = int(run.train_cfg.get("checkpoint_interval", 10))
+    every = run.train_cfg.checkpoint_interval
     if resume_path is None or run.rank != 0 or len(state.rows) % every:
         return
     save_resume_state(
@@ -236,9 +237,9 @@ def set_learning_rate(run: RunSetup, step: int) -> float:
     lr = lr_at(
         step,
         run.spec.lr_peak,
-        int(cfg["warmup_steps"]),
+        cfg.warmup_steps,
         run.max_steps,
-        float(cfg["min_lr_ratio"]),
+        cfg.min_lr_ratio,
     )
     for group in run.optimizer.param_groups:
         group["lr"] = lr

@@ -13,7 +13,7 @@ import torch
 
 from preregistration.design import expand_design
 from preregistration.plan import load_plan
-from tests.tiny_data import TINY_DATA
+from tests.tiny_data import TINY_DATA, smoke_config_with
 from training.data.corpus import build_corpus
 from training.train import train_run
 
@@ -39,16 +39,15 @@ ONE_PER_FORM = (
 @pytest.fixture(scope="module")
 def tiny():
     """A tiny config (the smoke plan's specs, 30 steps) and its corpus."""
-    cfg = {
-        "device": "cpu",
-        "model": {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 16, "dropout": 0.0},
-        "data": TINY_DATA | {"n_train_sequences": 512, "n_val_sequences": 32},
-        "train": {
+    cfg = smoke_config_with(
+        model={"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 16, "dropout": 0.0},
+        data=TINY_DATA | {"n_train_sequences": 512, "n_val_sequences": 32},
+        train={
             "n_micro": 2, "log_interval": 2, "warmup_steps": 3, "min_lr_ratio": 0.1,
             "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95, "adam_eps": 1e-8,
             "grad_clip": 1.0, "curvature": "fisher", "checkpoint_interval": 2,
         },
-    }  # fmt: skip
+    )  # fmt: skip
     corpus = build_corpus(cfg["data"], cfg["model"]["block_size"])
     specs = {
         (s.condition, s.seed): replace(

@@ -21,7 +21,7 @@ import yaml
 from gradnoise import NoiseLogger
 from preregistration.design import expand_design
 from preregistration.plan import load_plan
-from tests.tiny_data import TINY_DATA
+from tests.tiny_data import TINY_DATA, smoke_config_with
 from training.batches import accumulate_gradient
 from training.data.corpus import build_corpus
 from training.model import GPT, GPTConfig, lm_loss
@@ -160,16 +160,15 @@ def test_a_non_logging_step_runs_ceil_mk_over_cap_passes(smoke_run, monkeypatch,
 def test_micro_gradient_arms_keep_k_passes_on_every_step(monkeypatch, condition, every_step):
     """The anisotropic and NAP arms see K micro-batch backward passes on every step; an arm
     that does not read them (Gaussian) only on logging steps."""
-    cfg = {
-        "device": "cpu",
-        "model": {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 16, "dropout": 0.0},
-        "data": TINY_DATA | {"n_train_sequences": 256, "n_val_sequences": 16},
-        "train": {
+    cfg = smoke_config_with(
+        model={"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 16, "dropout": 0.0},
+        data=TINY_DATA | {"n_train_sequences": 256, "n_val_sequences": 16},
+        train={
             "n_micro": 2, "log_interval": 4, "warmup_steps": 3, "min_lr_ratio": 0.1,
             "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95, "adam_eps": 1e-8,
             "grad_clip": 1.0, "curvature": "fisher",
         },
-    }  # fmt: skip
+    )  # fmt: skip
     corpus = build_corpus(cfg["data"], 16)
     specs = {
         s.condition: replace(s, target_val_loss=0.0, token_cap=STEPS * s.global_batch * 16)

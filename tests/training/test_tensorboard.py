@@ -11,6 +11,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from training.config import study_config
 from training.tensorboard_log import SCALARS, tensorboard_log
 from training.train import train_run
 
@@ -74,7 +75,7 @@ def test_missing_package_names_the_key_and_the_install(short, tmp_path, monkeypa
 def test_only_rank_zero_writes(short, tmp_path, monkeypatch):
     """A worker other than rank 0 gets no log and writes nothing; the trainer passes its rank."""
     cfg, corpus, spec = short
-    on = switched(cfg, True)["train"]
+    on = study_config(switched(cfg, True)).train
     assert tensorboard_log(on, tmp_path / "rank1", rank=1, first_step=1) is None
     assert not (tmp_path / "rank1").exists()
     seen = []

@@ -24,10 +24,14 @@ a mapping, evaluation episodes use only such mappings.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from training.config import DataConfig, block_config
 
 KINDS = ("icl", "in_weights", "facts", "copy")
 
@@ -69,15 +73,16 @@ class Vocab:
         return self._start("copy") + self.copy_vocab
 
 
-def vocab_from_config(data_cfg: dict) -> Vocab:
+def vocab_from_config(data_cfg: DataConfig | Mapping) -> Vocab:
+    data_cfg = block_config(DataConfig, data_cfg)
     return Vocab(
-        n_labels=data_cfg["n_labels"],
-        icl_items=data_cfg["icl_items"],
-        iw_items=data_cfg["iw_items"],
-        n_facts=data_cfg["n_facts"],
-        fact_keys=data_cfg["fact_keys"],
-        n_values=data_cfg["n_values"],
-        copy_vocab=data_cfg["copy_vocab"],
+        n_labels=data_cfg.n_labels,
+        icl_items=data_cfg.icl_items,
+        iw_items=data_cfg.iw_items,
+        n_facts=data_cfg.n_facts,
+        fact_keys=data_cfg.fact_keys,
+        n_values=data_cfg.n_values,
+        copy_vocab=data_cfg.copy_vocab,
     )
 
 
@@ -98,25 +103,25 @@ def mapping_hash(items: np.ndarray, labels: np.ndarray, base: int) -> int:
 class CorpusGenerator:
     """Draws sequences of every kind from one seed; the fixed mappings come from ``data.seed``."""
 
-    def __init__(self, data_cfg: dict, seq_len: int):
-        self.cfg = data_cfg
+    def __init__(self, data_cfg: DataConfig | Mapping, seq_len: int):
+        self.cfg = data_cfg = block_config(DataConfig, data_cfg)
         self.seq_len = seq_len  # tokens per stored sequence (block_size + 1)
         self.vocab = vocab_from_config(data_cfg)
-        fixed = np.random.default_rng(data_cfg["seed"])
+        fixed = np.random.default_rng(data_cfg.seed)
         v = self.vocab
         self.iw_label = fixed.choice(v.ids("labels"), size=v.iw_items)  # fixed item -> label
         key_codes = fixed.choice(v.fact_keys**2, size=v.n_facts, replace=False)
         self.fact_key = np.stack([key_codes // v.fact_keys, key_codes % v.fact_keys], axis=1)
         self.fact_key += v.ids("keys")[0]  # (n_facts, 2) token ids of each fact's key
         self.fact_value = fixed.choice(v.ids("values"), size=v.n_facts)  # fixed key -> value
-        self.iw_probs = zipf_probs(v.iw_items, data_cfg["zipf_exponent"])
-        self.fact_probs = zipf_probs(v.n_facts, data_cfg["zipf_exponent"])
-        self.modulus = int(data_cfg["heldout_mapping_modulus"])
+        self.iw_probs = zipf_probs(v.iw_items, data_cfg.zipf_exponent)
+        self.fact_probs = zipf_probs(v.n_facts, data_cfg.zipf_exponent)
+        self.modulus = int(data_cfg.heldout_mapping_modulus)
         self.icl_ids, self.label_ids = v.ids("icl"), v.ids("labels")  # drawn from per mapping
 
     # -- one sequence of each kind ------------------------------------------------
     def icl_mapping(self, rng: np.random.Generator, heldout: bool) -> tuple[np.ndarray, np.ndarray]:
-        n_way, size = self.cfg["n_way"], self.vocab.size
+        n_way, size = self.cfg.n_way, self.vocab.size
         while True:
             items = rng.choice(self.icl_ids, size=n_way, replace=False)
             labels = rng.choice(self.label_ids, size=n_way, replace=False)
@@ -143,7 +148,7 @@ class CorpusGenerator:
 
     def copy_with_length(self, rng: np.random.Generator) -> tuple[np.ndarray, int]:
         """A copy sequence and its segment length."""
-        length = int(rng.integers(4, self.cfg["copy_len"] + 1))
+        length = int(rng.integers(4, self.cfg.copy_len + 1))
         segment = rng.choice(self.vocab.ids("copy"), size=length)
         return np.concatenate([[self.vocab.bos], np.resize(segment, self.seq_len - 1)]), length
 
@@ -162,7 +167,7 @@ class CorpusGenerator:
     def sequences(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` mixed sequences (n, seq_len) and their kind index (n,), from ``seed``."""
         rng = np.random.default_rng(seed)
-        mixture = self.cfg["mixture"]
+        mixture = self.cfg.mixture
         probs = np.array([mixture[k] for k in KINDS], dtype=float)
         kinds = rng.choice(len(KINDS), size=n, p=probs / probs.sum())
         makers = [
@@ -205,18 +210,19 @@ class CorpusGenerator:
         return torch.tensor(np.concatenate([bos, keys], axis=1)), torch.tensor(answers)
 
 
-def build_corpus(data_cfg: dict, block_size: int) -> dict:
+def build_corpus(data_cfg: DataConfig | Mapping, block_size: int) -> dict:
     """The stored corpus: train and validation splits plus the vocabulary layout."""
+    data_cfg = block_config(DataConfig, data_cfg)
     gen = CorpusGenerator(data_cfg, seq_len=block_size + 1)
-    seed = int(data_cfg["seed"])
-    train, train_kind = gen.sequences(int(data_cfg["n_train_sequences"]), seed + 1)
-    val, val_kind = gen.sequences(int(data_cfg["n_val_sequences"]), seed + 2)
+    seed = int(data_cfg.seed)
+    train, train_kind = gen.sequences(int(data_cfg.n_train_sequences), seed + 1)
+    val, val_kind = gen.sequences(int(data_cfg.n_val_sequences), seed + 2)
     return {
         "train": train.to(torch.int16),
         "train_kind": train_kind.to(torch.int8),
         "val": val.to(torch.int16),
         "val_kind": val_kind.to(torch.int8),
         "vocab_size": gen.vocab.size,
-        "data_cfg": dict(data_cfg),
+        "data_cfg": dataclasses.asdict(data_cfg),
         "block_size": block_size,
     }

@@ -22,15 +22,17 @@ fraction ``synthetic_fraction`` of the rows are synthetic sequences (mixture
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from training.checkpoints import load_plain
+from training.config import DataConfig, ModelConfig, StudyConfig, TextConfig, block_config
 from training.data.corpus import CorpusGenerator
 
 FORMAT = "pne-icl-shards/1"
@@ -157,22 +159,31 @@ def write_split(
     }
 
 
-def build_shards(config: dict, out_dir: Path) -> dict:
-    """Tokenizer and shards of ``config['text']`` under ``out_dir``; return their header."""
-    text, data_cfg = config["text"], config["data"]
-    block_size = int(config["model"]["block_size"])
+def build_shards(config: StudyConfig | Mapping, out_dir: Path) -> dict:
+    """Tokenizer and shards of the config's ``text`` under ``out_dir``; return their header.
+
+    ``config``: the study config, or a mapping with its ``text``, ``data`` and ``model``
+    blocks (what the workflow's ``text_shards`` rule passes)."""
+
+    def block(cls, key):
+        return block_config(
+            cls, getattr(config, key) if isinstance(config, StudyConfig) else config[key]
+        )
+
+    text, data_cfg = block(TextConfig, "text"), block(DataConfig, "data")
+    block_size = block(ModelConfig, "model").block_size
     out_dir.mkdir(parents=True, exist_ok=True)
-    train_files = text_files(text["train"], "train")
-    val_files = text_files(text["val"], "val")
-    tokenizer = train_tokenizer(train_files, int(text["vocab_size"]), int(text["min_frequency"]))
+    train_files = text_files(text.train, "train")
+    val_files = text_files(text.val, "val")
+    tokenizer = train_tokenizer(train_files, int(text.vocab_size), int(text.min_frequency))
     tokenizer.save(str(out_dir / "tokenizer.json"))
     generator = CorpusGenerator(data_cfg, seq_len=block_size + 1)
     text_offset = generator.vocab.size
     # The configured size, not the trained one (smaller on a small text): the model's shape,
     # hence its parameter count, is then that of the config (training/scale/paper_scale.py).
-    vocab_size = text_offset + int(text["vocab_size"])
+    vocab_size = text_offset + int(text.vocab_size)
     dtype = storage_dtype(vocab_size)
-    fraction, seed = float(text["synthetic_fraction"]), int(data_cfg["seed"])
+    fraction, seed = float(text.synthetic_fraction), data_cfg.seed
     splits = {
         name: write_split(
             out_dir / f"{name}.bin",
@@ -196,7 +207,7 @@ def build_shards(config: dict, out_dir: Path) -> dict:
         "eot": text_offset + tokenizer.token_to_id(EOT),
         "synthetic_fraction": fraction,
         "splits": splits,
-        "data_cfg": dict(data_cfg),
+        "data_cfg": dataclasses.asdict(data_cfg),
         "text_files": {"train": [str(f) for f in train_files], "val": [str(f) for f in val_files]},
     }
     (out_dir / "corpus.json").write_text(json.dumps(header, indent=2))

@@ -35,8 +35,6 @@ _MODULES: dict[str, tuple[str, ...]] = {
     ),
     "probes": (
         "PROBE_SEED_OFFSET",
-        "PROBE_KEYS",
-        "check_probe_cfg",
         "uniform_prefix_matching",
         "curvature_rows",
         "head_rows",
@@ -90,9 +88,7 @@ _MODULES: dict[str, tuple[str, ...]] = {
         "TASK_DIR",
         "TASKS",
         "METRICS",
-        "LM_EVAL_KEYS",
         "LM_EVAL_SEED_OFFSET",
-        "check_lm_eval_cfg",
         "task_documents",
         "write_task_data",
         "task_config",

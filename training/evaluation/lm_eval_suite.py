@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,7 @@ import yaml
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # before lm-eval imports datasets
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from training.config import LmEvalConfig, block_config  # noqa: E402
 from training.data.corpus import CorpusGenerator  # noqa: E402
 from training.evaluation.heads import repeated_random_sequences  # noqa: E402
 from training.evaluation.lm_eval_adapter import PneGPT, SyntheticTokenizer  # noqa: E402
@@ -51,40 +53,25 @@ METRICS = {  # task -> the metric its YAML registers (the runs table's column su
     "pne_copy_cloze": "exact_match",
     "pne_heldout_rolling": "word_perplexity",
 }
-LM_EVAL_KEYS = ("tasks", "n_docs", "icl_shots", "segment_len", "cloze_tokens")
 LM_EVAL_SEED_OFFSET = 13  # task documents come from data.seed + this (training: 1, 2;
 # training.evaluation.scores: 7; training.evaluation.probes: 11)
 
 
-def check_lm_eval_cfg(cfg: dict) -> None:
-    """Raise naming every missing or unknown key, or unknown task, of the config block."""
-    missing = [k for k in LM_EVAL_KEYS if k not in cfg]
-    unknown = [k for k in cfg if k not in LM_EVAL_KEYS and k != "standard_tasks"]
-    if missing or unknown:
-        raise KeyError(
-            f"lm_eval config: missing key(s) {missing}, unknown key(s) {unknown}; expected "
-            f"{list(LM_EVAL_KEYS)} (and optionally standard_tasks)"
-        )
-    bad = [t for t in cfg["tasks"] if t not in TASKS]
-    if bad:
-        raise KeyError(f"lm_eval config: unknown task(s) {bad}; the project's tasks are {TASKS}")
-
-
-def task_documents(corpus: dict, cfg: dict) -> dict[str, list[dict]]:
+def task_documents(corpus: dict, cfg: LmEvalConfig | Mapping) -> dict[str, list[dict]]:
     """The documents of every project task, from the corpus' data seed.
 
     Returns task -> list of JSON-able documents: ``pne_icl_fewshot``: ``context``,
     ``choices`` (every label word), ``label`` (index of the answer);
     ``pne_copy_cloze``: ``context``, ``target``; ``pne_heldout_rolling``: ``text``.
     """
-    check_lm_eval_cfg(cfg)
+    cfg = block_config(LmEvalConfig, cfg, "lm_eval config")
     gen = CorpusGenerator(corpus["data_cfg"], seq_len=corpus["block_size"] + 1)
     tok = SyntheticTokenizer(gen.vocab)
     seed = int(corpus["data_cfg"]["seed"]) + LM_EVAL_SEED_OFFSET
-    n = int(cfg["n_docs"])
+    n = cfg.n_docs
     labels = gen.vocab.ids("labels").tolist()
 
-    inputs, targets = gen.icl_episodes(int(cfg["icl_shots"]), n, seed)
+    inputs, targets = gen.icl_episodes(cfg.icl_shots, n, seed)
     icl = [
         {
             "context": tok.decode(x.tolist()),
@@ -94,7 +81,7 @@ def task_documents(corpus: dict, cfg: dict) -> dict[str, list[dict]]:
         for x, t in zip(inputs, targets, strict=True)
     ]
 
-    L, r = int(cfg["segment_len"]), int(cfg["cloze_tokens"])
+    L, r = cfg.segment_len, cfg.cloze_tokens
     if not 1 <= r < L:
         raise ValueError(f"lm_eval config: cloze_tokens must be in 1..segment_len-1, got {r}")
     seqs = repeated_random_sequences(n, L, gen.vocab.ids("copy"), gen.vocab.bos, seed + 1)
@@ -111,10 +98,12 @@ def task_documents(corpus: dict, cfg: dict) -> dict[str, list[dict]]:
             body.pop()
         rolling.append({"text": tok.decode(body)})
     docs = {"pne_icl_fewshot": icl, "pne_copy_cloze": cloze, "pne_heldout_rolling": rolling}
-    return {t: docs[t] for t in cfg["tasks"]}
+    return {t: docs[t] for t in cfg.tasks}
 
 
-def write_task_data(corpus: dict, cfg: dict, out_dir: str | Path) -> dict[str, Path]:
+def write_task_data(
+    corpus: dict, cfg: LmEvalConfig | Mapping, out_dir: str | Path
+) -> dict[str, Path]:
     """Write ``<out_dir>/<task>.jsonl`` for every configured task; return task -> path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -36,25 +36,27 @@ format_accuracy_icl            its part on held-out ICL queries, no demos       
 format_accuracy_facts          its part on the fact keys (any value counts)     n_values / vocab
 =============================  ==============================================  =====================
 
-``probe_cfg`` keys (all required): ``probe_batch`` (validation sequences for the
-curvature probes), ``hessian_iters``, ``hessian_tol``, ``sam_rho``, ``head_sequences``
-(repeated random sequences), ``segment_len`` (their L; drawn from the copy family),
-``icl_shots``, ``icl_episodes``, ``icl_orders``, ``finetune_steps``, ``lr_gd``,
-``lr_adam``, ``top_k``, ``format_queries``. The values measured in the report of
-this module: probe_batch 64, hessian_iters 20, hessian_tol 1e-3, sam_rho 0.05,
-head_sequences 64, segment_len 12, icl_shots 8, icl_episodes 16, icl_orders 10,
-finetune_steps 10, lr_gd 0.1, lr_adam 1e-3, top_k 3, format_queries 400.
+``probe_cfg`` (``training.config.ProbesConfig``, config ``probes``): ``probe_batch``
+(validation sequences for the curvature probes), ``hessian_iters``, ``hessian_tol``,
+``sam_rho``, ``head_sequences`` (repeated random sequences), ``segment_len`` (their L;
+drawn from the copy family), ``icl_shots``, ``icl_episodes``, ``icl_orders``,
+``finetune_steps``, ``lr_gd``, ``lr_adam``, ``top_k``, ``format_queries``. The values
+measured in the report of this module: probe_batch 64, hessian_iters 20, hessian_tol
+1e-3, sam_rho 0.05, head_sequences 64, segment_len 12, icl_shots 8, icl_episodes 16,
+icl_orders 10, finetune_steps 10, lr_gd 0.1, lr_adam 1e-3, top_k 3, format_queries 400.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
 import torch
 
+from training.config import ProbesConfig, block_config
 from training.data.corpus import CorpusGenerator
 from training.evaluation.curvature import fisher_trace, hessian_top_eigenvalue, sam_sharpness
 from training.evaluation.heads import head_scores, induction_head_score, repeated_random_sequences
@@ -64,34 +66,6 @@ from training.model import GPT, lm_loss
 
 PROBE_SEED_OFFSET = 11  # probe draws come from data.seed + this: distinct from training (1, 2)
 # and from training.evaluation.scores's draws (7)
-
-PROBE_KEYS = (
-    "probe_batch",
-    "hessian_iters",
-    "hessian_tol",
-    "sam_rho",
-    "head_sequences",
-    "segment_len",
-    "icl_shots",
-    "icl_episodes",
-    "icl_orders",
-    "finetune_steps",
-    "lr_gd",
-    "lr_adam",
-    "top_k",
-    "format_queries",
-)
-
-
-def check_probe_cfg(probe_cfg: dict) -> None:
-    """Raise naming every missing or unknown key of ``probe_cfg``."""
-    missing = [k for k in PROBE_KEYS if k not in probe_cfg]
-    unknown = [k for k in probe_cfg if k not in PROBE_KEYS]
-    if missing or unknown:
-        raise KeyError(
-            f"probe config: missing key(s) {missing}, unknown key(s) {unknown}; "
-            f"expected exactly {list(PROBE_KEYS)}"
-        )
 
 
 def uniform_prefix_matching(segment_len: int) -> float:
@@ -109,12 +83,12 @@ def _timed(timings: dict | None, name: str):
 
 
 def curvature_rows(
-    model: GPT, corpus: dict, cfg: dict, seed: int, timings: dict | None = None
+    model: GPT, corpus: dict, cfg: ProbesConfig, seed: int, timings: dict | None = None
 ) -> list[tuple]:
     """Hessian top eigenvalue, SAM sharpness, Fisher trace on the first ``probe_batch``
     validation sequences (the mean next-token loss, nats/token)."""
     device = next(model.parameters()).device
-    batch = corpus["val"][: int(cfg["probe_batch"])].long().to(device)
+    batch = corpus["val"][: cfg.probe_batch].long().to(device)
     params = [p for p in model.parameters() if p.requires_grad]
 
     def loss() -> torch.Tensor:
@@ -127,12 +101,12 @@ def curvature_rows(
         top = hessian_top_eigenvalue(
             loss,
             params,
-            n_iter=int(cfg["hessian_iters"]),
-            rel_tol=float(cfg["hessian_tol"]),
+            n_iter=cfg.hessian_iters,
+            rel_tol=cfg.hessian_tol,
             generator=torch.Generator().manual_seed(seed),
         )
     with _timed(timings, "sam"):
-        sam = sam_sharpness(loss, params, rho=float(cfg["sam_rho"]))
+        sam = sam_sharpness(loss, params, rho=cfg.sam_rho)
     with _timed(timings, "fisher"):
         fisher = fisher_trace(example_loss, len(batch), params)
     n, nan = len(batch), float("nan")
@@ -143,9 +117,9 @@ def curvature_rows(
     ]
 
 
-def head_rows(model: GPT, gen: CorpusGenerator, cfg: dict, seed: int) -> list[tuple]:
+def head_rows(model: GPT, gen: CorpusGenerator, cfg: ProbesConfig, seed: int) -> list[tuple]:
     """Induction-head score and per-head prefix-matching and copying scores."""
-    L, n = int(cfg["segment_len"]), int(cfg["head_sequences"])
+    L, n = cfg.segment_len, cfg.head_sequences
     tokens = repeated_random_sequences(n, L, gen.vocab.ids("copy"), gen.vocab.bos, seed)
     scores = head_scores(model, tokens)
     best = induction_head_score(scores)
@@ -160,17 +134,17 @@ def head_rows(model: GPT, gen: CorpusGenerator, cfg: dict, seed: int) -> list[tu
     return rows
 
 
-def icl_vs_gd_rows(model: GPT, gen: CorpusGenerator, cfg: dict, seed: int) -> list[tuple]:
-    k, top_k, n_labels = int(cfg["icl_shots"]), int(cfg["top_k"]), gen.vocab.n_labels
+def icl_vs_gd_rows(model: GPT, gen: CorpusGenerator, cfg: ProbesConfig, seed: int) -> list[tuple]:
+    k, top_k, n_labels = cfg.icl_shots, cfg.top_k, gen.vocab.n_labels
     table = icl_vs_gd(
         model,
         gen,
         shots=k,
-        n_episodes=int(cfg["icl_episodes"]),
-        n_orders=int(cfg["icl_orders"]),
-        steps=int(cfg["finetune_steps"]),
-        lr_gd=float(cfg["lr_gd"]),
-        lr_adam=float(cfg["lr_adam"]),
+        n_episodes=cfg.icl_episodes,
+        n_orders=cfg.icl_orders,
+        steps=cfg.finetune_steps,
+        lr_gd=cfg.lr_gd,
+        lr_adam=cfg.lr_adam,
         seed=seed,
         top_k=top_k,
     )
@@ -181,14 +155,16 @@ def icl_vs_gd_rows(model: GPT, gen: CorpusGenerator, cfg: dict, seed: int) -> li
     ]
 
 
-def memorization_rows(model: GPT, gen: CorpusGenerator, cfg: dict, seed: int) -> list[tuple]:
+def memorization_rows(
+    model: GPT, gen: CorpusGenerator, cfg: ProbesConfig, seed: int
+) -> list[tuple]:
     rows = []
     for family, name in (("facts", "fact"), ("in_weights", "in_weights")):
         out = recall_likelihood(model, gen, family)
         rows.append((f"{name}_logprob", -1, out["logprob"], out["chance_logprob"], out["n_items"]))
         rows.append((f"{name}_rank", -1, out["rank"], out["chance_rank"], out["n_items"]))
-    control = zero_shot_format(model, gen, int(cfg["format_queries"]), seed)
-    n_queries, n_keys, size = int(cfg["format_queries"]), gen.vocab.n_facts, gen.vocab.size
+    control = zero_shot_format(model, gen, cfg.format_queries, seed)
+    n_queries, n_keys, size = cfg.format_queries, gen.vocab.n_facts, gen.vocab.size
     rows.append(("format_accuracy", -1, control["accuracy"], control["chance"], control["n_items"]))
     rows.append(
         ("format_accuracy_icl", -1, control["icl_query"], gen.vocab.n_labels / size, n_queries)
@@ -200,7 +176,11 @@ def memorization_rows(model: GPT, gen: CorpusGenerator, cfg: dict, seed: int) ->
 
 
 def probe_scores(
-    model: GPT, corpus: dict, probe_cfg: dict, run_id: str, timings: dict | None = None
+    model: GPT,
+    corpus: dict,
+    probe_cfg: ProbesConfig | Mapping,
+    run_id: str,
+    timings: dict | None = None,
 ) -> pd.DataFrame:
     """Every end-of-run probe of ``model`` in the scores table's long format.
 
@@ -210,8 +190,8 @@ def probe_scores(
         The trained model (left unchanged, in eval mode).
     corpus : dict
         The stored corpus (``training.data.corpus.build_corpus``).
-    probe_cfg : dict
-        The probes' settings, keys ``PROBE_KEYS`` (module docstring).
+    probe_cfg : ProbesConfig or mapping
+        The probes' settings (config ``probes``; a mapping is checked against the schema).
     run_id : str
     timings : dict, optional
         Filled with the wall seconds of each probe (hessian, sam, fisher, heads,
@@ -223,7 +203,7 @@ def probe_scores(
         Columns run_id, measure, shots, value, chance, n_items (``preregistration.tables``
         SCORES); one row per measure of the module docstring's table.
     """
-    check_probe_cfg(probe_cfg)
+    probe_cfg = block_config(ProbesConfig, probe_cfg, "probe config")
     model.eval()
     gen = CorpusGenerator(corpus["data_cfg"], seq_len=corpus["block_size"] + 1)
     seed = int(corpus["data_cfg"]["seed"]) + PROBE_SEED_OFFSET

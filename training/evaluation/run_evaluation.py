@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
 
 from preregistration.tables import write_table
+from training.config import StudyConfig, study_config
 
 # table of each output of a language run's evaluation (preregistration.tables)
 LANGUAGE_TABLES = {"scores": "scores", "probes": "scores", "lm_eval": "lm_eval"}
@@ -30,7 +32,7 @@ def evaluate_language_run(
     corpus: str | Path,
     synthetic: str | Path,
     data_dir: str | Path,
-    config: dict,
+    config: StudyConfig | Mapping,
     run_id: str,
 ) -> tuple[dict[str, pd.DataFrame], dict[str, float]]:
     """Scores, probes and lm-eval tables of one language run, and seconds per measure.
@@ -57,19 +59,20 @@ def evaluate_language_run(
     from training.evaluation.probes import probe_scores
     from training.evaluation.scores import score_model
 
+    config = study_config(config)
     loaded = load_corpus(corpus)
     same = str(synthetic) == str(corpus)
     synthetic_corpus = loaded if same else load_corpus(synthetic)
     model, tokenizer = load_checkpoint(checkpoint, synthetic)
-    if config.get("device") == "cuda":
+    if config.device == "cuda":
         model = model.cuda()
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    scores = score_model(model, loaded, config["evaluate"], run_id)
+    scores = score_model(model, loaded, config.evaluate, run_id)
     timings["scores"] = time.perf_counter() - start
-    probes = probe_scores(model, synthetic_corpus, config["probes"], run_id, timings)
+    probes = probe_scores(model, synthetic_corpus, config.probes, run_id, timings)
     start = time.perf_counter()
-    lm_eval = lm_eval_scores(model, tokenizer, data_dir, config["lm_eval"]["tasks"], run_id)
+    lm_eval = lm_eval_scores(model, tokenizer, data_dir, config.lm_eval.tasks, run_id)
     timings["lm_eval"] = time.perf_counter() - start
     return {"scores": scores, "probes": probes, "lm_eval": lm_eval}, timings
 
@@ -86,7 +89,9 @@ def write_language_evaluation(
         print(table.to_string(index=False), file=sys.stderr)
 
 
-def score_regression_run(checkpoint: str | Path, config: dict, run_id: str) -> pd.DataFrame:
+def score_regression_run(
+    checkpoint: str | Path, config: StudyConfig | Mapping, run_id: str
+) -> pd.DataFrame:
     """The scores table of one run of the in-context regression family.
 
     ``config`` is the resolved study config; the run's task is the registered one of
@@ -99,19 +104,20 @@ def score_regression_run(checkpoint: str | Path, config: dict, run_id: str) -> p
     from training.regression.scores import score_regression
     from training.regression.task import FAMILY, RegressionTask, family_config
 
+    config = study_config(config)
     ckpt = load_plain(checkpoint, "checkpoint")
     arm = ckpt["spec"]["arm"]
-    run_cfg = family_config(config, load_plan(config["plan"]), arm, config["plan"])
-    if run_cfg.get("family") != FAMILY:
+    run_cfg = family_config(config, load_plan(config.plan), arm, config.plan)
+    if not run_cfg.is_regression:
         raise SystemExit(
             f"{checkpoint}: arm {arm!r} is not of the {FAMILY} family; language runs are "
             "evaluated by evaluate_language_run"
         )
     model = RegressionGPT(RegressionConfig(**ckpt["gpt_config"]))
     model.load_state_dict(ckpt["model"])
-    if config.get("device") == "cuda":
+    if config.device == "cuda":
         model = model.cuda()
-    return score_regression(model, RegressionTask.from_config(run_cfg["regression"]), run_id)
+    return score_regression(model, RegressionTask.from_config(run_cfg.regression), run_id)
 
 
 def write_regression_scores(scores: pd.DataFrame, path: str | Path) -> None:

@@ -8,10 +8,13 @@ chance is 1 / (family size).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 import torch
 
+from training.config import EvaluateConfig, block_config
 from training.data.corpus import CorpusGenerator
 from training.model import GPT
 from training.task_family import validation_loss
@@ -50,20 +53,23 @@ def induction_score(model: GPT, gen: CorpusGenerator, n: int, seed: int) -> floa
     return float(per_token[first].mean() - per_token[repeat].mean())
 
 
-def score_model(model: GPT, corpus: dict, eval_cfg: dict, run_id: str) -> pd.DataFrame:
+def score_model(
+    model: GPT, corpus: dict, eval_cfg: EvaluateConfig | Mapping, run_id: str
+) -> pd.DataFrame:
     """All scores of one model as a tidy table (preregistration.tables SCORES).
 
     Its run-level summaries (ICL AUC, memorization, ...) are
     ``preregistration.scores.summarize_scores``.
     """
+    eval_cfg = block_config(EvaluateConfig, eval_cfg)
     model.eval()
     data_cfg = corpus["data_cfg"]
     gen = CorpusGenerator(data_cfg, seq_len=corpus["block_size"] + 1)
     seed = int(data_cfg["seed"]) + EVAL_SEED_OFFSET
     labels, values = gen.vocab.ids("labels"), gen.vocab.ids("values")
     max_shots = (corpus["block_size"] - 2) // 2
-    shots = [k for k in eval_cfg["shots"] if k <= max_shots]
-    n = int(eval_cfg["n_episodes"])
+    shots = [k for k in eval_cfg.shots if k <= max_shots]
+    n = eval_cfg.n_episodes
     rows = []
     for k in shots:
         inputs, targets = gen.icl_episodes(k, n, seed=seed * 1000 + k)

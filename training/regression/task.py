@@ -24,12 +24,14 @@ are ``task: {d, k_max, sigma, n_train, n_val, n_eval, seed}`` and a ``model`` bl
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 
 from preregistration.design import arm_family
 from preregistration.plan import PlanError, scale_design
+from training.config import StudyConfig
 
 FAMILY = "regression"  # plan design.arms.<arm>.family of the arms trained on this task
 TASK_KEYS = ("d", "k_max", "sigma", "n_train", "n_val", "n_eval", "seed")
@@ -149,7 +151,7 @@ def regression_validation_loss(
     return total / len(val)
 
 
-def run_config(cfg: dict, arm_block: dict, source: str = "plan") -> dict:
+def run_config(cfg: StudyConfig, arm_block: dict, source: str = "plan") -> StudyConfig:
     """The config a run of the regression family trains under, from the study config and
     the arm's registered scale block (``task`` and ``model``).
 
@@ -165,16 +167,19 @@ def run_config(cfg: dict, arm_block: dict, source: str = "plan") -> dict:
         if key not in arm_block:
             raise PlanError(f"{source}: the regression arm's scale block lacks {key!r}")
     task = RegressionTask.from_config(arm_block["task"], source)
-    model = {**cfg["model"], **arm_block["model"], "block_size": task.block_size}
-    train = {**cfg["train"], **arm_block.get("train", {})}
-    train |= {"curvature": "fisher", "curvature_proxies": []}
-    return {**cfg, "family": FAMILY, "regression": dict(arm_block["task"]), "model": model,
-            "train": train}  # fmt: skip
+    try:
+        shape = {**arm_block["model"], "block_size": task.block_size}
+        model = dataclasses.replace(cfg.model, **shape)
+        train = dataclasses.replace(cfg.train, **arm_block.get("train", {}))
+    except TypeError as err:  # a key that is no model or train setting
+        raise PlanError(f"{source}: the regression arm's scale block: {err}") from err
+    train = dataclasses.replace(train, curvature="fisher", curvature_proxies=[])
+    return dataclasses.replace(cfg, regression=dict(arm_block["task"]), model=model, train=train)
 
 
-def family_config(cfg: dict, plan: dict, arm: str, source: str = "plan") -> dict:
+def family_config(cfg: StudyConfig, plan: dict, arm: str, source: str = "plan") -> StudyConfig:
     """The config a run of ``arm`` trains under: ``run_config`` when the plan registers the
     arm with ``family: regression`` (design.arms), else ``cfg`` unchanged."""
     if arm_family(plan, arm) != FAMILY:
         return cfg
-    return run_config(cfg, scale_design(plan, cfg["scale"], source)["arms"][arm], source)
+    return run_config(cfg, scale_design(plan, cfg.scale, source)["arms"][arm], source)

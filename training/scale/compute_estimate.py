@@ -29,14 +29,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import yaml
 
 from preregistration.design import RunSpec, arm_family, expand_design
 from preregistration.plan import load_plan
+from training.config import ModelConfig, StudyConfig, read_config, study_config
 from training.model import GPT, GPTConfig
 from training.scale.paper_scale import corpus_vocab_size, job_resources, resolve_model
 
@@ -48,18 +48,18 @@ class RunCost:
     flops: float  # D * (6 N + 12 L H Q T)
 
 
-def model_params(config: dict) -> int:
+def model_params(config: StudyConfig) -> int:
     """N of the config's model, counted on the meta device (no memory, no init)."""
     with torch.device("meta"):
-        model = GPT(GPTConfig(vocab_size=corpus_vocab_size(config), **config["model"]))
+        model = GPT(GPTConfig(vocab_size=corpus_vocab_size(config), **asdict(config.model)))
     return model.n_params()
 
 
-def flops_per_token(n_params: int, model_cfg: dict) -> float:
+def flops_per_token(n_params: int, model_cfg: ModelConfig) -> float:
     """6 N + 12 L H Q T: training FLOPs per token (forward and backward)."""
-    n_layer, n_head = int(model_cfg["n_layer"]), int(model_cfg["n_head"])
-    head_dim = int(model_cfg["n_embd"]) // n_head
-    return 6.0 * n_params + 12.0 * n_layer * n_head * head_dim * int(model_cfg["block_size"])
+    n_layer, n_head = model_cfg.n_layer, model_cfg.n_head
+    head_dim = model_cfg.n_embd // n_head
+    return 6.0 * n_params + 12.0 * n_layer * n_head * head_dim * model_cfg.block_size
 
 
 def run_tokens(spec: RunSpec, block_size: int) -> int:
@@ -68,20 +68,20 @@ def run_tokens(spec: RunSpec, block_size: int) -> int:
     return max(1, spec.token_cap // per_step) * per_step
 
 
-def run_costs(config: dict, specs: list[RunSpec]) -> list[RunCost]:
-    per_token = flops_per_token(model_params(config), config["model"])
-    block = int(config["model"]["block_size"])
+def run_costs(config: StudyConfig, specs: list[RunSpec]) -> list[RunCost]:
+    per_token = flops_per_token(model_params(config), config.model)
+    block = config.model.block_size
     return [
         RunCost(s.run_id, run_tokens(s, block), run_tokens(s, block) * per_token) for s in specs
     ]
 
 
-def flops_per_gpu(config: dict, tokens_per_second: float | None, per_token: float) -> float:
+def flops_per_gpu(config: StudyConfig, tokens_per_second: float | None, per_token: float) -> float:
     """Sustained model FLOP/s of one GPU: measured, or the table's peak times its MFU."""
     if tokens_per_second is not None:
         return tokens_per_second * per_token
-    table = config.get("throughput")
-    gpu = job_resources(config, "train").get("gpu_model")
+    table = config.throughput
+    gpu = job_resources(config.as_dict(), "train").get("gpu_model")
     if not table or gpu not in table["peak_flops"]:
         raise SystemExit(
             f"no throughput for GPU model {gpu!r}: give --tokens-per-second (measured by "
@@ -90,13 +90,13 @@ def flops_per_gpu(config: dict, tokens_per_second: float | None, per_token: floa
     return float(table["peak_flops"][gpu]) * float(table["mfu"])
 
 
-def preflight_path(config: dict) -> Path:
+def preflight_path(config: StudyConfig) -> Path:
     """Where ``training.scale.preflight`` writes its JSON:
     ``<results>/preflight/preflight.json``."""
-    return Path(config["results"]) / "preflight" / "preflight.json"
+    return Path(config.results) / "preflight" / "preflight.json"
 
 
-def preflight_throughput(config: dict, path: Path) -> tuple[float | None, str]:
+def preflight_throughput(config: StudyConfig, path: Path) -> tuple[float | None, str]:
     """Tokens/s of one GPU measured by a preflight, or None and why not.
 
     The entry used is the one at the config's ``model_size``, its shape and vocabulary
@@ -107,9 +107,9 @@ def preflight_throughput(config: dict, path: Path) -> tuple[float | None, str]:
     if not path.exists():
         return None, f"no preflight JSON at {path}"
     report = json.loads(path.read_text())
-    shape = {k: config["model"][k] for k in ("n_layer", "n_head", "n_embd", "block_size")}
+    shape = {k: getattr(config.model, k) for k in ("n_layer", "n_head", "n_embd", "block_size")}
     wanted = shape | {"vocab_size": corpus_vocab_size(config)}
-    compiled = bool(config["train"].get("compile", False))
+    compiled = config.train.compile
     for entry in report["sizes"]:
         model = entry.get("model", {})
         if (
@@ -117,14 +117,14 @@ def preflight_throughput(config: dict, path: Path) -> tuple[float | None, str]:
             and entry["compile"] == compiled
             and {k: model.get(k) for k in wanted} == wanted
         ):
-            excess = (entry["logger_overhead_ratio"] - 1.0) / int(config["train"]["log_interval"])
+            excess = (entry["logger_overhead_ratio"] - 1.0) / config.train.log_interval
             return float(entry["tokens_per_second"]) / (1.0 + excess), (
                 f"throughput: measured by preflight on {report['device']} ({path})"
             )
     return None, f"the preflight JSON at {path} has no measurement of {wanted}, compile {compiled}"
 
 
-def submitted_jobs(config: dict, n_runs: int, n_language: int) -> dict[str, int]:
+def submitted_jobs(config: StudyConfig, n_runs: int, n_language: int) -> dict[str, int]:
     """The design's cluster jobs by rule (the workflow's rules without ``localrule``): a
     train job per run, an evaluate job per language-model run, a score job per run of
     another task family, the synthetic corpus, and the text shards when the config names
@@ -134,27 +134,27 @@ def submitted_jobs(config: dict, n_runs: int, n_language: int) -> dict[str, int]
         "evaluate": n_language,
         "score": n_runs - n_language,
         "corpus": 1,
-        "text_shards": 1 if config.get("text") else 0,
+        "text_shards": 1 if config.text else 0,
     }
 
 
 def report(
-    config: dict, tokens_per_second: float | None = None, preflight: Path | None = None
+    config: StudyConfig, tokens_per_second: float | None = None, preflight: Path | None = None
 ) -> str:
     """The printed estimate: model, per-run and total FLOPs, GPU-hours and job counts.
 
     The per-GPU rate is ``tokens_per_second`` when given, else the preflight JSON's at
     ``preflight`` when it has a measurement of this model, else the config's peak x MFU.
     """
-    plan = load_plan(config["plan"])
-    registered = expand_design(plan, config["scale"], config["plan"])
+    plan = load_plan(config.plan)
+    registered = expand_design(plan, config.scale, config.plan)
     # The language model's runs; another task family (regression) has its own smaller model.
     specs = [s for s in registered if arm_family(plan, s.arm) == "language"]
     n_params = model_params(config)
-    per_token = flops_per_token(n_params, config["model"])
+    per_token = flops_per_token(n_params, config.model)
     costs = run_costs(config, specs)
     total = sum(c.flops for c in costs)
-    resources = job_resources(config, "train")
+    resources = job_resources(config.as_dict(), "train")
     gpus = int(resources.get("gpu", 1))
     why, source = "no preflight JSON consulted", "throughput: given (--tokens-per-second)"
     if tokens_per_second is None and preflight is not None:
@@ -164,10 +164,10 @@ def report(
     if tokens_per_second is None:
         source = f"assumed: {rate:.4e} FLOP/s per GPU, peak x MFU from the config ({why})"
     gpu_hours = total / rate / 3600.0
-    m = config["model"]
+    m = config.model
     lines = [
-        f"scale {config['scale']}, model {config.get('model_size', '(config model)')}: "
-        f"L={m['n_layer']} H={m['n_head']} d={m['n_embd']} T={m['block_size']}, "
+        f"scale {config.scale}, model {config.model_size or '(config model)'}: "
+        f"L={m.n_layer} H={m.n_head} d={m.n_embd} T={m.block_size}, "
         f"N={n_params:,} parameters",
         f"FLOPs per token = 6N + 12LHQT = {per_token:.4e}",
         f"runs: {len(specs)}; tokens per run at most {max(c.tokens for c in costs):,} "
@@ -192,11 +192,13 @@ def report(
     return "\n".join(lines)
 
 
-def load_config(path: Path, model_size: str | None) -> dict:
-    config = yaml.safe_load(Path(path).read_text())
+def load_config(path: Path, model_size: str | None) -> StudyConfig:
+    """The typed config of ``path`` at ``model_size`` (default: the file's), its model
+    block holding that size's shape (``paper_scale.resolve_model``)."""
+    config = read_config(path)
     if model_size is not None:
         config["model_size"] = model_size
-    return resolve_model(config, str(path))
+    return study_config(resolve_model(config, str(path)), str(path))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,14 +12,14 @@ model of its own (:func:`job_resources`).
 from __future__ import annotations
 
 import shlex
+from collections.abc import Mapping
 
 from preregistration.plan import scale_design
 
+# ConfigError: also keys that disagree with each other or with the plan
+from training.config import ConfigError, StudyConfig, study_config
+
 SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "block_size")
-
-
-class ConfigError(ValueError):
-    """A config whose keys disagree with each other or with the plan."""
 
 
 def resolve_model(config: dict, source: str = "config") -> dict:
@@ -43,7 +43,7 @@ def resolve_model(config: dict, source: str = "config") -> dict:
     return config | {"model": dict(config.get("model") or {}) | shape}
 
 
-def corpus_vocab_size(config: dict) -> int:
+def corpus_vocab_size(config: StudyConfig | Mapping) -> int:
     """Token ids of the corpus: the synthetic suites' ids, then the BPE vocabulary if any.
 
     The synthetic suites keep their ids (0 = BOS, training/data/corpus.py's ``Vocab``) so the
@@ -52,9 +52,9 @@ def corpus_vocab_size(config: dict) -> int:
     """
     from training.data.corpus import vocab_from_config  # torch: not for the workflow's start-up
 
-    synthetic = vocab_from_config(config["data"]).size
-    text = config.get("text")
-    return synthetic + (int(text["vocab_size"]) if text else 0)
+    config = study_config(config)
+    synthetic = vocab_from_config(config.data).size
+    return synthetic + (config.text.vocab_size if config.text else 0)
 
 
 def check_registered(config: dict, plan: dict, source: str, plan_source: str) -> None:
@@ -127,7 +127,7 @@ def launcher_command(config: dict, python: str, family: str = "language") -> str
     """The training launcher: ``python`` means ``python`` (the interpreter running
     Snakemake); ``{gpus}`` in a torchrun line becomes the GPU count of a train job of
     a run of ``family``."""
-    launcher = config.get("launcher", "python")
+    launcher = config["launcher"]
     if launcher == "python":
         return shlex.quote(python)
     gpus = job_resources(config, "train", family).get("gpu", 1)

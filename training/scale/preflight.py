@@ -37,6 +37,7 @@ build), so the whole script runs in seconds and its test keeps it from rotting.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -50,6 +51,7 @@ from gradnoise import NoiseLogger
 from preregistration.design import arm_family, expand_design
 from preregistration.plan import load_plan
 from training.batches import forward_chunk
+from training.config import StudyConfig
 from training.model import GPT, GPTConfig, lm_loss
 from training.model_setup import checkpoint_activations, make_optimizer
 from training.run_setup import logged_proxies
@@ -71,21 +73,24 @@ CPU_DIVISORS = {"n_layer": 12, "n_head": 8, "n_embd": 32, "block_size": 16, "voc
 def size_setup(config_path: Path, size: str | None, cpu: bool) -> dict:
     """What a train job of ``size`` builds: model config, vocabulary, K, m and the pass size."""
     sized = load_config(config_path, size)
-    model_cfg = dict(sized["model"])
+    model_cfg = sized.model
     vocab = corpus_vocab_size(sized)
-    train_cfg = sized["train"]
-    n_micro = int(train_cfg["n_micro"])
-    gpus = int(job_resources(sized, "train").get("gpu", 1))
-    plan = load_plan(sized["plan"])
+    train_cfg = sized.train
+    n_micro = train_cfg.n_micro
+    gpus = int(job_resources(sized.as_dict(), "train").get("gpu", 1))
+    plan = load_plan(sized.plan)
     largest = max(
         s.global_batch
-        for s in expand_design(plan, sized["scale"], sized["plan"])
+        for s in expand_design(plan, sized.scale, sized.plan)
         if arm_family(plan, s.arm) == "language"
     )
     micro = max(1, largest // (n_micro * gpus))
     if cpu:
-        for key in ("n_layer", "n_head", "n_embd", "block_size"):
-            model_cfg[key] = max(1, int(model_cfg[key]) // CPU_DIVISORS[key])
+        shrunk = {
+            key: max(1, getattr(model_cfg, key) // CPU_DIVISORS[key])
+            for key in ("n_layer", "n_head", "n_embd", "block_size")
+        }
+        model_cfg = dataclasses.replace(model_cfg, **shrunk)
         vocab = max(2, vocab // CPU_DIVISORS["vocab_size"])
     return {
         "size": size or "(config model)",
@@ -98,10 +103,10 @@ def size_setup(config_path: Path, size: str | None, cpu: bool) -> dict:
     }
 
 
-def device_peak_flops(config: dict, device_name: str) -> float | None:
+def device_peak_flops(config: StudyConfig, device_name: str) -> float | None:
     """bf16 dense peak FLOP/s of the device: the config's ``throughput.peak_flops`` entry whose
     key occurs in the device's name (``a100`` in "NVIDIA A100-SXM4-80GB"); None if none does."""
-    table = (config.get("throughput") or {}).get("peak_flops") or {}
+    table = (config.throughput or {}).get("peak_flops") or {}
     name = device_name.lower()
     hits = [float(v) for k, v in table.items() if str(k).lower() in name]
     return max(hits) if hits else None
@@ -111,8 +116,10 @@ def build(setup: dict, device: torch.device, compiled: bool, streaming: bool):
     """Model, compiled or plain forward, optimizer and logger, as ``train_run`` builds them."""
     train_cfg = setup["train_cfg"]
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=setup["vocab_size"], **setup["model_cfg"])).to(device)
-    if train_cfg.get("activation_checkpointing", False):
+    model = GPT(
+        GPTConfig(vocab_size=setup["vocab_size"], **dataclasses.asdict(setup["model_cfg"]))
+    ).to(device)
+    if train_cfg.activation_checkpointing:
         checkpoint_activations(model)
     backend = "inductor" if device.type == "cuda" else "aot_eager"
     if compiled:
@@ -124,10 +131,10 @@ def build(setup: dict, device: torch.device, compiled: bool, streaming: bool):
         optimizer,
         n_micro=setup["n_micro"],
         micro_batch_size=setup["pass_sequences"],
-        log_interval=int(train_cfg["log_interval"]),
-        curvature=train_cfg.get("curvature", "fisher"),
+        log_interval=train_cfg.log_interval,
+        curvature=train_cfg.curvature,
         proxies=logged_proxies(train_cfg, "batch_sweep"),
-        curvature_probes=int(train_cfg.get("curvature_probes", 1)),
+        curvature_probes=train_cfg.curvature_probes,
         streaming=streaming,
     )
     return model, forward, optimizer, logger
@@ -157,9 +164,9 @@ def train_step(step, log, model, forward, optimizer, logger, batches, autocast, 
 def measure(setup: dict, device: torch.device, compiled: bool, dtype: str, steps: int, warmup: int):
     """Seconds and peak memory of ``steps`` steps without logging, then ``steps`` with."""
     train_cfg = setup["train_cfg"]
-    streaming = bool(train_cfg.get("pne_streaming", False))
+    streaming = train_cfg.pne_streaming
     model, forward, optimizer, logger = build(setup, device, compiled, streaming)
-    block = int(setup["model_cfg"]["block_size"])
+    block = setup["model_cfg"].block_size
     gen = torch.Generator().manual_seed(0)
     shape = (setup["pass_sequences"], block + 1)
     batches = [
@@ -168,7 +175,7 @@ def measure(setup: dict, device: torch.device, compiled: bool, dtype: str, steps
     ]
     enabled = dtype == "bfloat16"
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if enabled else nullcontext()
-    grad_clip = float(train_cfg["grad_clip"])
+    grad_clip = train_cfg.grad_clip
     args = (model, forward, optimizer, logger, batches, autocast, grad_clip)
     start = time.perf_counter()
     for step in range(1, warmup + 1):  # step 1 logs: the logger's integral starts there
@@ -209,8 +216,8 @@ def size_record(setup, config, device, device_name, compiled, dtype, steps, warm
             None if not compiled else "inductor" if device.type == "cuda" else "aot_eager"
         ),
         "autocast": dtype if dtype == "bfloat16" else "off",
-        "activation_checkpointing": bool(setup["train_cfg"].get("activation_checkpointing", False)),
-        "model": setup["model_cfg"] | {"vocab_size": setup["vocab_size"]},
+        "activation_checkpointing": setup["train_cfg"].activation_checkpointing,
+        "model": dataclasses.asdict(setup["model_cfg"]) | {"vocab_size": setup["vocab_size"]},
         "n_micro": setup["n_micro"],
         "micro_batch": setup["micro_batch"],
         "pass_sequences": setup["pass_sequences"],
@@ -279,13 +286,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.compile not in settings or args.steps < 1 or args.warmup < 1:
         parser.error("--compile is off, on or off,on; --steps and --warmup at least 1")
     config = load_config(args.config, None)
-    torch.set_num_threads(args.threads or int(config.get("threads_per_run", 1)))
+    torch.set_num_threads(args.threads or config.threads_per_run)
     gpus = torch.cuda.device_count()
     device = torch.device("cuda", 0) if gpus else torch.device("cpu")
     name = torch.cuda.get_device_name(0) if gpus else f"CPU ({os.cpu_count()} cores)"
-    dtype = config.get("dtype", "float32") if gpus else "float32"
-    sizes = list(config.get("models") or [None])
-    shrink = not gpus and bool(config.get("models"))  # a CPU config's model runs as it is
+    dtype = config.dtype if gpus else "float32"
+    sizes = list(config.models or [None])
+    shrink = not gpus and bool(config.models)  # a CPU config's model runs as it is
     started, records = time.perf_counter(), []
     for size in sizes:
         setup = size_setup(args.config, size, cpu=shrink)

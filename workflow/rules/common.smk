@@ -140,9 +140,10 @@ def get_run_resources(rule):
     return {key: per_run(key) for key in next(iter(by_family.values()), {})}
 
 
-# Keys of how the workflow lays out its jobs, not of what a run does: left out of the
-# config a run records (its meta.json), which is the same whichever layout made it.
-LAYOUT_KEYS = ("one_job_per_run",)
+# Keys of how the workflow lays out its jobs, not of what a run does: left out of the jobs'
+# command lines and of the config a run records (its meta.json, StudyConfig.run_record),
+# which are then the same whichever layout made the run.
+from training.config import LAYOUT_KEYS  # noqa: E402
 
 
 def get_config_json(wildcards=None):

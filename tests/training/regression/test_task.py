@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 
 from preregistration.design import expand_design
 from preregistration.plan import PlanError, load_plan
 from preregistration.scores import regression_summaries
 from tests.conftest import REPO
+from training.config import load_config
 from training.regression.scores import STEMS
 from training.regression.task import RegressionTask, family_config, prompt_tokens
 from training.train import train_run
@@ -77,8 +77,8 @@ def test_icl_area_is_one_at_bayes_ridge_and_zero_at_the_prior_mean():
 
 @pytest.fixture(scope="module")
 def smoke_regression():
-    cfg = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
-    plan = load_plan(REPO / cfg["plan"])
+    cfg = load_config(REPO / "config/smoke.yaml")
+    plan = load_plan(REPO / cfg.plan)
     spec = next(s for s in expand_design(plan, "smoke") if s.arm == "regression_sweep")
     return family_config(cfg, plan, spec.arm), spec
 
@@ -88,7 +88,7 @@ def test_a_regression_run_trains_through_the_trainer_with_the_pne_logger(smoke_r
     cfg, spec = smoke_regression
     spec = spec.__class__(**{**spec.__dict__, "target_val_loss": 1e-6, "token_cap": 10 * 4 * 12})
     model, result = train_run(spec, cfg, None, show_progress=False)
-    task = RegressionTask.from_config(cfg["regression"])
+    task = RegressionTask.from_config(cfg.regression)
     assert model.read_in.in_features == task.d + 1 and model.read_out.out_features == 1
     trace = result.trace
     assert result.status == "token_cap" and result.steps == 10
@@ -105,7 +105,7 @@ def test_score_rows_cover_every_stem_and_shot(smoke_regression):
     from training.regression.scores import score_regression
 
     cfg, spec = smoke_regression
-    task = RegressionTask.from_config(cfg["regression"])
+    task = RegressionTask.from_config(cfg.regression)
     model, _ = train_run(spec, cfg, None, show_progress=False)
     scores = score_regression(model, task, spec.run_id)
     assert len(scores) == len(STEMS) * task.k_max
@@ -123,8 +123,9 @@ def test_the_regression_arm_expands_with_its_own_registered_target_and_config():
     assert {(s.target_val_loss, s.token_cap, s.lr_peak) for s in specs} == {
         (block["target_val_loss"], block["token_cap"], block["lr_base"])
     }
-    cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    cfg = load_config(REPO / "config/config.yaml")
     run_cfg = family_config(cfg, plan, "regression_sweep")
-    assert run_cfg["model"]["block_size"] == 2 * block["task"]["k_max"]
-    assert run_cfg["train"]["curvature_proxies"] == [] and run_cfg["train"]["n_micro"] == 4
+    assert run_cfg.model.block_size == 2 * block["task"]["k_max"]
+    assert run_cfg.train.curvature_proxies == [] and run_cfg.train.n_micro == 4
+    assert run_cfg.is_regression and run_cfg.regression == block["task"]
     assert family_config(cfg, plan, "batch_sweep") is cfg

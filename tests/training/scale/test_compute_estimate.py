@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -90,8 +91,8 @@ def test_estimated_jobs_are_the_ones_the_cluster_dry_run_submits(cluster_dry_run
         if rule not in ("all", "total") and "localrule: True" not in blocks[rule]
     }  # fmt: skip
     config = load_config(REPO / "config/gpu.yaml", None)
-    plan = load_plan(REPO / config["plan"])
-    registered = expand_design(plan, config["scale"])
+    plan = load_plan(REPO / config.plan)
+    registered = expand_design(plan, config.scale)
     language = [s for s in registered if arm_family(plan, s.arm) == "language"]
     expected = submitted_jobs(config, len(registered), len(language))
     assert submitted == {rule: n for rule, n in expected.items() if n}
@@ -119,8 +120,8 @@ def preflight_json(config: dict, path: Path, tokens_per_second: float, ratio: fl
     model, compile off, and one of a shrunken shape that must not be used."""
     from training.scale.paper_scale import corpus_vocab_size
 
-    shape = {k: config["model"][k] for k in ("n_layer", "n_head", "n_embd", "block_size")}
-    entry = {"size": config["model_size"], "compile": False, "logger_overhead_ratio": ratio,
+    shape = {k: getattr(config.model, k) for k in ("n_layer", "n_head", "n_embd", "block_size")}
+    entry = {"size": config.model_size, "compile": False, "logger_overhead_ratio": ratio,
              "model": shape | {"vocab_size": corpus_vocab_size(config)},
              "tokens_per_second": tokens_per_second}  # fmt: skip
     shrunk = entry | {"model": entry["model"] | {"n_layer": 2}, "tokens_per_second": 1.0}
@@ -133,13 +134,13 @@ def test_estimate_uses_a_preflight_measurement_of_the_same_model(monkeypatch, tm
     """GPU-hours at the preflight's tokens/s, its logger overhead spread over log_interval
     steps: rate = 20,000 / (1 + (1.5 - 1) / 100) tokens/s; the report names the device and file."""
     monkeypatch.chdir(REPO)
-    config = load_config(REPO / "config/gpu.yaml", None) | {"results": str(tmp_path)}
+    config = replace(load_config(REPO / "config/gpu.yaml", None), results=str(tmp_path))
     path = preflight_path(config)
     assert path == tmp_path / "preflight" / "preflight.json"
     preflight_json(config, path, tokens_per_second=20_000.0, ratio=1.5)
     text = report(config, preflight=path)
     assert f"throughput: measured by preflight on NVIDIA H200 ({path})" in text
-    rate = 20_000.0 / (1 + 0.5 / config["train"]["log_interval"])
+    rate = 20_000.0 / (1 + 0.5 / config.train.log_interval)
     assert f"= {rate:,.0f} tokens/s" in text
     plan = load_plan(REPO / "preregistration/plan.yaml")
     specs = [s for s in expand_design(plan, "gpu") if arm_family(plan, s.arm) == "language"]
@@ -149,13 +150,13 @@ def test_estimate_uses_a_preflight_measurement_of_the_same_model(monkeypatch, tm
     given = report(config, tokens_per_second=5000.0, preflight=path)
     assert "throughput: given (--tokens-per-second)" in given
     # The 1.3B model has no measurement in that JSON: assumed, and it says why.
-    other = load_config(REPO / "config/gpu.yaml", "1.3b") | {"results": str(tmp_path)}
+    other = replace(load_config(REPO / "config/gpu.yaml", "1.3b"), results=str(tmp_path))
     assert "has no measurement of" in report(other, preflight=path)
 
 
 def test_estimate_says_it_assumed_peak_times_mfu_without_a_preflight(monkeypatch, tmp_path, capsys):
     monkeypatch.chdir(REPO)
-    config = load_config(REPO / "config/gpu.yaml", None) | {"results": str(tmp_path)}
+    config = replace(load_config(REPO / "config/gpu.yaml", None), results=str(tmp_path))
     path = preflight_path(config)
     text = report(config, preflight=path)
     rate = 3.12e14 * 0.4  # A100 (the 350M train jobs' GPU) x the config's MFU

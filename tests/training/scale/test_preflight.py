@@ -15,8 +15,9 @@ import pytest
 import torch
 import yaml
 
+from training.config import ModelConfig
 from training.model import GPT, GPTConfig
-from training.scale.compute_estimate import flops_per_token
+from training.scale.compute_estimate import flops_per_token, load_config
 from training.scale.preflight import CPU_DIVISORS, device_peak_flops
 
 pytestmark = pytest.mark.slow  # the preflight script runs as a process, at every registered size
@@ -76,7 +77,7 @@ def test_preflight_numbers_are_finite_positive_and_consistent(preflight):
         for key in POSITIVE:
             assert math.isfinite(r[key]) and r[key] > 0, (r["size"], key, r[key])
         assert r["tokens_per_second"] == pytest.approx(r["tokens_per_step"] / r["step_seconds"])
-        per_token = flops_per_token(n_params, r["model"])
+        per_token = flops_per_token(n_params, ModelConfig(**model_cfg))
         assert r["peak_flops"] == NOMINAL_CPU_PEAK
         assert r["mfu"] == pytest.approx(r["tokens_per_second"] * per_token / NOMINAL_CPU_PEAK)
         # A CPU's resident-set difference is at the allocator's resolution: finite only.
@@ -106,5 +107,5 @@ def test_preflight_all_reduces_each_gradient_size(preflight):
     ],
 )
 def test_device_peak_comes_from_the_config_table(name, peak):
-    config = yaml.safe_load((REPO / "config/gpu.yaml").read_text())
+    config = load_config(REPO / "config/gpu.yaml", None)
     assert device_peak_flops(config, name) == peak
