@@ -22,7 +22,7 @@ Memory is counted in gradient copies (bytes / 4 D), by ``LiveBytes``
 included (the forward and backward passes are outside it): ``held``, the most
 gradient-sized memory (buffers of at least half the gradient) the tap holds at
 once over two logging steps, its held estimate included; ``extra``, what the
-second logging step adds over what was held before it (tests/test_pne_stream.py's
+second logging step adds over what was held before it (tests/gradnoise/test_pne_stream.py's
 measure of the streaming mode). Under 1 means parameter-sized temporaries only.
 
 Usage::

@@ -1,5 +1,5 @@
 """Ways to damage a run's files, for tests/analysis/test_damaged_inputs.py and
-tests/test_tampered_tables.py: each returns a change applied to a run's directory.
+tests/analysis/test_tampered_tables.py: each returns a change applied to a run's directory.
 
 ``clean_study`` builds the clean smoke-scale study they copy (``run_factory``: every
 registered run's files, one run diverged, one stopped at its token cap, collected

@@ -1,6 +1,6 @@
 """``gradnoise.tap.attach``: the manual logger's records from hooks; a refusal where they differ.
 
-The model and data are tests/test_pne_exact.py's (149 parameters). Equalities
+The model and data are tests/gradnoise/test_pne_exact.py's (149 parameters). Equalities
 here are up to float rounding, not sampling error: hook mode and manual mode see
 the same micro-batch gradients of the same trajectory (the hooks never change
 training), read once as increments and once as differences of ``.grad``

@@ -1,6 +1,6 @@
 """``gradnoise.tap.attach`` against exact per-example gradients, W = 1 and W = 2 DDP workers.
 
-tests/test_pne_exact.py's problem and checks (``check_against_exact``), with the
+tests/gradnoise/test_pne_exact.py's problem and checks (``check_against_exact``), with the
 logger fed by hooks: the loop has no ``no_sync``, no manual averaging and no
 logger calls, and under DDP every micro-batch backward pass all-reduces. The
 model is frozen by restoring its parameters after each step (the optimizer's
@@ -8,7 +8,7 @@ own learning rate is the schedule now, read from its parameter groups), so the
 exact per-example covariance S stays fixed while Adam's P_t moves.
 
 One worker runs T = 450 logging steps after 300 warm-up steps (fewer than
-tests/test_pne_exact.py's 600 and 500): its guards are evaluated for this T
+tests/gradnoise/test_pne_exact.py's 600 and 500): its guards are evaluated for this T
 (``STEPS`` set to T), so each check first asserts that its bias plus four
 predicted standard errors fit in the 3 % tolerance (the trace's per-step 8 %
 becomes 0.38 % over T = 450; B_simple, 14 % per step, needs T > 410); after 300

@@ -10,7 +10,7 @@ columns the callback sends to Lightning's loggers must be those records.
 
 With two gloo workers (Lightning's ``ddp`` strategy in processes this test spawns, as
 torchrun would) the reference is the manual mode with W = 2 as the study's trainer drives
-it (``tests/test_pne_exact.py``): each worker takes the examples, in the order, that
+it (``tests/gradnoise/test_pne_exact.py``): each worker takes the examples, in the order, that
 Lightning's ``DistributedSampler`` gives it (shuffled, seed 0, every second example of
 the permutation), runs its K micro-batches under ``no_sync`` and averages the gradients
 over the workers itself.

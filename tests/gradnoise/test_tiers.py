@@ -1,7 +1,7 @@
 """``attach(..., tier=...)``: economy against the exact formula, standard against today's records.
 
 Economy (``gradnoise.estimation.norm_form``) estimates Tr(P C P) / B and B_simple at
-every step from squared norms under P_{t-1}. On tests/test_pne_exact.py's problem
+every step from squared norms under P_{t-1}. On tests/gradnoise/test_pne_exact.py's problem
 (149 parameters, N = 8192 examples, exact per-example gradients, the model frozen
 by restoring its parameters after each step while Adam's P moves) the mean over
 T = 300 steps is compared with the exact value under the same P_{t-1}. P_{t-1}
@@ -22,7 +22,7 @@ worker's unscaled records to float rounding.
 Standard (``gradnoise.estimation.welford``) must give today's hook records (the K + 1
 row mode, ``streaming=False``) to 1e-5, columns other than spectrum and tail index,
 which are NaN. Memory: gradient-sized buffers counted with ``LiveBytes`` around every
-hook call, as tests/test_pne_stream.py counts the logger's calls.
+hook call, as tests/gradnoise/test_pne_stream.py counts the logger's calls.
 """
 
 from __future__ import annotations

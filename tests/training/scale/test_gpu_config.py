@@ -100,7 +100,7 @@ def test_resources_and_launcher_follow_the_model_size(gpu_config):
 def test_cluster_dry_run_lists_gpu_jobs_with_torchrun(cluster_dry_run):
     """`snakemake --profile cluster -n` on a clean checkout: every registered run is a
     train job; a language run's has the 1.3B size's GPUs, launched by torchrun with one
-    process per GPU (a regression run's: tests/test_job_layout.py)."""
+    process per GPU (a regression run's: tests/workflow/test_job_layout.py)."""
     blocks = re.findall(r"rule train:\n(.*?)\n\n", cluster_dry_run, flags=re.S)
     plan = load_plan(REPO / "preregistration/plan.yaml")
     assert len(blocks) == len(expand_design(plan, "gpu"))

@@ -13,7 +13,7 @@ logger refreshes P_t at every logging step and every r-th step
 (``NoiseLogger(precond_interval=r)``, default 4) and reuses the latest traces in
 between: Adam's P moves on the time scale 1 / (1 - beta2) >= 20 steps, so P at
 most r - 1 = 3 steps old changes the integral by well under 1 % (measured:
-tests/test_pne_stride.py), at a quarter of the per-step cost. Holding
+tests/training/test_pne_stride.py), at a quarter of the per-step cost. Holding
 the scalar trace instead would hold P as well; Adam's P changes fastest early
 (at step 1 it is 1/|g_1|, about 10^4 times its later values), which made the
 held-trace integral mostly an artefact of the stride. What is held is only the

@@ -27,7 +27,7 @@ from preregistration.design import expand_design
 from preregistration.plan import decide, load_plan
 from preregistration.tables import columns, read_table, write_table
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PLAN = ROOT / "preregistration" / "plan.yaml"
 # stem -> the contract its CSV is read back through
 TABLES = {"h1": "h1", "t1_confirmatory": "tests", "t2_inventory": "inventory",

@@ -19,7 +19,7 @@ import pytest
 
 pytestmark = pytest.mark.slow  # every test starts a server and client processes
 
-WARM_START = Path(__file__).resolve().parents[1] / "workflow" / "warm_start.py"
+WARM_START = Path(__file__).resolve().parents[2] / "workflow" / "warm_start.py"
 MARKER = "xml.dom.minidom"  # imported by the server only: in a job's sys.modules iff forked
 
 JOB = f"""

@@ -1,6 +1,6 @@
 """The P-NE logger sees injected noise: logged P-NE = exact expectation (sampling + injected).
 
-As in tests/test_pne_exact.py: a model small enough for exact per-example
+As in tests/gradnoise/test_pne_exact.py: a model small enough for exact per-example
 gradients (``torch.func.vmap(grad)``), frozen (the optimizer's learning rate is
 0, the logger gets a non-zero schedule), so the exact per-example covariance S
 (unbiased, 1 / (N - 1)) is fixed while Adam's second moment, hence P_t, moves
@@ -11,7 +11,7 @@ the exact expectation is
 
 with P the step's logged preconditioner. Tolerance: the sampling part's
 per-step relative standard error is about sqrt(2 / ((n - 1) r_eff)) (8 % with
-n = 16 micro-batches, r_eff ~ 19, tests/test_pne_exact.py) and the injected part
+n = 16 micro-batches, r_eff ~ 19, tests/gradnoise/test_pne_exact.py) and the injected part
 is exact, so the mean over 200 logging steps is within 0.6 % and 3 % is five
 standard errors. The integral int P-NE is checked the same way.
 """

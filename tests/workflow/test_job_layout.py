@@ -25,7 +25,7 @@ from preregistration.design import arm_family, expand_design
 from preregistration.plan import load_plan
 from training.scale.paper_scale import ConfigError, job_resources, launcher_command
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 SCHEMA = str(REPO / "workflow/schemas/config.schema.yaml")
 PLAN = load_plan(REPO / "preregistration/plan.yaml")

@@ -16,7 +16,8 @@ arrive (``gradnoise.estimation.micro_stream``). Checked here:
 
 The exact per-example formula (W = 1 and W = 2 gloo), the injected noise's exact
 covariance and DDP equality are checked in both modes by the parametrized
-tests/test_pne_exact.py, tests/test_noise_logger.py and tests/test_pne_ddp.py.
+tests/gradnoise/test_pne_exact.py, tests/gradnoise/test_noise_logger.py and
+tests/gradnoise/test_pne_ddp.py.
 """
 
 from __future__ import annotations

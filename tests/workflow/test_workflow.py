@@ -18,7 +18,7 @@ from preregistration.design import expand_design
 from preregistration.plan import load_plan
 from preregistration.tables import read_table
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 

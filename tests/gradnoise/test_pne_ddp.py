@@ -30,7 +30,7 @@ SETTINGS = {
     "proxies": ("ggn", "true_fisher", "hessian"),
 }
 # Probes through the logits are drawn per position: W = 2 draws other probes for the same
-# examples than W = 1, so these agree in expectation only (tests/test_pne_curvature.py).
+# examples than W = 1, so these agree in expectation only (tests/gradnoise/test_pne_curvature.py).
 SAMPLED = ("ggn", "true_fisher")
 
 

@@ -33,7 +33,7 @@ from preregistration.plan import (
 )
 from preregistration.plan_doc import check_markdown, write_markdown
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PLAN = REPO / "preregistration" / "plan.yaml"
 
 

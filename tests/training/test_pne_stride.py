@@ -30,7 +30,7 @@ from preregistration.tables import columns
 from training.data import build_corpus
 from training.train import train_run
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 STEPS, BATCH, N_MICRO, STRIDE, TOLERANCE = 60, 8, 8, 5, 0.05
 
 

@@ -1,6 +1,6 @@
 """B_simple as a ratio of means, against the exact noise scale (issue 8, item 4).
 
-The model and data of ``tests/test_pne_exact.py`` (every per-example gradient
+The model and data of ``tests/gradnoise/test_pne_exact.py`` (every per-example gradient
 exact, parameters frozen), at a small batch B = 32 where one step's ratio
 Tr(C_hat) / |G|^2_hat is biased upwards: E[1/X] > 1/E[X] for the noisy
 denominator. The run's ``b_simple_run`` (step sums of numerator and

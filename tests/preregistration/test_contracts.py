@@ -28,7 +28,7 @@ from preregistration.tables import (
     write_table,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PLAN = REPO / "preregistration" / "plan.yaml"
 
 

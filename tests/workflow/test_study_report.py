@@ -31,7 +31,7 @@ from analysis.report.pages import (
 from analysis.report.study_tables import markdown
 from preregistration.tables import write_table
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # Figure -> the report category it belongs to (the hypothesis it bears on).
 FIGURES = {

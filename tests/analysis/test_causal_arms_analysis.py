@@ -37,7 +37,7 @@ from preregistration.lock import StudyPaths
 from preregistration.plan import load_plan
 from preregistration.tables import read_table, write_table
 
-PLAN = Path(__file__).resolve().parents[1] / "preregistration" / "plan.yaml"
+PLAN = Path(__file__).resolve().parents[2] / "preregistration" / "plan.yaml"
 ALPHA = 0.05
 
 
@@ -271,7 +271,7 @@ def test_stage_times_sums_wall_time_per_arm(runs, tmp_path):
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
-        "stage_times", Path(__file__).resolve().parents[1] / "bench" / "stage_times.py"
+        "stage_times", Path(__file__).resolve().parents[2] / "bench" / "stage_times.py"
     )
     stage_times = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(stage_times)
