@@ -174,6 +174,63 @@ def final_losses(
     return loss, status
 
 
+def simulated_log_exposure(
+    specs: list,
+    design: pd.DataFrame,
+    injected: np.ndarray,
+    lr_base: float,
+    b_ref: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """log of each run's simulated integrated exposure: log(lr / lr_base) + log(B_ref / B)
+    + log 50 (an injected run at its reference's lr and B, the injection matching its
+    exposure), plus N(0, 0.1^2), plus log(1 + budget) for a phase schedule."""
+    own = {s.condition: (s.lr_peak, s.global_batch) for s in specs}
+    lr_e = np.array([own.get(getattr(s, "reference", None), (s.lr_peak, 0))[0] for s in specs])
+    b_e = np.array([own.get(getattr(s, "reference", None), (0, s.global_batch))[1] for s in specs])
+    lrs = np.array([s.lr_peak for s in specs])
+    batches = np.array([s.global_batch for s in specs], dtype=float)
+    lr_e, b_e = np.where(injected, lr_e, lrs), np.where(injected, b_e, batches)
+    log_e = np.log(lr_e / lr_base) + np.log(b_ref / b_e) + math.log(50.0)
+    log_e = log_e + 0.1 * rng.normal(size=len(specs))
+    phased = (design["phase"] != "").to_numpy()
+    return log_e + np.where(phased, np.log1p(design["pne_budget"].fillna(0.0)), 0.0)
+
+
+def seed_intercepts(
+    specs: list, sd_seed: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each run's seed intercepts of ICL and of memorization: N(0, sd_seed^2) per seed,
+    ICL's drawn first."""
+    seed_ids = sorted({s.seed for s in specs})
+    u = dict(zip(seed_ids, sd_seed * rng.normal(size=len(seed_ids)), strict=True))
+    v = dict(zip(seed_ids, sd_seed * rng.normal(size=len(seed_ids)), strict=True))
+    return np.array([u[s.seed] for s in specs]), np.array([v[s.seed] for s in specs])
+
+
+def injected_runs(design: pd.DataFrame) -> np.ndarray:
+    """Whether each run is an injected-noise run (a noise form of its own, no phase)."""
+    return design["noise_form"].isin(INJECTED_FORMS).to_numpy() & (design["phase"] == "")
+
+
+def with_arm_measures(
+    runs: pd.DataFrame, design: pd.DataFrame, ratio: np.ndarray, rng: np.random.Generator
+) -> pd.DataFrame:
+    """The simulated runs with their design columns and the measures of the arms that
+    have them: the controller's tracking error (runs with a reference), the P-NE* ratio
+    to the reference (injected runs), the realised budget (phase schedules). The
+    end-of-run evaluation measures are not simulated: missing, as for a run without them."""
+    n = len(runs)
+    injected = injected_runs(design)
+    phased = (design["phase"] != "").to_numpy()
+    controlled = (design["reference_run"] != "").to_numpy()
+    runs = pd.concat([runs, design], axis=1)
+    runs["tracking_error_median"] = np.where(controlled, rng.uniform(0.01, 0.08, size=n), np.nan)
+    runs["pne_star_ratio_reference"] = np.where(injected, ratio, np.nan)
+    runs["realised_budget"] = np.where(phased, 1 + 0.01 * rng.normal(size=n), np.nan)
+    return runs.assign(**dict.fromkeys([*PROBE_RUN_MEASURES, *LM_EVAL_RUN_MEASURES], np.nan))
+
+
 def simulate_runs(
     plan: dict,
     scale: str,
@@ -221,35 +278,25 @@ def simulate_runs(
     rng = np.random.default_rng(random_state)
     batches = np.array([s.global_batch for s in specs], dtype=float)
     lrs = np.array([s.lr_peak for s in specs])
-    lr_base = float(plan["design"]["scales"][scale]["lr_base"])
     b_ref = math.sqrt(batches.min() * batches.max())
-    own = {s.condition: (s.lr_peak, s.global_batch) for s in specs}
-    lr_e = np.array([own.get(getattr(s, "reference", None), (s.lr_peak, 0))[0] for s in specs])
-    b_e = np.array([own.get(getattr(s, "reference", None), (0, s.global_batch))[1] for s in specs])
-    injected = design["noise_form"].isin(INJECTED_FORMS).to_numpy() & (design["phase"] == "")
-    phased = (design["phase"] != "").to_numpy()
-    lr_e, b_e = np.where(injected, lr_e, lrs), np.where(injected, b_e, batches)
-    log_e = np.log(lr_e / lr_base) + np.log(b_ref / b_e) + math.log(50.0)
-    log_e = log_e + 0.1 * rng.normal(size=len(specs))
-    log_e = log_e + np.where(phased, np.log1p(design["pne_budget"].fillna(0.0)), 0.0)
-    seed_ids = sorted({s.seed for s in specs})
-    u = dict(zip(seed_ids, sd_seed * rng.normal(size=len(seed_ids)), strict=True))
-    v = dict(zip(seed_ids, sd_seed * rng.normal(size=len(seed_ids)), strict=True))
+    injected = injected_runs(design)
+    lr_base = float(plan["design"]["scales"][scale]["lr_base"])
+    log_e = simulated_log_exposure(specs, design, injected, lr_base, b_ref, rng)
+    u_run, v_run = seed_intercepts(specs, sd_seed, rng)
     plain = (design["noise_form"] == "none").to_numpy()
     centred = log_e - log_e[plain].mean() if plain.any() else log_e - log_e.mean()
     n = len(specs)
-    icl = icl_mean + icl_slope * centred + np.array([u[s.seed] for s in specs])
+    icl = icl_mean + icl_slope * centred + u_run
     icl = icl + sd_resid * rng.normal(size=n)
     icl = icl + phase_effect * design["phase"].map(PHASE_SHIFT).fillna(0.0).to_numpy()
     icl = icl + np.where(injected, design["noise_form"].map(injection_diff).fillna(0.0), 0.0)
-    mem = mem_mean + mem_slope * centred + np.array([v[s.seed] for s in specs])
+    mem = mem_mean + mem_slope * centred + v_run
     mem = mem + sd_resid * rng.normal(size=n)
     fact = mem + 0.01 * rng.normal(size=n)
     loss, status = final_losses(specs, rng, n_excluded)
     excluded = status != "reached_target"
     steps = (4000 * b_ref / batches).astype(int)
     clip = rng.uniform(0.6, 1.0, size=n)
-    controlled = (design["reference_run"] != "").to_numpy()
     ratio = np.exp(0.02 * rng.normal(size=n))
     runs = pd.DataFrame(
         {
@@ -285,10 +332,4 @@ def simulate_runs(
             "wall_time_s": rng.uniform(50, 100, size=n),
         }
     )
-    runs = pd.concat([runs, design], axis=1)
-    runs["tracking_error_median"] = np.where(controlled, rng.uniform(0.01, 0.08, size=n), np.nan)
-    runs["pne_star_ratio_reference"] = np.where(injected, ratio, np.nan)
-    runs["realised_budget"] = np.where(phased, 1 + 0.01 * rng.normal(size=n), np.nan)
-    # the end-of-run evaluation measures are not simulated: missing, as for a run without them
-    runs = runs.assign(**dict.fromkeys([*PROBE_RUN_MEASURES, *LM_EVAL_RUN_MEASURES], np.nan))
-    return validate(runs, "runs", source="simulate_runs")
+    return validate(with_arm_measures(runs, design, ratio, rng), "runs", source="simulate_runs")

@@ -166,16 +166,7 @@ def mixed_slope(
         "var_resid": np.nan,
         "method": "",
     }
-    ids = df["run_id"] if "run_id" in df else None
-    x = log_positive(df[exposure], exposure, func, ids) if len(df) else np.array([])
-    notes = []
-    cols = [x - x.mean()] if len(df) else []
-    for c in covariates:
-        z = df[c].to_numpy(dtype=float)
-        if len(z) and np.std(z) > 0:
-            cols.append((z - z.mean()) / np.std(z))
-        else:
-            notes.append(f"covariate {c} constant, left out")
+    x, cols, notes = _predictors(df, exposure, covariates, func)
     n, g, k = len(df), row["n_groups"], 1 + len(cols)
     dof = n - k - max(g - 1, 0)
     if n == 0 or np.ptp(x) == 0 or dof < 1:
@@ -185,20 +176,7 @@ def mixed_slope(
     X = np.column_stack([np.ones(n), *cols])
     groups = df[group].to_numpy()
 
-    result, problem = (None, f"only {g} seed(s)") if g < 3 else _fit_mixed(y, X, groups)
-    if result is not None:
-        slope, se = float(result.fe_params[1]), float(result.bse_fe[1])
-        row["var_group"] = float(np.asarray(result.cov_re)[0, 0])
-        row["var_resid"] = float(result.scale)
-        method = f"MixedLM (REML), random intercept per {group}; t on between-within df"
-    else:
-        dummies = pd.get_dummies(groups, drop_first=True, dtype=float).to_numpy()
-        ols = sm.OLS(y, np.column_stack([X, dummies]) if g > 1 else X).fit()
-        slope, se = float(ols.params[1]), float(ols.bse[1])
-        row["var_group"] = 0.0 if problem and problem.startswith("singular") else np.nan
-        row["var_resid"] = float(ols.scale)
-        block = f"{group} as fixed block" if g > 1 else "no block (one seed)"
-        method = f"OLS with {block} (fallback: mixed model {problem})"
+    slope, se, row["var_group"], row["var_resid"], method = _fit_slope(y, X, groups, g, group)
     t = slope / se if se > 0 else np.nan
     half = stats.t.ppf(1 - alpha / 2, dof) * se
     row |= {
@@ -212,3 +190,42 @@ def mixed_slope(
         "method": "; ".join([method, *notes]),
     }
     return pd.DataFrame([row])
+
+
+def _predictors(
+    df: pd.DataFrame, exposure: str, covariates: list[str], func: str
+) -> tuple[np.ndarray, list[np.ndarray], list[str]]:
+    """log(exposure), the centred predictor columns (log exposure, then each covariate
+    standardized) and the notes on covariates left out for being constant."""
+    ids = df["run_id"] if "run_id" in df else None
+    x = log_positive(df[exposure], exposure, func, ids) if len(df) else np.array([])
+    notes = []
+    cols = [x - x.mean()] if len(df) else []
+    for c in covariates:
+        z = df[c].to_numpy(dtype=float)
+        if len(z) and np.std(z) > 0:
+            cols.append((z - z.mean()) / np.std(z))
+        else:
+            notes.append(f"covariate {c} constant, left out")
+    return x, cols, notes
+
+
+def _fit_slope(
+    y: np.ndarray, X: np.ndarray, groups: np.ndarray, g: int, group: str
+) -> tuple[float, float, float, float, str]:
+    """Slope of column 1 of ``X`` and its SE, the group and residual variances, and the
+    method: the mixed model with a random intercept per group (``g`` groups), or, with
+    fewer than 3 groups or a failed fit, OLS with the groups as a fixed block."""
+    result, problem = (None, f"only {g} seed(s)") if g < 3 else _fit_mixed(y, X, groups)
+    if result is not None:
+        method = f"MixedLM (REML), random intercept per {group}; t on between-within df"
+        return (
+            float(result.fe_params[1]), float(result.bse_fe[1]),
+            float(np.asarray(result.cov_re)[0, 0]), float(result.scale), method,
+        )  # fmt: skip
+    dummies = pd.get_dummies(groups, drop_first=True, dtype=float).to_numpy()
+    ols = sm.OLS(y, np.column_stack([X, dummies]) if g > 1 else X).fit()
+    var_group = 0.0 if problem and problem.startswith("singular") else np.nan
+    block = f"{group} as fixed block" if g > 1 else "no block (one seed)"
+    method = f"OLS with {block} (fallback: mixed model {problem})"
+    return float(ols.params[1]), float(ols.bse[1]), var_group, float(ols.scale), method
