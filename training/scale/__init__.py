@@ -42,7 +42,7 @@ _MODULES: dict[str, tuple[str, ...]] = {
         "preflight_throughput",
         "submitted_jobs",
         "report",
-        "load_config",
+        "load_sized_config",
     ),
     "preflight": (
         "CPU_DIVISORS",

@@ -192,7 +192,7 @@ def report(
     return "\n".join(lines)
 
 
-def load_config(path: Path, model_size: str | None) -> StudyConfig:
+def load_sized_config(path: Path, model_size: str | None) -> StudyConfig:
     """The typed config of ``path`` at ``model_size`` (default: the file's), its model
     block holding that size's shape (``paper_scale.resolve_model``)."""
     config = read_config(path)
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     rate = args.tokens_per_second
     if rate is not None and not (math.isfinite(rate) and rate > 0):
         parser.error(f"--tokens-per-second must be a positive number, got {rate}")
-    config = load_config(args.config, args.model_size)
+    config = load_sized_config(args.config, args.model_size)
     preflight = args.preflight or preflight_path(config)
     print(report(config, args.tokens_per_second, preflight))
     return 0

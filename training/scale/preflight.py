@@ -55,7 +55,7 @@ from training.config import StudyConfig
 from training.model import GPT, GPTConfig, lm_loss
 from training.model_setup import checkpoint_activations, make_optimizer
 from training.run_setup import logged_proxies
-from training.scale.compute_estimate import flops_per_token, load_config, preflight_path
+from training.scale.compute_estimate import flops_per_token, load_sized_config, preflight_path
 from training.scale.paper_scale import corpus_vocab_size, job_resources
 from training.scale.preflight_devices import (
     allreduce,
@@ -72,7 +72,7 @@ CPU_DIVISORS = {"n_layer": 12, "n_head": 8, "n_embd": 32, "block_size": 16, "voc
 
 def size_setup(config_path: Path, size: str | None, cpu: bool) -> dict:
     """What a train job of ``size`` builds: model config, vocabulary, K, m and the pass size."""
-    sized = load_config(config_path, size)
+    sized = load_sized_config(config_path, size)
     model_cfg = sized.model
     vocab = corpus_vocab_size(sized)
     train_cfg = sized.train
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = {"off": [False], "on": [True], "off,on": [False, True], "on,off": [True, False]}
     if args.compile not in settings or args.steps < 1 or args.warmup < 1:
         parser.error("--compile is off, on or off,on; --steps and --warmup at least 1")
-    config = load_config(args.config, None)
+    config = load_sized_config(args.config, None)
     torch.set_num_threads(args.threads or config.threads_per_run)
     gpus = torch.cuda.device_count()
     device = torch.device("cuda", 0) if gpus else torch.device("cpu")

@@ -14,7 +14,7 @@ import pytest
 from preregistration.design import arm_family, expand_design
 from preregistration.plan import load_plan
 from training.scale.compute_estimate import (
-    load_config,
+    load_sized_config,
     main,
     model_params,
     preflight_path,
@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[3]
 
 def test_estimate_matches_a_hand_count_for_the_smoke_config(monkeypatch):
     monkeypatch.chdir(REPO)
-    config = load_config(REPO / "config/smoke.yaml", None)
+    config = load_sized_config(REPO / "config/smoke.yaml", None)
     # By hand: smoke model L=1, H=2, d=32 (Q=16), T=32; synthetic vocabulary
     # 1 BOS + 4 labels + 16 ICL items + 16 in-weights items + 8 key + 8 value + 16 copy tokens.
     vocab, d, n_layer, n_head, head_dim, T = 69, 32, 1, 2, 16, 32
@@ -90,7 +90,7 @@ def test_estimated_jobs_are_the_ones_the_cluster_dry_run_submits(cluster_dry_run
         rule: n for rule, n in counts.items()
         if rule not in ("all", "total") and "localrule: True" not in blocks[rule]
     }  # fmt: skip
-    config = load_config(REPO / "config/gpu.yaml", None)
+    config = load_sized_config(REPO / "config/gpu.yaml", None)
     plan = load_plan(REPO / config.plan)
     registered = expand_design(plan, config.scale)
     language = [s for s in registered if arm_family(plan, s.arm) == "language"]
@@ -100,7 +100,7 @@ def test_estimated_jobs_are_the_ones_the_cluster_dry_run_submits(cluster_dry_run
 
 def test_gpu_estimate_uses_the_tabled_peak_and_names_a_missing_rate(monkeypatch):
     monkeypatch.chdir(REPO)
-    config = load_config(REPO / "config/gpu.yaml", "1.3b")
+    config = load_sized_config(REPO / "config/gpu.yaml", "1.3b")
     per_gpu = 9.89e14 * 0.4  # H100 bf16 dense peak x the config's MFU
     n_params = model_params(config)
     per_token = 6 * n_params + 12 * 24 * 2048 * 1024
@@ -112,7 +112,7 @@ def test_gpu_estimate_uses_the_tabled_peak_and_names_a_missing_rate(monkeypatch)
     tokens = sum((s.token_cap // (s.global_batch * 1024)) * s.global_batch * 1024 for s in specs)
     assert f"GPU-hours: {tokens * per_token / per_gpu / 3600:,.4g} (h100)" in report(config)
     with pytest.raises(SystemExit, match="no throughput for GPU model None"):
-        report(load_config(REPO / "config/smoke.yaml", None))
+        report(load_sized_config(REPO / "config/smoke.yaml", None))
 
 
 def preflight_json(config: dict, path: Path, tokens_per_second: float, ratio: float) -> None:
@@ -134,7 +134,7 @@ def test_estimate_uses_a_preflight_measurement_of_the_same_model(monkeypatch, tm
     """GPU-hours at the preflight's tokens/s, its logger overhead spread over log_interval
     steps: rate = 20,000 / (1 + (1.5 - 1) / 100) tokens/s; the report names the device and file."""
     monkeypatch.chdir(REPO)
-    config = replace(load_config(REPO / "config/gpu.yaml", None), results=str(tmp_path))
+    config = replace(load_sized_config(REPO / "config/gpu.yaml", None), results=str(tmp_path))
     path = preflight_path(config)
     assert path == tmp_path / "preflight" / "preflight.json"
     preflight_json(config, path, tokens_per_second=20_000.0, ratio=1.5)
@@ -150,13 +150,13 @@ def test_estimate_uses_a_preflight_measurement_of_the_same_model(monkeypatch, tm
     given = report(config, tokens_per_second=5000.0, preflight=path)
     assert "throughput: given (--tokens-per-second)" in given
     # The 1.3B model has no measurement in that JSON: assumed, and it says why.
-    other = replace(load_config(REPO / "config/gpu.yaml", "1.3b"), results=str(tmp_path))
+    other = replace(load_sized_config(REPO / "config/gpu.yaml", "1.3b"), results=str(tmp_path))
     assert "has no measurement of" in report(other, preflight=path)
 
 
 def test_estimate_says_it_assumed_peak_times_mfu_without_a_preflight(monkeypatch, tmp_path, capsys):
     monkeypatch.chdir(REPO)
-    config = replace(load_config(REPO / "config/gpu.yaml", None), results=str(tmp_path))
+    config = replace(load_sized_config(REPO / "config/gpu.yaml", None), results=str(tmp_path))
     path = preflight_path(config)
     text = report(config, preflight=path)
     rate = 3.12e14 * 0.4  # A100 (the 350M train jobs' GPU) x the config's MFU

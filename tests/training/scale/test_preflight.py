@@ -17,7 +17,7 @@ import yaml
 
 from training.config import ModelConfig
 from training.model import GPT, GPTConfig
-from training.scale.compute_estimate import flops_per_token, load_config
+from training.scale.compute_estimate import flops_per_token, load_sized_config
 from training.scale.preflight import CPU_DIVISORS, device_peak_flops
 
 pytestmark = pytest.mark.slow  # the preflight script runs as a process, at every registered size
@@ -107,5 +107,5 @@ def test_preflight_all_reduces_each_gradient_size(preflight):
     ],
 )
 def test_device_peak_comes_from_the_config_table(name, peak):
-    config = load_config(REPO / "config/gpu.yaml", None)
+    config = load_sized_config(REPO / "config/gpu.yaml", None)
     assert device_peak_flops(config, name) == peak
