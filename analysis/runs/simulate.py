@@ -178,8 +178,9 @@ def simulated_log_exposure(
     specs: list,
     design: pd.DataFrame,
     injected: np.ndarray,
+    lrs: np.ndarray,
+    batches: np.ndarray,
     lr_base: float,
-    b_ref: float,
     rng: np.random.Generator,
 ) -> np.ndarray:
     """log of each run's simulated integrated exposure: log(lr / lr_base) + log(B_ref / B)
@@ -188,9 +189,8 @@ def simulated_log_exposure(
     own = {s.condition: (s.lr_peak, s.global_batch) for s in specs}
     lr_e = np.array([own.get(getattr(s, "reference", None), (s.lr_peak, 0))[0] for s in specs])
     b_e = np.array([own.get(getattr(s, "reference", None), (0, s.global_batch))[1] for s in specs])
-    lrs = np.array([s.lr_peak for s in specs])
-    batches = np.array([s.global_batch for s in specs], dtype=float)
     lr_e, b_e = np.where(injected, lr_e, lrs), np.where(injected, b_e, batches)
+    b_ref = math.sqrt(batches.min() * batches.max())
     log_e = np.log(lr_e / lr_base) + np.log(b_ref / b_e) + math.log(50.0)
     log_e = log_e + 0.1 * rng.normal(size=len(specs))
     phased = (design["phase"] != "").to_numpy()
@@ -281,7 +281,7 @@ def simulate_runs(
     b_ref = math.sqrt(batches.min() * batches.max())
     injected = injected_runs(design)
     lr_base = float(plan["design"]["scales"][scale]["lr_base"])
-    log_e = simulated_log_exposure(specs, design, injected, lr_base, b_ref, rng)
+    log_e = simulated_log_exposure(specs, design, injected, lrs, batches, lr_base, rng)
     u_run, v_run = seed_intercepts(specs, sd_seed, rng)
     plain = (design["noise_form"] == "none").to_numpy()
     centred = log_e - log_e[plain].mean() if plain.any() else log_e - log_e.mean()
