@@ -24,7 +24,7 @@ from training.regression.task import (
 )
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def validation_loss(model: torch.nn.Module, val: torch.Tensor, chunk: int = 128) -> float:
     """Mean next-token loss (nats/token) over the whole validation split."""
     model.eval()
