@@ -10,6 +10,10 @@ TEST_WORKERS ?= auto
 # The report file: report.html in the results directory the config names.
 REPORT ?= $(shell $(PY) -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["results"])' $(CONFIG))/report.html
 export PATH := $(CURDIR)/$(BIN):$(PATH)
+# Python's default: a module's bytecode is cached on its first import. Where the environment
+# turns that off, every job would compile each module it imports again (torch, pandas and
+# the rest: about 12 s a process).
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: venv reproduce test test-fast analysis report audit lock lint docs bench clean
 
@@ -21,11 +25,12 @@ $(VENV)/.installed: requirements.txt requirements-lock.txt pyproject.toml gradno
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e ./gradnoise -e .
 	@# No bytecode ahead of time: of the 2.2 GB of packages the study imports a small part, and
 	@# Python writes each imported module's bytecode on its first import (about 15 s in all,
-	@# against 80 s to compile every file ahead, or 130 s more in pip on one core).
+	@# against 50-80 s to compile every file ahead, or 130 s more in pip on one core).
 	touch $@
 
-# A server that imports torch and the run jobs' modules once; the jobs fork from it.
-WARM_START := $(PY) workflow/warm_start.py serve --
+# A server that imports torch and the run jobs' modules once; the jobs fork from it. It
+# imports the analysis jobs' modules afterwards, while the runs train.
+WARM_START := $(PY) workflow/warm_start.py serve --idle-preload-for analysis --
 # TCMalloc under the study's processes when it can be had (workflow/allocator.sh: the same
 # numbers, faster steps); PNE_ALLOCATOR=system keeps glibc's malloc.
 WITH_ALLOCATOR = LD_PRELOAD="$$(workflow/allocator.sh)"
@@ -43,11 +48,12 @@ test: venv
 test-fast: venv
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not slow"
 
-## Only the analysis, tables, figures and audit, on existing traces (no training job).
+## Only the analysis, tables, figures and audit, on existing traces (no training job); the
+## jobs fork from a warm-start server that has imported the statistics and plotting stack.
 ## Every table is rebuilt from the per-run files; a registered run whose files are missing
 ## stops it at once, naming the run and the files (workflow/rules/common.smk).
 analysis: venv
-	$(WITH_ALLOCATOR) $(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --config analysis_only=True --forceall --printshellcmds
+	$(WITH_ALLOCATOR) $(PY) workflow/warm_start.py serve --preload-for analysis -- $(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --config analysis_only=True --forceall --printshellcmds
 
 ## One self-contained HTML report of a finished study ($(REPORT)): first the missing
 ## analysis outputs and report pages (never a training job), then Snakemake's report.

@@ -7,10 +7,12 @@ process with those modules imported and runs each job in a fork of it: the job
 starts with the imports done and nothing else shared (the server runs no torch
 operation, so no thread pool or generator state is inherited).
 
-    python workflow/warm_start.py serve [--preload MODULE ...] -- COMMAND ...
+    python workflow/warm_start.py serve [--preload MODULE ... | --preload-for analysis] -- CMD ...
 
 starts the server on a Unix socket (its imports: ``--preload``, by default the
-modules of the study's run jobs), runs ``COMMAND`` (``snakemake ...``) with
+modules of the study's run jobs, or with ``--preload-for analysis`` those of its
+statistics, figure and audit jobs; ``--idle-preload-for analysis`` imports those
+afterwards, while the first jobs run), runs ``CMD`` (``snakemake ...``) with
 ``WARM_START_SOCKET`` naming the socket, stops the server when the command ends and
 exits with the command's status.
 
@@ -52,6 +54,21 @@ RUN_JOB_MODULES = (
     "lm_eval.evaluator",
     "pyarrow.parquet",
 )
+# What the statistics, figure and audit jobs import (workflow.scripts.<job>, and the
+# plotting and model-fitting modules their functions import where they use them): the
+# server's imports under ``--preload-for analysis`` (``make analysis``).
+ANALYSIS_JOB_MODULES = (
+    "workflow.scripts.collect_runs",
+    "workflow.scripts.analysis_tables",
+    "workflow.scripts.exploratory_tables",
+    "workflow.scripts.figures",
+    "workflow.scripts.exploratory_figures",
+    "workflow.scripts.audit",
+    "matplotlib.pyplot",
+    "statsmodels.formula.api",
+    "pyarrow.parquet",
+)
+PRELOADS = {"run": RUN_JOB_MODULES, "analysis": ANALYSIS_JOB_MODULES}
 _LENGTH = struct.Struct("!Q")
 _CODE = struct.Struct("!q")
 
@@ -134,11 +151,18 @@ def _exec(module: str, args: list[str]) -> None:
 # -- the server ----------------------------------------------------------------------------
 
 
-def serve(listener: socket.socket, preload: list[str]) -> None:
-    """Import ``preload``, then fork a job per connection until SIGTERM; report each status."""
+def serve(listener: socket.socket, preload: list[str], idle_preload: list[str] = ()) -> None:
+    """Import ``preload``, then fork a job per connection until SIGTERM; report each status.
+
+    ``idle_preload`` is imported one module at a time while no job is asking to start,
+    after the first jobs run: the modules of jobs that come later (``make reproduce``:
+    the analysis jobs, after the training) without delaying the first ones. A fork is
+    only ever taken between two imports, never inside one.
+    """
     sys.path[0] = os.getcwd()  # the import path of ``python -m``, not this script's folder
     for name in preload:
         importlib.import_module(name)
+    later = list(idle_preload)
     identity = _identity()
     jobs: dict[int, socket.socket] = {}
     selector = selectors.DefaultSelector()
@@ -146,7 +170,8 @@ def serve(listener: socket.socket, preload: list[str]) -> None:
     stop = []
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.append(signum))
     while not stop:
-        for key, _ in selector.select(timeout=0.2):
+        events = selector.select(timeout=0.2)
+        for key, _ in events:
             if key.fileobj is listener:
                 conn, _ = listener.accept()
                 pid = _start_job(conn, listener, identity)
@@ -158,8 +183,18 @@ def serve(listener: socket.socket, preload: list[str]) -> None:
             else:  # a client closed its connection before its job ended: end the job
                 _kill(key.data)
         _report_ended(jobs, selector)
+        if later and not events:
+            _import_quietly(later.pop(0))
     for pid in jobs:
         _kill(pid)
+
+
+def _import_quietly(name: str) -> None:
+    """Import ``name`` for later jobs; a module that fails to import is left to the job."""
+    try:
+        importlib.import_module(name)
+    except Exception as error:  # the job that needs it imports it, and fails, itself
+        print(f"warm_start: not preloaded: {name} ({error})", file=sys.stderr)
 
 
 def _kill(pid: int) -> None:
@@ -245,7 +280,7 @@ def _run_job(request: dict, fds: list[int]) -> None:
         os._exit(code)
 
 
-def serve_while(command: list[str], preload: list[str]) -> int:
+def serve_while(command: list[str], preload: list[str], idle_preload: list[str] = ()) -> int:
     """Start the server, run ``command`` with ``WARM_START_SOCKET`` set, stop the server."""
     with tempfile.TemporaryDirectory(prefix="warm_start.") as tmp:
         path = str(Path(tmp) / "socket")
@@ -256,7 +291,7 @@ def serve_while(command: list[str], preload: list[str]) -> int:
         if server == 0:
             code = 0
             try:
-                serve(listener, preload)
+                serve(listener, preload, idle_preload)
             except BaseException:
                 import traceback
 
@@ -283,8 +318,16 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="action", required=True)
     serve_parser = sub.add_parser("serve", help="run COMMAND with a warm-start server")
     serve_parser.add_argument(
-        "--preload", nargs="*", default=list(RUN_JOB_MODULES),
-        help="modules to import once (default: those of the study's run jobs)",
+        "--preload", nargs="*", default=None,
+        help="modules to import once (default: those of the jobs --preload-for names)",
+    )  # fmt: skip
+    serve_parser.add_argument(
+        "--preload-for", choices=sorted(PRELOADS), default="run",
+        help="whose modules to import: the study's run jobs (default) or its analysis jobs",
+    )  # fmt: skip
+    serve_parser.add_argument(
+        "--idle-preload-for", choices=sorted(PRELOADS), default=None,
+        help="whose modules to import afterwards, one at a time while no job is starting",
     )  # fmt: skip
     serve_parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ...")
     sub.add_parser("run", help="run -m MODULE ARGS in a fork of the server")
@@ -292,7 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("serve: give the command to run after --")
-    return serve_while(command, args.preload)
+    preload = list(PRELOADS[args.preload_for]) if args.preload is None else args.preload
+    idle = [m for m in PRELOADS.get(args.idle_preload_for, ()) if m not in preload]
+    return serve_while(command, preload, idle)
 
 
 if __name__ == "__main__":

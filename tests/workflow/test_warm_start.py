@@ -147,3 +147,40 @@ def test_forked_training_equals_a_fresh_interpreters(tmp_path: Path):
     assert forked_state.keys() == fresh_state.keys()
     for name, tensor in fresh_state.items():
         assert torch.equal(forked_state[name], tensor), name
+
+
+def test_analysis_jobs_fork_with_their_modules_imported(tmp_path: Path):
+    """``--preload-for analysis`` (make analysis): a job's fork has the statistics, figure
+    and audit jobs' modules already imported, and runs a job module as ``python -m`` does."""
+    probe = "import sys; print(sorted(m for m in sys.modules if m.startswith('workflow.scripts')))"
+    (tmp_path / "probe.py").write_text(probe)
+    command = (f"{client('workflow.scripts.audit', '--help')} > help.out && "
+               f"{client('probe')} > modules.out")  # fmt: skip
+    status = subprocess.call(
+        [sys.executable, str(WARM_START), "serve", "--preload-for", "analysis", "--",
+         "bash", "-c", command],
+        cwd=tmp_path,
+        env=os.environ | {"PYTHONPATH": str(WARM_START.parents[1])},
+    )  # fmt: skip
+    assert status == 0
+    assert "audit the study against its pre-registration" in (tmp_path / "help.out").read_text()
+    modules = (tmp_path / "modules.out").read_text()
+    for job in ("collect_runs", "analysis_tables", "exploratory_tables", "figures", "audit"):
+        assert f"workflow.scripts.{job}" in modules, modules
+
+
+def test_idle_preload_imports_the_later_jobs_modules(tmp_path: Path):
+    """``--idle-preload-for analysis`` (make reproduce): the server serves jobs at once, and
+    a job started a little later finds every analysis job's module imported."""
+    probe = "import sys; print(sum(m.startswith('workflow.scripts.') for m in sys.modules))"
+    (tmp_path / "probe.py").write_text(probe)
+    loop = (f"for i in $(seq 120); do {client('probe')} > later.out; "
+            "[ $(cat later.out) -ge 6 ] && break; sleep 0.5; done")  # fmt: skip
+    status = subprocess.call(
+        [sys.executable, str(WARM_START), "serve", "--preload", MARKER,
+         "--idle-preload-for", "analysis", "--", "bash", "-c", loop],
+        cwd=tmp_path,
+        env=os.environ | {"PYTHONPATH": str(WARM_START.parents[1])},
+    )  # fmt: skip
+    assert status == 0
+    assert int((tmp_path / "later.out").read_text()) == 6

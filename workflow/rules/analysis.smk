@@ -19,14 +19,17 @@ rule collect_runs:
     log:
         f"{RESULTS}/logs/collect_runs.log",
     params:
+        launcher=JOB_LAUNCHER,
         # <traces>/<condition>/seed<seed>/meta.json -> <traces>
         traces=lambda wildcards, input: str(Path(input.meta[0]).parents[2]),
         scale=config["scale"],
     localrule: True
     conda:
         ENV
-    script:
-        "../scripts/collect_runs.py"
+    shell:
+        "{params.launcher} -m workflow.scripts.collect_runs --traces {params.traces:q} "
+        "--plan {input.plan:q} --scale {params.scale:q} --runs {output.runs:q} "
+        "--steps {output.steps:q} --scores {output.scores:q} 2> {log:q}"
 
 
 rule analysis_tables:
@@ -40,6 +43,7 @@ rule analysis_tables:
     log:
         f"{RESULTS}/logs/analysis_tables.log",
     params:
+        launcher=JOB_LAUNCHER,
         scale=config["scale"],
         out_dir=lambda wildcards, output: str(Path(output[0]).parent),
     # on the longest path of `make analysis` (collect, these tables, figures): first
@@ -47,8 +51,9 @@ rule analysis_tables:
     localrule: True
     conda:
         ENV
-    script:
-        "../scripts/analysis_tables.py"
+    shell:
+        "{params.launcher} -m workflow.scripts.analysis_tables --runs {input.runs:q} "
+        "--plan {input.plan:q} --scale {params.scale:q} --out-dir {params.out_dir:q} 2> {log:q}"
 
 
 # The exploratory tables, in one job beside the confirmatory ones (one process start,
@@ -66,12 +71,23 @@ rule exploratory_tables:
     log:
         f"{RESULTS}/logs/exploratory_tables.log",
     params:
+        launcher=JOB_LAUNCHER,
         scale=config["scale"],
+        tables_dir=lambda wildcards, input: str(Path(input.runs).parent),
         # the runs that log the extra curvature proxies (config train.curvature_proxy_arms;
         # all runs when unset): the sensitivity table compares those
-        curvature_proxy_arms=config["train"].get("curvature_proxy_arms"),
+        curvature_proxy_arms=(
+            ""
+            if config["train"].get("curvature_proxy_arms") is None
+            else " ".join(
+                ["--curvature-proxy-arms"]
+                + [shlex.quote(a) for a in config["train"]["curvature_proxy_arms"]]
+            )
+        ),
     localrule: True
     conda:
         ENV
-    script:
-        "../scripts/exploratory_tables.py"
+    shell:
+        "{params.launcher} -m workflow.scripts.exploratory_tables "
+        "--tables-dir {params.tables_dir:q} --plan {input.plan:q} --scale {params.scale:q} "
+        "{params.curvature_proxy_arms} 2> {log:q}"

@@ -11,8 +11,14 @@ rule audit:
         f"{RESULTS}/benchmarks/audit.tsv"
     log:
         f"{RESULTS}/logs/audit.log",
+    params:
+        launcher=JOB_LAUNCHER,
+        # the whole config: the audit reads the plan, the lock, the results and the traces
+        # (a function: a string param would be read for wildcards, and the config holds braces)
+        config_json=lambda wildcards: shlex.quote(json.dumps(config)),
     localrule: True
     conda:
         ENV
-    script:
-        "../scripts/audit.py"
+    shell:
+        "{params.launcher} -m workflow.scripts.audit --config-json {params.config_json} "
+        "2> {log:q}"

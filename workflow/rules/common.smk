@@ -116,6 +116,12 @@ def get_launcher(wildcards):
     return launcher
 
 
+# The launcher of the statistics, figure and audit jobs (python -m workflow.scripts.<job>):
+# this interpreter through the warm-start client, so that `make analysis` forks them from a
+# server that has imported pandas, statsmodels, pingouin and matplotlib once.
+JOB_LAUNCHER = f"{shlex.quote(sys.executable)} {shlex.quote(str(WARM_START))} run"
+
+
 def get_resources(rule, family="language"):
     """SLURM resources of one job of `rule` for a run of task `family`: the model size's
     row of cluster_resources for a language run, the family's own row for a family

@@ -44,6 +44,7 @@ rule figures:
     log:
         f"{RESULTS}/logs/figures.log",
     params:
+        launcher=JOB_LAUNCHER,
         tables_dir=lambda wildcards, input: str(Path(input.tables[0]).parent),
         out_dir=lambda wildcards, output: str(Path(output.fig1).parent),
     # on the longest path of `make analysis` (collect, tables, these figures): first
@@ -51,8 +52,10 @@ rule figures:
     localrule: True
     conda:
         ENV
-    script:
-        "../scripts/figures.py"
+    shell:
+        "{params.launcher} -m workflow.scripts.figures --runs {input.runs:q} "
+        "--tables-dir {params.tables_dir:q} --plan {input.plan:q} --out-dir {params.out_dir:q} "
+        "2> {log:q}"
 
 
 rule exploratory_figures:
@@ -87,6 +90,7 @@ rule exploratory_figures:
     log:
         f"{RESULTS}/logs/exploratory_figures.log",
     params:
+        launcher=JOB_LAUNCHER,
         tables_dir=lambda wildcards, input: str(Path(input.runs).parent),
         out_dir=lambda wildcards, output: str(Path(output.fig5).parent),
         # Figure 5's uniform-attention level: the chance of induction_head_score there
@@ -94,5 +98,7 @@ rule exploratory_figures:
     localrule: True
     conda:
         ENV
-    script:
-        "../scripts/exploratory_figures.py"
+    shell:
+        "{params.launcher} -m workflow.scripts.exploratory_figures "
+        "--tables-dir {params.tables_dir:q} --out-dir {params.out_dir:q} "
+        "--probes {params.probes:q} 2> {log:q}"

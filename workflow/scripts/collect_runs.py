@@ -1,18 +1,33 @@
-"""Snakemake script: gather per-run files into runs, steps and scores tables."""
+"""Job of rule collect_runs: gather the per-run files into the runs, steps and scores tables.
 
+    python -m workflow.scripts.collect_runs --traces DIR --plan PLAN --scale SCALE \
+        --runs OUT --steps OUT --scores OUT
+"""
+
+from __future__ import annotations
+
+import argparse
 import sys
 
 from analysis.runs.collection import collect
 
-sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
-runs, unregistered = collect(
-    snakemake.params.traces,  # noqa: F821
-    snakemake.input.plan,  # noqa: F821
-    snakemake.params.scale,  # noqa: F821
-    snakemake.output.runs,  # noqa: F821
-    snakemake.output.steps,  # noqa: F821
-    snakemake.output.scores,  # noqa: F821
-)
-print(runs.to_string(index=False), file=sys.stderr)
-for directory in unregistered:
-    print(f"not read (no registered run; the audit fails on it): {directory}", file=sys.stderr)
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--traces", required=True, help="<traces>/<condition>/seed<seed>/...")
+    parser.add_argument("--plan", required=True)
+    parser.add_argument("--scale", required=True)
+    for table in ("runs", "steps", "scores"):
+        parser.add_argument(f"--{table}", required=True, help=f"the {table} table to write")
+    args = parser.parse_args(argv)
+    runs, unregistered = collect(
+        args.traces, args.plan, args.scale, args.runs, args.steps, args.scores
+    )
+    print(runs.to_string(index=False), file=sys.stderr)
+    for directory in unregistered:
+        print(f"not read (no registered run; the audit fails on it): {directory}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
