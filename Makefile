@@ -30,7 +30,8 @@ $(VENV)/.installed: requirements.txt requirements-lock.txt pyproject.toml gradno
 
 # A server that imports torch and the run jobs' modules once; the jobs fork from it. It
 # imports the analysis jobs' modules afterwards, while the runs train.
-WARM_START := $(PY) workflow/warm_start.py serve --idle-preload-for analysis --
+SERVE := $(PY) workflow/warm_start.py serve
+WARM_START := $(SERVE) --idle-preload-for analysis --
 # TCMalloc under the study's processes when it can be had (workflow/allocator.sh: the same
 # numbers, faster steps); PNE_ALLOCATOR=system keeps glibc's malloc.
 WITH_ALLOCATOR = LD_PRELOAD="$$(workflow/allocator.sh)"
@@ -53,7 +54,7 @@ test-fast: venv
 ## Every table is rebuilt from the per-run files; a registered run whose files are missing
 ## stops it at once, naming the run and the files (workflow/rules/common.smk).
 analysis: venv
-	$(WITH_ALLOCATOR) $(PY) workflow/warm_start.py serve --preload-for analysis -- $(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --config analysis_only=True --forceall --printshellcmds
+	$(WITH_ALLOCATOR) $(SERVE) --preload-for analysis -- $(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --config analysis_only=True --forceall --printshellcmds
 
 ## One self-contained HTML report of a finished study ($(REPORT)): first the missing
 ## analysis outputs and report pages (never a training job), then Snakemake's report.

@@ -38,52 +38,44 @@ KINDS = ("icl", "in_weights", "facts", "copy")
 
 @dataclass(frozen=True)
 class Vocab:
-    """Token-id layout: BOS, then one contiguous range per token family."""
+    """Token-id layout of a corpus's ``DataConfig``: BOS, then one contiguous range per
+    token family (labels, ICL items, in-weights items, fact keys, values, copy tokens)."""
 
-    n_labels: int
-    icl_items: int
-    iw_items: int
-    n_facts: int
-    fact_keys: int
-    n_values: int
-    copy_vocab: int
+    data: DataConfig
 
     @property
     def bos(self) -> int:
         return 0
 
+    def _sizes(self) -> dict[str, int]:
+        d = self.data
+        return {
+            "labels": d.n_labels,
+            "icl": d.icl_items,
+            "iw": d.iw_items,
+            "keys": d.fact_keys,
+            "values": d.n_values,
+            "copy": d.copy_vocab,
+        }
+
     def _start(self, family: str) -> int:
-        order = ["labels", "icl", "iw", "keys", "values", "copy"]
-        sizes = [self.n_labels, self.icl_items, self.iw_items, self.fact_keys, self.n_values]
-        return 1 + sum(sizes[: order.index(family)])
+        start = 1  # after BOS, the families in their order
+        for name, size in self._sizes().items():
+            if name == family:
+                return start
+            start += size
+        raise KeyError(f"no token family {family!r}")
 
     def ids(self, family: str) -> np.ndarray:
-        size = {
-            "labels": self.n_labels,
-            "icl": self.icl_items,
-            "iw": self.iw_items,
-            "keys": self.fact_keys,
-            "values": self.n_values,
-            "copy": self.copy_vocab,
-        }[family]
-        return np.arange(self._start(family), self._start(family) + size)
+        return np.arange(self._start(family), self._start(family) + self._sizes()[family])
 
     @property
     def size(self) -> int:
-        return self._start("copy") + self.copy_vocab
+        return self._start("copy") + self.data.copy_vocab
 
 
 def vocab_from_config(data_cfg: DataConfig | Mapping) -> Vocab:
-    data_cfg = block_config(DataConfig, data_cfg)
-    return Vocab(
-        n_labels=data_cfg.n_labels,
-        icl_items=data_cfg.icl_items,
-        iw_items=data_cfg.iw_items,
-        n_facts=data_cfg.n_facts,
-        fact_keys=data_cfg.fact_keys,
-        n_values=data_cfg.n_values,
-        copy_vocab=data_cfg.copy_vocab,
-    )
+    return Vocab(block_config(DataConfig, data_cfg))
 
 
 def zipf_probs(n: int, exponent: float = 1.0) -> np.ndarray:
@@ -109,13 +101,14 @@ class CorpusGenerator:
         self.vocab = vocab_from_config(data_cfg)
         fixed = np.random.default_rng(data_cfg.seed)
         v = self.vocab
-        self.iw_label = fixed.choice(v.ids("labels"), size=v.iw_items)  # fixed item -> label
-        key_codes = fixed.choice(v.fact_keys**2, size=v.n_facts, replace=False)
-        self.fact_key = np.stack([key_codes // v.fact_keys, key_codes % v.fact_keys], axis=1)
+        self.iw_label = fixed.choice(v.ids("labels"), size=data_cfg.iw_items)  # item -> label
+        n_keys = data_cfg.fact_keys
+        key_codes = fixed.choice(n_keys**2, size=data_cfg.n_facts, replace=False)
+        self.fact_key = np.stack([key_codes // n_keys, key_codes % n_keys], axis=1)
         self.fact_key += v.ids("keys")[0]  # (n_facts, 2) token ids of each fact's key
-        self.fact_value = fixed.choice(v.ids("values"), size=v.n_facts)  # fixed key -> value
-        self.iw_probs = zipf_probs(v.iw_items, data_cfg.zipf_exponent)
-        self.fact_probs = zipf_probs(v.n_facts, data_cfg.zipf_exponent)
+        self.fact_value = fixed.choice(v.ids("values"), size=data_cfg.n_facts)  # key -> value
+        self.iw_probs = zipf_probs(data_cfg.iw_items, data_cfg.zipf_exponent)
+        self.fact_probs = zipf_probs(data_cfg.n_facts, data_cfg.zipf_exponent)
         self.modulus = int(data_cfg.heldout_mapping_modulus)
         self.icl_ids, self.label_ids = v.ids("icl"), v.ids("labels")  # drawn from per mapping
 
@@ -135,11 +128,11 @@ class CorpusGenerator:
         return self._pairs(items[which], labels[which])
 
     def in_weights_sequence(self, rng: np.random.Generator) -> np.ndarray:
-        which = rng.choice(self.vocab.iw_items, size=self.n_pairs, p=self.iw_probs)
+        which = rng.choice(self.cfg.iw_items, size=self.n_pairs, p=self.iw_probs)
         return self._pairs(self.vocab.ids("iw")[which], self.iw_label[which])
 
     def facts_sequence(self, rng: np.random.Generator) -> np.ndarray:
-        which = rng.choice(self.vocab.n_facts, size=(self.seq_len - 1) // 3, p=self.fact_probs)
+        which = rng.choice(self.cfg.n_facts, size=(self.seq_len - 1) // 3, p=self.fact_probs)
         triples = np.concatenate([self.fact_key[which], self.fact_value[which, None]], axis=1)
         return self._pad(np.concatenate([[self.vocab.bos], triples.reshape(-1)]))
 

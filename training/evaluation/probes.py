@@ -135,7 +135,7 @@ def head_rows(model: GPT, gen: CorpusGenerator, cfg: ProbesConfig, seed: int) ->
 
 
 def icl_vs_gd_rows(model: GPT, gen: CorpusGenerator, cfg: ProbesConfig, seed: int) -> list[tuple]:
-    k, top_k, n_labels = cfg.icl_shots, cfg.top_k, gen.vocab.n_labels
+    k, top_k, n_labels = cfg.icl_shots, cfg.top_k, gen.cfg.n_labels
     table = icl_vs_gd(
         model,
         gen,
@@ -164,14 +164,12 @@ def memorization_rows(
         rows.append((f"{name}_logprob", -1, out["logprob"], out["chance_logprob"], out["n_items"]))
         rows.append((f"{name}_rank", -1, out["rank"], out["chance_rank"], out["n_items"]))
     control = zero_shot_format(model, gen, cfg.format_queries, seed)
-    n_queries, n_keys, size = cfg.format_queries, gen.vocab.n_facts, gen.vocab.size
+    n_queries, n_keys, size = cfg.format_queries, gen.cfg.n_facts, gen.vocab.size
     rows.append(("format_accuracy", -1, control["accuracy"], control["chance"], control["n_items"]))
     rows.append(
-        ("format_accuracy_icl", -1, control["icl_query"], gen.vocab.n_labels / size, n_queries)
+        ("format_accuracy_icl", -1, control["icl_query"], gen.cfg.n_labels / size, n_queries)
     )
-    rows.append(
-        ("format_accuracy_facts", -1, control["fact_key"], gen.vocab.n_values / size, n_keys)
-    )
+    rows.append(("format_accuracy_facts", -1, control["fact_key"], gen.cfg.n_values / size, n_keys))
     return rows
 
 

@@ -13,9 +13,8 @@ rule audit:
         f"{RESULTS}/logs/audit.log",
     params:
         launcher=JOB_LAUNCHER,
-        # the whole config: the audit reads the plan, the lock, the results and the traces
-        # (a function: a string param would be read for wildcards, and the config holds braces)
-        config_json=lambda wildcards: shlex.quote(json.dumps(config)),
+        # the audit reads the plan, the lock, the results and the traces of the config
+        config_json=get_config_json,
     localrule: True
     conda:
         ENV
