@@ -12,8 +12,6 @@ tests.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ import yaml
 
 from preregistration.design import expand_design
 from preregistration.plan import load_plan
+from tests.snakemake_cli import run_snakemake
 from training.data.corpus import build_corpus
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,34 +56,13 @@ def pytest_collection_modifyitems(config, items) -> None:
         item.add_marker(pytest.mark.xdist_group(group))
 
 
-def run_snakemake(what: str, *args: str, warm_start: bool = False) -> str:
-    """Snakemake of this checkout's environment, in the repository; its standard output.
-    With ``warm_start`` its run jobs fork from a warm-start server, as under ``make
-    reproduce`` (workflow/warm_start.py). A failure raises, naming ``what`` ran, with
-    Snakemake's output."""
-    env = os.environ | {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    command = [str(Path(sys.executable).with_name("snakemake")), *args]
-    if warm_start:
-        command = [
-            sys.executable,
-            str(REPO / "workflow" / "warm_start.py"),
-            "serve",
-            "--",
-            *command,
-        ]
-    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise AssertionError(f"{what} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc.stdout
-
-
 @pytest.fixture(scope="session")
 def smoke_study(tmp_path_factory) -> Path:
     """Run the smoke study (config/smoke.yaml) once, end to end, into a temporary results
     directory; the workflow tests and the report test read it."""
     results = tmp_path_factory.mktemp("smoke")
     args = ["--cores", "2", "--configfile", "config/smoke.yaml", "--config", f"results={results}"]
-    run_snakemake("the smoke study", *args, warm_start=True)
+    run_snakemake(*args, warm_start=True, what="the smoke study")
     return results
 
 
@@ -95,7 +73,7 @@ def cluster_dry_run(tmp_path_factory) -> str:
     shell commands, and the job-stats table."""
     results = tmp_path_factory.mktemp("cluster")
     args = ["--profile", "cluster", "-n", "--config", f"results={results}", "model_size=1.3b"]
-    return run_snakemake("the cluster dry run", *args)
+    return run_snakemake(*args, what="the cluster dry run").stdout
 
 
 @pytest.fixture(scope="session")

@@ -11,9 +11,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -23,10 +21,10 @@ from snakemake.utils import validate
 
 from preregistration.design import arm_family, expand_design
 from preregistration.plan import load_plan
+from tests.snakemake_cli import planned_jobs, snakemake
 from training.scale.paper_scale import ConfigError, job_resources, launcher_command
 
 REPO = Path(__file__).resolve().parents[2]
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 SCHEMA = str(REPO / "workflow/schemas/config.schema.yaml")
 PLAN = load_plan(REPO / "preregistration/plan.yaml")
 # one run of each family of the smoke study, neither following a reference run
@@ -35,24 +33,6 @@ LANGUAGE_FILES = ["checkpoint.pt", "trace.parquet", "layers.parquet", "meta.json
 LANGUAGE_FILES += ["scores.parquet", "probes.parquet", "lm_eval.parquet"]
 REGRESSION_FILES = ["checkpoint.pt", "trace.parquet", "layers.parquet", "meta.json"]
 REGRESSION_FILES += ["scores.parquet"]
-
-
-def snakemake(*args: str) -> str:
-    env = os.environ | {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    proc = subprocess.run(
-        [SNAKEMAKE, "--cores", "2", *args], cwd=REPO, capture_output=True, text=True, env=env
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return proc.stdout
-
-
-def planned_jobs(dry_run_output: str) -> dict[str, int]:
-    counts = {}
-    for line in dry_run_output.splitlines():
-        match = re.fullmatch(r"(\w+)\s+(\d+)", line.strip())
-        if match and match.group(1) != "total":
-            counts[match.group(1)] = int(match.group(2))
-    return counts
 
 
 def family_conditions(scale: str, family: str) -> set[str]:
@@ -66,11 +46,11 @@ def test_default_layout_trains_and_evaluates_each_run_in_one_job(tmp_path: Path)
     specs = expand_design(PLAN, "smoke")
     n_regression = len([s for s in specs if arm_family(PLAN, s.arm) == "regression"])
     base = ["--configfile", "config/smoke.yaml", "-n", "--config", f"results={tmp_path}"]
-    one = planned_jobs(snakemake(*base))
+    one = planned_jobs(snakemake(*base).stdout)
     assert one["train_and_evaluate"] + one["train_and_score"] == len(specs)
     assert one["train_and_score"] == n_regression
     assert not {"train", "evaluate", "score"} & set(one), one
-    apart = planned_jobs(snakemake(*base, "one_job_per_run=False"))
+    apart = planned_jobs(snakemake(*base, "one_job_per_run=False").stdout)
     assert apart["train"] == len(specs) and apart["score"] == n_regression
     assert apart["evaluate"] == len(specs) - n_regression
     assert not {"train_and_evaluate", "train_and_score"} & set(apart), apart

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -17,29 +14,9 @@ from output_checks import assert_figure, assert_markdown_table
 from preregistration.design import expand_design
 from preregistration.plan import load_plan
 from preregistration.tables import read_table
+from tests.snakemake_cli import planned_jobs, snakemake
 
 REPO = Path(__file__).resolve().parents[2]
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-
-
-def snakemake(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = os.environ | {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    proc = subprocess.run(
-        [SNAKEMAKE, "--cores", "2", *args], cwd=REPO, capture_output=True, text=True, env=env
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def planned_jobs(dry_run_output: str) -> dict[str, int]:
-    """Rule -> job count from the job-stats table of a dry run."""
-    counts = {}
-    for line in dry_run_output.splitlines():
-        match = re.fullmatch(r"(\w+)\s+(\d+)", line.strip())
-        if match and match.group(1) != "total":
-            counts[match.group(1)] = int(match.group(2))
-    return counts
 
 
 def test_smoke_study_end_to_end(smoke_study: Path):
