@@ -18,6 +18,7 @@ over the workers itself.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
@@ -133,7 +134,7 @@ def manual_records(n_micro: int, rank: int = 0, world: int = 1) -> list[dict]:
     for step in range(1, STEPS + 1):
         logger.begin_step(step)
         window = shard[(step - 1) * n_micro * MICRO : step * n_micro * MICRO]
-        with net.no_sync() if world > 1 else _Nothing():
+        with net.no_sync() if world > 1 else contextlib.nullcontext():
             for idx in window.view(n_micro, MICRO):
                 batch = (inputs[idx], labels[idx])
                 (model.training_step(batch, 0) / n_micro).backward()
@@ -148,14 +149,6 @@ def manual_records(n_micro: int, rank: int = 0, world: int = 1) -> list[dict]:
         records.append(logger.after_update(LR, grad_norm, clip_coef))
         optimizer.zero_grad(set_to_none=True)
     return records
-
-
-class _Nothing:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def numeric(record: dict) -> dict[str, float]:

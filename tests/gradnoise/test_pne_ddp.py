@@ -12,6 +12,7 @@ float rounding, not sampling error: both see the same micro-batch means.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import socket
 
@@ -71,7 +72,7 @@ def simulate(rank: int, world: int, streaming: bool = False) -> list[dict]:
         for j in range(n_micro):
             seq = local[j * MICRO : (j + 1) * MICRO]
             sync = world > 1 and not log_step and j == n_micro - 1
-            with net.no_sync() if world > 1 and not sync else _Nothing():
+            with net.no_sync() if world > 1 and not sync else contextlib.nullcontext():
                 (lm_loss(net(seq[:, :-1]), seq[:, 1:]) / n_micro).backward()
             logger.after_micro_backward()
         if world > 1 and log_step:
@@ -86,14 +87,6 @@ def simulate(rank: int, world: int, streaming: bool = False) -> list[dict]:
         if record is not None:
             records.append(record)
     return records
-
-
-class _Nothing:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _worker(rank: int, world: int, port: int, out_path: str, streaming: bool) -> None:

@@ -29,6 +29,7 @@ bias well inside the budget.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
@@ -102,7 +103,7 @@ def simulate(rank: int, world: int, out_path: str | None = None, streaming: bool
         logger.begin_step(step)
         idx = torch.randperm(N_EXAMPLES, generator=batches)[:global_batch]
         local = idx.view(world, -1)[rank]
-        with net.no_sync() if world > 1 else _Nothing():
+        with net.no_sync() if world > 1 else contextlib.nullcontext():
             for j in range(n_micro):
                 (loss_of(local[j * MICRO : (j + 1) * MICRO]) / n_micro).backward()
                 logger.after_micro_backward()
@@ -123,14 +124,6 @@ def simulate(rank: int, world: int, out_path: str | None = None, streaming: bool
     if out_path is not None and rank == 0:
         torch.save(result, out_path)
     return result
-
-
-class _Nothing:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _worker(rank: int, world: int, port: int, out_path: str, streaming: bool) -> None:
