@@ -36,6 +36,7 @@ import torch
 
 from preregistration.design import RunSpec, arm_family, expand_design
 from preregistration.plan import load_plan
+from training.batches import forward_chunk
 from training.config import ModelConfig, StudyConfig, read_config, study_config
 from training.model import GPT, GPTConfig
 from training.scale.paper_scale import corpus_vocab_size, job_resources, resolve_model
@@ -76,6 +77,21 @@ def run_costs(config: StudyConfig, specs: list[RunSpec]) -> list[RunCost]:
     ]
 
 
+def train_pass(config: StudyConfig) -> tuple[int, int]:
+    """(m, pass): a train job's micro-batch at the largest registered language-model batch,
+    m = max(B) / (K W) with W the job's GPUs, and the sequences of one of its forward
+    passes, m capped by ``train.micro_batch_max`` (``training.batches.forward_chunk``)."""
+    plan = load_plan(config.plan)
+    largest = max(
+        s.global_batch
+        for s in expand_design(plan, config.scale, config.plan)
+        if arm_family(plan, s.arm) == "language"
+    )
+    gpus = int(job_resources(config.as_dict(), "train").get("gpu", 1))
+    micro = max(1, largest // (config.train.n_micro * gpus))
+    return micro, forward_chunk(config.train, micro)
+
+
 def flops_per_gpu(config: StudyConfig, tokens_per_second: float | None, per_token: float) -> float:
     """Sustained model FLOP/s of one GPU: measured, or the table's peak times its MFU."""
     if tokens_per_second is not None:
@@ -100,7 +116,9 @@ def preflight_throughput(config: StudyConfig, path: Path) -> tuple[float | None,
     """Tokens/s of one GPU measured by a preflight, or None and why not.
 
     The entry used is the one at the config's ``model_size``, its shape and vocabulary
-    (a CPU preflight's shrunken shape never counts) and its ``train.compile`` setting.
+    (a CPU preflight's shrunken shape never counts), its ``train.compile`` setting and the
+    sequences per pass its train jobs run (:func:`train_pass`; a preflight may measure
+    several, ``--micro-batch-max``).
     Its rate is that of a run logging one step in ``log_interval``:
     tokens/s / (1 + (overhead ratio - 1) / log_interval).
     """
@@ -110,18 +128,23 @@ def preflight_throughput(config: StudyConfig, path: Path) -> tuple[float | None,
     shape = {k: getattr(config.model, k) for k in ("n_layer", "n_head", "n_embd", "block_size")}
     wanted = shape | {"vocab_size": corpus_vocab_size(config)}
     compiled = config.train.compile
+    _, pass_sequences = train_pass(config)
     for entry in report["sizes"]:
         model = entry.get("model", {})
         if (
             "error" not in entry
             and entry["compile"] == compiled
+            and entry.get("pass_sequences") == pass_sequences
             and {k: model.get(k) for k in wanted} == wanted
         ):
             excess = (entry["logger_overhead_ratio"] - 1.0) / config.train.log_interval
             return float(entry["tokens_per_second"]) / (1.0 + excess), (
                 f"throughput: measured by preflight on {report['device']} ({path})"
             )
-    return None, f"the preflight JSON at {path} has no measurement of {wanted}, compile {compiled}"
+    return None, (
+        f"the preflight JSON at {path} has no measurement of {wanted}, compile {compiled}, "
+        f"passes of {pass_sequences} sequences"
+    )
 
 
 def submitted_jobs(config: StudyConfig, n_runs: int, n_language: int) -> dict[str, int]:

@@ -27,7 +27,8 @@ def resolve_model(config: dict, source: str = "config") -> dict:
 
     A config without ``models`` is returned unchanged. The shape keys come from the
     named entry (replacing any in ``model``), the options (dropout, RoPE, smeared
-    keys) from ``model``; the stated ``params`` count stays in ``models``.
+    keys) from ``model``; the stated ``params`` count stays in ``models``. An entry's
+    ``micro_batch_max`` (the pass its GPUs hold) replaces ``train.micro_batch_max``.
     """
     if "models" not in config:
         return config
@@ -39,8 +40,13 @@ def resolve_model(config: dict, source: str = "config") -> dict:
         )
     # Shape keys in `model` are replaced, not merged: Snakemake deep-merges a
     # --configfile into the Snakefile's default config, whose `model` has a shape.
-    shape = {k: config["models"][size][k] for k in SHAPE_KEYS}
-    return config | {"model": dict(config.get("model") or {}) | shape}
+    entry = config["models"][size]
+    shape = {k: entry[k] for k in SHAPE_KEYS}
+    resolved = config | {"model": dict(config.get("model") or {}) | shape}
+    if "micro_batch_max" in entry:
+        train = dict(config.get("train") or {})
+        resolved["train"] = train | {"micro_batch_max": entry["micro_batch_max"]}
+    return resolved
 
 
 def corpus_vocab_size(config: StudyConfig | Mapping) -> int:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import os
 import sys
@@ -48,15 +49,17 @@ from pathlib import Path
 import torch
 
 from gradnoise import NoiseLogger
-from preregistration.design import arm_family, expand_design
-from preregistration.plan import load_plan
-from training.batches import forward_chunk
 from training.config import StudyConfig
 from training.model import GPT, GPTConfig, lm_loss
 from training.model_setup import checkpoint_activations, make_optimizer
 from training.run_setup import logged_proxies
-from training.scale.compute_estimate import flops_per_token, load_sized_config, preflight_path
-from training.scale.paper_scale import corpus_vocab_size, job_resources
+from training.scale.compute_estimate import (
+    flops_per_token,
+    load_sized_config,
+    preflight_path,
+    train_pass,
+)
+from training.scale.paper_scale import corpus_vocab_size
 from training.scale.preflight_devices import (
     allreduce,
     allreduce_worker,
@@ -70,21 +73,19 @@ from training.scale.preflight_devices import (
 CPU_DIVISORS = {"n_layer": 12, "n_head": 8, "n_embd": 32, "block_size": 16, "vocab_size": 32}
 
 
-def size_setup(config_path: Path, size: str | None, cpu: bool) -> dict:
-    """What a train job of ``size`` builds: model config, vocabulary, K, m and the pass size."""
+def size_setup(
+    config_path: Path, size: str | None, cpu: bool, micro_batch_max: int | None = None
+) -> dict:
+    """What a train job of ``size`` builds: model config, vocabulary, K, m and the pass size
+    (``micro_batch_max``, when given, in place of the config's ``train.micro_batch_max``)."""
     sized = load_sized_config(config_path, size)
     model_cfg = sized.model
     vocab = corpus_vocab_size(sized)
     train_cfg = sized.train
-    n_micro = train_cfg.n_micro
-    gpus = int(job_resources(sized.as_dict(), "train").get("gpu", 1))
-    plan = load_plan(sized.plan)
-    largest = max(
-        s.global_batch
-        for s in expand_design(plan, sized.scale, sized.plan)
-        if arm_family(plan, s.arm) == "language"
-    )
-    micro = max(1, largest // (n_micro * gpus))
+    if micro_batch_max is not None:
+        train_cfg = dataclasses.replace(train_cfg, micro_batch_max=micro_batch_max)
+        sized = dataclasses.replace(sized, train=train_cfg)
+    micro, pass_sequences = train_pass(sized)
     if cpu:
         shrunk = {
             key: max(1, getattr(model_cfg, key) // CPU_DIVISORS[key])
@@ -96,9 +97,9 @@ def size_setup(config_path: Path, size: str | None, cpu: bool) -> dict:
         "size": size or "(config model)",
         "model_cfg": model_cfg,
         "vocab_size": vocab,
-        "n_micro": n_micro,
+        "n_micro": train_cfg.n_micro,
         "micro_batch": micro,
-        "pass_sequences": forward_chunk(train_cfg, micro),
+        "pass_sequences": pass_sequences,
         "train_cfg": train_cfg,
     }
 
@@ -220,6 +221,7 @@ def size_record(setup, config, device, device_name, compiled, dtype, steps, warm
         "model": dataclasses.asdict(setup["model_cfg"]) | {"vocab_size": setup["vocab_size"]},
         "n_micro": setup["n_micro"],
         "micro_batch": setup["micro_batch"],
+        "micro_batch_max": setup["train_cfg"].micro_batch_max,
         "pass_sequences": setup["pass_sequences"],
     }
     try:
@@ -238,17 +240,19 @@ def size_record(setup, config, device, device_name, compiled, dtype, steps, warm
 def table(report: dict) -> str:
     """The printed summary: one line per size and compile setting."""
     head = (
-        f"{'size':>8} {'compile':>7} {'tokens/s':>10} {'MFU':>6} {'peak GB':>8} "
+        f"{'size':>8} {'compile':>7} {'pass':>4} {'tokens/s':>10} {'MFU':>6} {'peak GB':>8} "
         f"{'log x':>6} {'log MB':>7} {'warmup s':>8}"
     )
     lines = [f"preflight on {report['device_count']} x {report['device']}", head]
     for r in report["sizes"]:
         if "error" in r:
-            lines.append(f"{r['size']:>8} {str(r['compile']):>7} {r['error']}")
+            pass_ = r.get("pass_sequences", "")
+            lines.append(f"{r['size']:>8} {str(r['compile']):>7} {pass_:>4} {r['error']}")
             continue
         mfu = "n/a" if r["mfu"] is None else f"{r['mfu']:.1%}"
         lines.append(
-            f"{r['size']:>8} {str(r['compile']):>7} {r['tokens_per_second']:>10,.0f} "
+            f"{r['size']:>8} {str(r['compile']):>7} {r['pass_sequences']:>4} "
+            f"{r['tokens_per_second']:>10,.0f} "
             f"{mfu:>6} {r['peak_memory_bytes'] / 1e9:>8.2f} "
             f"{r['logger_overhead_ratio']:>6.2f} {r['logger_memory_bytes'] / 1e6:>7.1f} "
             f"{r['warmup_seconds']:>8.1f}"
@@ -271,6 +275,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=10, help="timed steps per phase")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (compiles)")
     parser.add_argument("--compile", default="off,on", help="off, on, or off,on")
+    parser.add_argument(
+        "--micro-batch-max",
+        help="sequences per pass to measure, comma-separated (default: the config's "
+        "train.micro_batch_max, per size): the largest that fits is the one to configure",
+    )
     parser.add_argument("--threads", type=int, help="CPU threads (default threads_per_run)")
     parser.add_argument("--budget-s", type=float, default=540.0, help="skip sizes past this")
     parser.add_argument("--iters", type=int, default=10, help="timed all-reduces per size")
@@ -285,6 +294,16 @@ def main(argv: list[str] | None = None) -> int:
     settings = {"off": [False], "on": [True], "off,on": [False, True], "on,off": [True, False]}
     if args.compile not in settings or args.steps < 1 or args.warmup < 1:
         parser.error("--compile is off, on or off,on; --steps and --warmup at least 1")
+    try:
+        caps = (
+            [None]
+            if not args.micro_batch_max
+            else [int(n) for n in args.micro_batch_max.split(",")]
+        )
+    except ValueError:
+        parser.error(f"--micro-batch-max takes integers, got {args.micro_batch_max!r}")
+    if any(c is not None and c < 1 for c in caps):
+        parser.error(f"--micro-batch-max takes positive integers, got {args.micro_batch_max!r}")
     config = load_sized_config(args.config, None)
     torch.set_num_threads(args.threads or config.threads_per_run)
     gpus = torch.cuda.device_count()
@@ -294,17 +313,27 @@ def main(argv: list[str] | None = None) -> int:
     sizes = list(config.models or [None])
     shrink = not gpus and bool(config.models)  # a CPU config's model runs as it is
     started, records = time.perf_counter(), []
-    for size in sizes:
-        setup = size_setup(args.config, size, cpu=shrink)
-        for compiled in settings[args.compile]:
-            if time.perf_counter() - started > args.budget_s:
-                skipped = f"skipped: past the {args.budget_s:.0f} s budget"
-                records.append({"size": setup["size"], "compile": compiled, "error": skipped})
-                continue
+    for size, cap, compiled in itertools.product(sizes, caps, settings[args.compile]):
+        setup = size_setup(args.config, size, cpu=shrink, micro_batch_max=cap)
+        if time.perf_counter() - started > args.budget_s:
+            skipped = f"skipped: past the {args.budget_s:.0f} s budget"
             records.append(
-                size_record(setup, config, device, name, compiled, dtype, args.steps, args.warmup)
+                {
+                    "size": setup["size"],
+                    "compile": compiled,
+                    "pass_sequences": setup["pass_sequences"],
+                    "error": skipped,
+                }
             )
-            print(f"{setup['size']} compile={compiled}: done", file=sys.stderr, flush=True)
+            continue
+        records.append(
+            size_record(setup, config, device, name, compiled, dtype, args.steps, args.warmup)
+        )
+        print(
+            f"{setup['size']} pass={setup['pass_sequences']} compile={compiled}: done",
+            file=sys.stderr,
+            flush=True,
+        )
     numels = sorted({r["n_params"] for r in records if "n_params" in r})
     report = {
         "config": str(args.config),

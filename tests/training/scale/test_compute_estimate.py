@@ -22,6 +22,7 @@ from training.scale.compute_estimate import (
     run_costs,
     run_tokens,
     submitted_jobs,
+    train_pass,
 )
 
 REPO = Path(__file__).resolve().parents[3]
@@ -117,15 +118,18 @@ def test_gpu_estimate_uses_the_tabled_peak_and_names_a_missing_rate(monkeypatch)
 
 def preflight_json(config: dict, path: Path, tokens_per_second: float, ratio: float) -> None:
     """A preflight JSON (training.scale.preflight's fields) with one measurement of the config's
-    model, compile off, and one of a shrunken shape that must not be used."""
+    model, compile off, at its train jobs' pass size, and two that must not be used: a
+    shrunken shape, and the same model in passes of another size."""
     from training.scale.paper_scale import corpus_vocab_size
 
     shape = {k: getattr(config.model, k) for k in ("n_layer", "n_head", "n_embd", "block_size")}
+    _, pass_sequences = train_pass(config)
     entry = {"size": config.model_size, "compile": False, "logger_overhead_ratio": ratio,
              "model": shape | {"vocab_size": corpus_vocab_size(config)},
-             "tokens_per_second": tokens_per_second}  # fmt: skip
+             "pass_sequences": pass_sequences, "tokens_per_second": tokens_per_second}  # fmt: skip
     shrunk = entry | {"model": entry["model"] | {"n_layer": 2}, "tokens_per_second": 1.0}
-    report = {"device": "NVIDIA H200", "device_count": 1, "sizes": [shrunk, entry]}
+    other_pass = entry | {"pass_sequences": pass_sequences + 1, "tokens_per_second": 2.0}
+    report = {"device": "NVIDIA H200", "device_count": 1, "sizes": [shrunk, other_pass, entry]}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report))
 

@@ -73,6 +73,26 @@ def test_model_size_selects_the_shape_and_keeps_the_options(gpu_config):
         resolve_model(gpu_config | {"model_size": "7b"}, "config/gpu.yaml")
 
 
+def test_each_size_runs_the_passes_its_entry_sets(gpu_config):
+    """A models entry's micro_batch_max replaces train.micro_batch_max; without one, the
+    train block's applies."""
+    for size in ("350m", "1.3b"):
+        config = resolve_model(gpu_config | {"model_size": size})
+        assert config["train"]["micro_batch_max"] == gpu_config["models"][size]["micro_batch_max"]
+        assert {k: v for k, v in config["train"].items() if k != "micro_batch_max"} == {
+            k: v for k, v in gpu_config["train"].items() if k != "micro_batch_max"
+        }
+    bare = copy.deepcopy(gpu_config)
+    del bare["models"]["350m"]["micro_batch_max"]
+    validate(bare, SCHEMA)
+    config = resolve_model(bare | {"model_size": "350m"})
+    assert config["train"]["micro_batch_max"] == gpu_config["train"]["micro_batch_max"]
+    bad = copy.deepcopy(gpu_config)
+    bad["models"]["350m"]["micro_batch_max"] = 0
+    with pytest.raises(Exception, match="micro_batch_max"):
+        validate(bad, SCHEMA)
+
+
 def test_restated_design_equals_the_plan_and_a_difference_is_named(gpu_config):
     plan = load_plan(REPO / "preregistration/plan.yaml")
     check_registered(gpu_config, plan, "config/gpu.yaml", "preregistration/plan.yaml")

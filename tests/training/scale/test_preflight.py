@@ -71,9 +71,12 @@ def test_preflight_numbers_are_finite_positive_and_consistent(preflight):
         with torch.device("meta"):
             n_params = GPT(GPTConfig(vocab_size=r["model"]["vocab_size"], **model_cfg)).n_params()
         assert r["n_params"] == n_params
-        # K = 8 passes of min(4096 / (8 x GPUs), micro_batch_max = 4) sequences of T tokens
-        assert r["pass_sequences"] == 4 and r["n_micro"] == 8
-        assert r["tokens_per_step"] == 8 * 4 * r["model"]["block_size"]
+        # K = 8 passes of min(4096 / (8 x GPUs), the size's micro_batch_max) sequences
+        gpus = config["cluster_resources"][r["size"]]["train"]["gpus"]
+        cap = registered.get("micro_batch_max", config["train"]["micro_batch_max"])
+        assert r["micro_batch"] == 4096 // (8 * gpus) and r["micro_batch_max"] == cap
+        assert r["pass_sequences"] == min(cap, r["micro_batch"]) and r["n_micro"] == 8
+        assert r["tokens_per_step"] == 8 * r["pass_sequences"] * r["model"]["block_size"]
         for key in POSITIVE:
             assert math.isfinite(r[key]) and r[key] > 0, (r["size"], key, r[key])
         assert r["tokens_per_second"] == pytest.approx(r["tokens_per_step"] / r["step_seconds"])
@@ -84,6 +87,28 @@ def test_preflight_numbers_are_finite_positive_and_consistent(preflight):
         assert math.isfinite(r["logger_memory_bytes"])
         assert r["compile_backend"] == ("aot_eager" if r["compile"] else None)
         assert r["streaming"] is config["train"]["pne_streaming"]
+
+
+def test_preflight_measures_each_pass_size_asked_for(tmp_path):
+    """--micro-batch-max 2,8: one entry per size and pass, each in passes of min(cap, m)."""
+    out = tmp_path / "passes.json"
+    args = ["--config", "config/gpu.yaml", "--out", str(out), "--compile", "off"]
+    args += ["--micro-batch-max", "2,8", "--steps", "1", "--warmup", "1", "--threads", "1"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "training.scale.preflight", *args],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    sizes = json.loads(out.read_text())["sizes"]
+    assert [(r["size"], r["micro_batch_max"], r["pass_sequences"]) for r in sizes] == [
+        ("350m", 2, 2), ("350m", 8, 8), ("1.3b", 2, 2), ("1.3b", 8, 8)
+    ]  # fmt: skip
+    assert all(r["tokens_per_step"] == 8 * r["pass_sequences"] * 64 for r in sizes)
+    bad = subprocess.run(
+        [sys.executable, "-m", "training.scale.preflight", "--micro-batch-max", "4,x"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "--micro-batch-max takes integers" in bad.stderr
 
 
 def test_preflight_all_reduces_each_gradient_size(preflight):
