@@ -294,16 +294,14 @@ def main(argv: list[str] | None = None) -> int:
     settings = {"off": [False], "on": [True], "off,on": [False, True], "on,off": [True, False]}
     if args.compile not in settings or args.steps < 1 or args.warmup < 1:
         parser.error("--compile is off, on or off,on; --steps and --warmup at least 1")
-    try:
-        caps = (
-            [None]
-            if not args.micro_batch_max
-            else [int(n) for n in args.micro_batch_max.split(",")]
-        )
-    except ValueError:
-        parser.error(f"--micro-batch-max takes integers, got {args.micro_batch_max!r}")
-    if any(c is not None and c < 1 for c in caps):
-        parser.error(f"--micro-batch-max takes positive integers, got {args.micro_batch_max!r}")
+    caps: list[int | None] = [None]  # None: each size's configured pass
+    if args.micro_batch_max:
+        try:
+            caps = [int(n) for n in args.micro_batch_max.split(",")]
+        except ValueError:
+            caps = []
+        if not caps or min(caps) < 1:
+            parser.error(f"--micro-batch-max takes positive integers, got {args.micro_batch_max!r}")
     config = load_sized_config(args.config, None)
     torch.set_num_threads(args.threads or config.threads_per_run)
     gpus = torch.cuda.device_count()
@@ -313,27 +311,28 @@ def main(argv: list[str] | None = None) -> int:
     sizes = list(config.models or [None])
     shrink = not gpus and bool(config.models)  # a CPU config's model runs as it is
     started, records = time.perf_counter(), []
-    for size, cap, compiled in itertools.product(sizes, caps, settings[args.compile]):
+    for size, cap in itertools.product(sizes, caps):
         setup = size_setup(args.config, size, cpu=shrink, micro_batch_max=cap)
-        if time.perf_counter() - started > args.budget_s:
-            skipped = f"skipped: past the {args.budget_s:.0f} s budget"
+        for compiled in settings[args.compile]:
+            if time.perf_counter() - started > args.budget_s:
+                skipped = f"skipped: past the {args.budget_s:.0f} s budget"
+                records.append(
+                    {
+                        "size": setup["size"],
+                        "compile": compiled,
+                        "pass_sequences": setup["pass_sequences"],
+                        "error": skipped,
+                    }
+                )
+                continue
             records.append(
-                {
-                    "size": setup["size"],
-                    "compile": compiled,
-                    "pass_sequences": setup["pass_sequences"],
-                    "error": skipped,
-                }
+                size_record(setup, config, device, name, compiled, dtype, args.steps, args.warmup)
             )
-            continue
-        records.append(
-            size_record(setup, config, device, name, compiled, dtype, args.steps, args.warmup)
-        )
-        print(
-            f"{setup['size']} pass={setup['pass_sequences']} compile={compiled}: done",
-            file=sys.stderr,
-            flush=True,
-        )
+            print(
+                f"{setup['size']} pass={setup['pass_sequences']} compile={compiled}: done",
+                file=sys.stderr,
+                flush=True,
+            )
     numels = sorted({r["n_params"] for r in records if "n_params" in r})
     report = {
         "config": str(args.config),

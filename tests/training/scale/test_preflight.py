@@ -108,7 +108,7 @@ def test_preflight_measures_each_pass_size_asked_for(tmp_path):
         [sys.executable, "-m", "training.scale.preflight", "--micro-batch-max", "4,x"],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert bad.returncode == 2 and "--micro-batch-max takes integers" in bad.stderr
+    assert bad.returncode == 2 and "--micro-batch-max takes positive integers" in bad.stderr
 
 
 def test_preflight_all_reduces_each_gradient_size(preflight):
