@@ -111,6 +111,7 @@ VALUES: dict[str, dict[str, Domain]] = {
         "pne_eta2": NONNEGATIVE,
         "b_simple": NONNEGATIVE_OR_INF,  # +inf when the unbiased |G|^2 is <= 0
         **{name: NONNEGATIVE for name in EXPOSURES},
+        "int_clock": NONNEGATIVE,
         "trace_cov": NONNEGATIVE,
         "grad_sq": FINITE,
         "trace_pfp_fisher": NONNEGATIVE,

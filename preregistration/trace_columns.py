@@ -75,6 +75,13 @@ STEPS = (
     _c("int_pne_eff", "float", "-", "integrated effective P-NE (each step's own c_s^2)"),
     _c("int_pne_star_eff", "float", "-", "integrated effective P-NE*"),
     _c("int_pne_eta2", "float", "-", "integrated eta-squared variant"),
+    _c(
+        "int_clock",
+        "float",
+        "1/sequences",
+        "step-size clock: sum over every step s <= t of eta_s / B_s; int_pne_star / int_clock "
+        "is the clock-weighted mean noise fraction Tr(P C P) / Tr(P F P)",
+    ),
     # added by the estimator (gradnoise.estimation.logger): diagnostics of the same logging step.
     _c("trace_cov", "float", "-", "Tr(C_t), trace of the per-example gradient covariance"),
     _c(

@@ -78,6 +78,7 @@ def trace_frame(spec: RunSpec, status: str) -> pd.DataFrame:
     data["int_pne_star_fisher"] = data["int_pne_star"]
     data["int_pne_star_ggn"] = data["int_pne_star"] * 1.1
     data["int_pne_star_true_fisher"] = data["int_pne_star"] * 1.2
+    data["int_clock"] = np.asarray(steps, dtype=float) * data["lr"] / spec.global_batch
     data["int_trace_cov"] = np.cumsum(pne) * 10
     data["int_grad_sq"] = np.cumsum(pne)
     data["b_simple_run"] = data["int_trace_cov"] / data["int_grad_sq"]

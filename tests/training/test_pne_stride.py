@@ -82,3 +82,24 @@ def test_holding_the_whole_trace_would_depend_on_the_stride(traces):
             trace = row.trace_pcp
         held += row.lr * trace
     assert held > 2 * every["int_pne"].iloc[-1], "the contrast no longer shows the artefact"
+
+
+def test_int_clock_sums_eta_over_b_over_every_step_of_a_trained_run(traces):
+    """The trace's step-size clock (issue 22, item 4): at each row of the strided run,
+    int_clock is sum_t eta_t / B over every step so far, eta_t read from the every-step
+    run's rows (the same trajectory), not over the logged rows alone; in the every-step
+    run int P-NE* is the running sum of P-NE*_t = (eta_t / B) f_t."""
+    every, strided = traces[1], traces[STRIDE]
+    clock, at_step = 0.0, {}
+    for row in every.itertuples():  # in step order, as the logger adds them
+        clock += row.lr / row.global_batch
+        at_step[row.step] = clock
+    assert (every["int_clock"] == every["step"].map(at_step)).all()
+    assert (strided["int_clock"] == strided["step"].map(at_step)).all()
+    logged_only = (strided["lr"] / strided["global_batch"]).cumsum().iloc[-1]
+    assert strided["int_clock"].iloc[-1] > 2 * logged_only, "the strided run skips most steps"
+    rate = every["lr"] / every["global_batch"]
+    fraction = (every["pne_star"] / rate).where(rate > 0, 0.0)
+    assert fraction.max() / fraction[fraction > 0].min() > 1.01, "the fraction varies"
+    decomposed = (rate * fraction).cumsum()
+    assert every["int_pne_star"].to_numpy() == pytest.approx(decomposed.to_numpy(), rel=1e-5)

@@ -24,6 +24,15 @@ change fastest too.
 The B_simple integrals ``int_trace_cov`` and ``int_grad_sq`` sum the held
 Tr(C) and |G|^2 over steps, so their ratio is the run's noise scale as a ratio
 of step-averaged numerator and denominator (McCandlish et al. 2018, App. A).
+
+The step-size clock ``int_clock`` = sum_t eta_t / B is what P-NE* is made of
+besides the noise: P-NE*_t = (eta_t / B) f_t with the noise fraction
+f_t = Tr(P C P) / max(floor, Tr(P F P)) (C and F per example; with the empirical
+Fisher diag(F) = G_bar^2 + diag(C) (1 - 1/B), f_t <= B / (B - 1) unless noise is
+injected, whose B Tr(P Sigma P) joins the numerator). So int P-NE* / int_clock is the
+clock-weighted mean of the held noise fraction: a run whose f_t stays near 1 has an
+integrated P-NE* equal to its clock, whatever its noise. It is summed at every step,
+like the exposures.
 """
 
 from __future__ import annotations
@@ -47,6 +56,7 @@ INTEGRATED = (
     "int_pne_star_true_fisher",
     "int_trace_cov",
     "int_grad_sq",
+    "int_clock",
 )
 
 
@@ -140,6 +150,7 @@ class ExposureIntegral:
             sums[f"int_pne_star_{proxy}"] += pne(lr, ratio)
         sums["int_trace_cov"] += self.held_scalars["trace_cov"]
         sums["int_grad_sq"] += self.held_scalars["grad_sq"]
+        sums["int_clock"] += lr / self.global_batch
         return traces
 
     def injected_rate(self, injected: torch.Tensor, lr: float) -> float:
@@ -168,6 +179,12 @@ class ExposureIntegral:
         if tuple(state["rows"]) != self.rows:
             raise ValueError(
                 f"NoiseLogger state holds proxies {tuple(state['rows'])}, this logger {self.rows}"
+            )
+        missing = [k for k in INTEGRATED if k not in state["sums"]]
+        if missing:
+            raise ValueError(
+                f"NoiseLogger state lacks the integrals {missing} (saved by an older gradnoise): "
+                "they cannot be rebuilt from the state; start the run again"
             )
         self.sums = {k: float(state["sums"][k]) for k in INTEGRATED}
         self.held = None if state["held"] is None else state["held"].to(device)

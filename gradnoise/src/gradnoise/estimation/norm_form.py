@@ -31,7 +31,8 @@ and B_simple = Tr(C) / |G|^2 (``b_simple``) from (2) and (3) with P = I.
 
 Each step integrates its own estimate (no held diagonals, no stride):
 int P-NE += eta_t Tr(P C P) / B, int P-NE* += P-NE_t / max(floor, Tr(P F P)),
-effective variants times c_t^2 (``effective``).
+effective variants times c_t^2 (``effective``), and the step-size clock
+int_clock += eta_t / B.
 
 Rounding: the squared norms are float32 dot products (relative rounding ~1e-7),
 summed in float64; the difference in (1) amplifies their rounding by
@@ -61,10 +62,11 @@ NORM_FORM_COLUMNS = (
     "step", "lr", "clip_coef", "trace_pcp", "trace_pfp", "trace_pfp_fisher", "pne",
     "pne_star", "pne_eff", "pne_star_eff", "trace_cov", "grad_sq", "b_simple",
     "b_simple_run", "int_pne", "int_pne_star", "int_pne_eff", "int_pne_star_eff",
-    "int_trace_cov", "int_grad_sq", "groups",
+    "int_trace_cov", "int_grad_sq", "int_clock", "groups",
 )  # fmt: skip
 NORM_FORM_INTEGRATED = (
     "int_pne", "int_pne_star", "int_pne_eff", "int_pne_star_eff", "int_trace_cov", "int_grad_sq",
+    "int_clock",
 )  # fmt: skip
 VARIANCE_RTOL = 1e-4  # float32 rounding of squared norms, well above it: not a variance
 
@@ -154,6 +156,7 @@ class NormFormEstimate:
         sums["int_pne_star_eff"] += effective(star, clip_coef)
         sums["int_trace_cov"] += trace_cov
         sums["int_grad_sq"] += grad_sq
+        sums["int_clock"] += lr / self.global_batch  # the step-size clock (estimation.integrals)
         return {
             "step": step, "lr": lr, "clip_coef": clip_coef,
             "trace_pcp": trace, "trace_pfp": pfp, "trace_pfp_fisher": pfp,
