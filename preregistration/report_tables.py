@@ -8,6 +8,8 @@ loss_matching   T4, each condition's final loss against target +- tolerance
 sensitivity     the estimator-sensitivity table (curvature proxy, eta vs eta^2, clipping)
 power           simulated power of H1, H2 and H3 by number of seeds
 noise_control   per run of the causal arms: tracking error, P-NE* ratio, phase budgets
+clock_runs      per run: integrated P-NE* against the step-size clock sum eta_t / B_t
+clock_summary   per arm: how far log P-NE* follows log clock; H1's slope with the clock
 regression_shots one row per (run, shot) of the regression family: the squared error of
                 the model and of each baseline
 
@@ -274,6 +276,66 @@ NOISE_CONTROL_VALUES: dict[str, Domain] = {
     "budget_vs_other_phases": FINITE,
 }
 
+# What P-NE* is made of (issue 22 item 4, deviation D6; analysis.exploratory.clock): per run
+# the integrated P-NE* against the step-size clock, and per arm what follows from it.
+CLOCK_RUNS = (
+    _c("run_id", "str", "-", "condition/seed identifier of the run"),
+    _c("arm", "str", "-", "registered arm"),
+    _c("condition", "str", "-", "registered condition name"),
+    _c("seed", "int", "-", "seed of initialization and data order"),
+    _c("excluded", "bool", "-", "excluded by a registered rule (left out of clock_summary)"),
+    _c("n_steps", "int", "optimizer steps", "the run's last logged step"),
+    _c("n_logged", "int", "steps", "logged steps of the run"),
+    _c("int_pne_star", "float", "-", "integrated P-NE* at the last logged step"),
+    _c("int_clock", "float", "1/sequences", "step-size clock: sum of eta_t / B_t over every "
+       "step up to the last logged one"),
+    _c("noise_fraction", "float", "-", "int_pne_star / int_clock: the clock-weighted mean "
+       "noise fraction Tr(PCP) / Tr(PFP)", nullable=True),
+    _c("noise_fraction_fisher", "float", "-", "int_pne_star_fisher / int_clock (empirical "
+       "Fisher denominator)", nullable=True),
+    _c("noise_fraction_ggn", "float", "-", "int_pne_star_ggn / int_clock (NaN when the run did "
+       "not log the GGN)", nullable=True),
+    _c("noise_fraction_true_fisher", "float", "-", "int_pne_star_true_fisher / int_clock (NaN "
+       "when the run did not log the true Fisher)", nullable=True),
+    _c("median_step_fraction", "float", "-", "median over logged steps of pne_star_t / (eta_t "
+       "/ B_t), the noise fraction where it was estimated", nullable=True),
+)  # fmt: skip
+CLOCK_RUNS_VALUES: dict[str, Domain] = {
+    "seed": COUNT,
+    "n_steps": COUNT,
+    "n_logged": COUNT,
+    "int_pne_star": NONNEGATIVE,
+    "int_clock": NONNEGATIVE,
+    "noise_fraction": NONNEGATIVE,
+    "noise_fraction_fisher": NONNEGATIVE,
+    "noise_fraction_ggn": NONNEGATIVE,
+    "noise_fraction_true_fisher": NONNEGATIVE,
+    "median_step_fraction": NONNEGATIVE,
+}
+
+CLOCK_SUMMARY = (
+    _c("analysis", "str", "-", "correlation | spread | noise_fraction | slope"),
+    _c("scope", "str", "-", "the arm, or 'pooled: <arms>' for the pooled slopes"),
+    _c("measure", "str", "-", "what ``estimate`` is"),
+    _c("estimate", "float", "-", "Pearson's r on logs, max / min ratio, median ratio or slope",
+       nullable=True),
+    _c("ci_low", "float", "-", "lower bound (Fisher-z or t CI; the minimum for a median ratio)",
+       nullable=True),
+    _c("ci_high", "float", "-", "upper bound (the maximum for a median ratio)", nullable=True),
+    _c("p", "float", "-", "two-sided p (correlation, slope)", nullable=True),
+    _c("n_runs", "int", "runs", "included runs the value uses"),
+    _c("n_groups", "int", "-", "seeds among them"),
+    _c("method", "str", "-", "how the value was estimated, or why it was not", nullable=True),
+)  # fmt: skip
+CLOCK_SUMMARY_VALUES: dict[str, Domain] = {
+    "analysis": one_of("correlation", "spread", "noise_fraction", "slope"),
+    "ci_low": FINITE,
+    "ci_high": FINITE,
+    "p": PROBABILITY,
+    "n_runs": COUNT,
+    "n_groups": COUNT,
+}
+
 REPORT_SCHEMAS: dict[str, tuple[Column, ...]] = {
     "tests": TESTS,
     "h1": H1,
@@ -283,6 +345,8 @@ REPORT_SCHEMAS: dict[str, tuple[Column, ...]] = {
     "sensitivity": SENSITIVITY,
     "power": POWER,
     "noise_control": NOISE_CONTROL,
+    "clock_runs": CLOCK_RUNS,
+    "clock_summary": CLOCK_SUMMARY,
 }
 REPORT_VALUES: dict[str, dict[str, Domain]] = {
     "tests": TESTS_VALUES,
@@ -293,6 +357,8 @@ REPORT_VALUES: dict[str, dict[str, Domain]] = {
     "sensitivity": SENSITIVITY_VALUES,
     "power": POWER_VALUES,
     "noise_control": NOISE_CONTROL_VALUES,
+    "clock_runs": CLOCK_RUNS_VALUES,
+    "clock_summary": CLOCK_SUMMARY_VALUES,
 }
 
 # The in-context regression family's predictors by their stem: the trained model and

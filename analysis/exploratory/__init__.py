@@ -9,6 +9,8 @@ same name that ``analysis.report.exploratory_tables`` writes:
 - ``power_phase``    the power of H2's late - early contrast
 - ``noise_control``  how well each run of the causal arms met its registered noise
 - ``evaluation``     each end-of-run evaluation measure against integrated P-NE*
+- ``clock``          what P-NE* is made of: the step-size clock sum eta_t / B_t and the
+                     noise fraction, per run and arm, and H1's slope with the clock
 
 Built on ``analysis.stats``; independent of ``analysis.hypotheses``.
 """
@@ -42,6 +44,12 @@ _MODULES: dict[str, tuple[str, ...]] = {
     "evaluation": (
         "ROLES",
         "evaluation_slopes",
+    ),
+    "clock": (
+        "POOLED_ARMS",
+        "clock_runs",
+        "clock_summary",
+        "clock_notes",
     ),
 }
 

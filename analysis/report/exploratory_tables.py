@@ -10,6 +10,9 @@ with the function named in brackets, and writes ``<stem>.csv`` (validated agains
 - ``power``          seeds needed for H1-H3 [analysis.exploratory.power.seeds_needed]
 - ``noise_control``  how the controller met its registration [analysis.exploratory.noise_control]
 - ``evaluation``     each evaluation measure against P-NE* [analysis.exploratory.evaluation]
+- ``clock_runs``, ``clock_summary``  what P-NE* is made of: the step-size clock and the
+  noise fraction per run, per arm, and H1's slope with the clock
+  [analysis.exploratory.clock.clock_runs, clock_summary; notes from clock_notes]
 - ``h1_regression``, ``regression_shots``  H1 on the regression family
   [analysis.report.regression_tables]
 
@@ -26,6 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.exploratory.clock import POOLED_ARMS, clock_notes, clock_runs, clock_summary
 from analysis.exploratory.evaluation import evaluation_slopes
 from analysis.exploratory.noise_control import noise_control_table, summary_notes
 from analysis.exploratory.power import seeds_needed
@@ -112,6 +116,44 @@ def write_evaluation(runs: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     return write_csv_and_markdown(table, Path(out_dir), "evaluation", title, notes, "evaluation")
 
 
+def write_clock(
+    runs: pd.DataFrame, steps_path: str | Path, plan_path: str | Path, out_dir: str | Path
+) -> list[Path]:
+    """``clock_runs.csv/.md`` (per run: integrated P-NE* against the step-size clock) and
+    ``clock_summary.csv/.md`` (per arm, and H1's model with the clock; its notes say in
+    words how far the registered metric can be told from the design in each arm)."""
+    h1 = load_plan(plan_path)["hypotheses"]["H1"]
+    steps = read_table(steps_path, "steps")
+    per_run = clock_runs(steps, runs)
+    summary = clock_summary(
+        per_run, runs, dv=h1["outcome"], covariates=tuple(h1.get("covariates", [])),
+        h1_arms=tuple(h1["arms"]), alpha=float(h1["alpha"]),
+    )  # fmt: skip
+    out_dir = Path(out_dir)
+    run_notes = [
+        "int_clock = sum of eta_t / B_t over every optimizer step up to the run's last logged "
+        "step; noise_fraction = int_pne_star / int_clock, the clock-weighted mean of the held "
+        "noise fraction Tr(PCP) / Tr(PFP); noise_fraction_<proxy> the same with that "
+        "curvature proxy's integrated P-NE* (logged by the arms of config "
+        "train.curvature_proxy_arms; '–' elsewhere).",
+        "median_step_fraction: the median over the run's logged steps of pne_star_t / "
+        "(eta_t / B_t). Exploratory (deviation D6); the summary is clock_summary.",
+    ]
+    paths = write_csv_and_markdown(
+        per_run, out_dir, "clock_runs", "What P-NE* is made of, per run (exploratory)",
+        run_notes, table="clock_runs",
+    )  # fmt: skip
+    notes = clock_notes(summary, dv=h1["outcome"]) + [
+        f"Pooled arms: {', '.join(POOLED_ARMS)} where present (the batch sweep and the arms "
+        "that add noise at its largest-batch fixed-LR condition; analysis.exploratory.clock).",
+        "ci_low/ci_high: Fisher-z CI of r, t CI of a slope, min/max of a median ratio.",
+    ]
+    title = "P-NE* against the step-size clock, per arm (exploratory)"
+    return paths + write_csv_and_markdown(
+        summary, out_dir, "clock_summary", title, notes, table="clock_summary"
+    )
+
+
 def write_exploratory_tables(
     tables_dir: str | Path,
     plan_path: str | Path,
@@ -131,6 +173,7 @@ def write_exploratory_tables(
         ("power", lambda: write_power(frame, plan_path, scale, tables)),
         ("noise_control", lambda: write_noise_control(frame, tables)),
         ("evaluation", lambda: write_evaluation(frame, tables)),
+        ("clock", lambda: write_clock(frame, steps, plan_path, tables)),
         ("h1_regression", lambda: write_h1_regression(runs, plan_path, tables)),
         ("regression_shots", lambda: write_per_shot_table(scores, runs, plan_path, tables)),
     ]

@@ -6,7 +6,8 @@ category. This module writes what the report cannot take from the study's
 outputs as they are:
 
 - ``summary_rst``: the description the report opens on: the audit verdict
-  (``audit.json``), the confirmatory tests (T1, ``t1_confirmatory.csv``), the runs
+  (``audit.json``), the confirmatory tests (T1, ``t1_confirmatory.csv``), beside them
+  what P-NE* is made of in each arm (``clock_summary.csv``, exploratory), the runs
   and their exclusions (T2, ``t2_inventory.csv``) and the sections that follow;
 - ``markdown_page``: an HTML page of one of the study's Markdown files (the tables
   of ``analysis.report.study_tables.markdown``, ``audit.md``), which the report shows inline,
@@ -31,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.exploratory.clock import arm_sentence
 from analysis.report.formatting import format_p, format_value
 from preregistration.deviations import load_deviations
 from preregistration.plan import PlanError, load_plan
@@ -187,12 +189,18 @@ def _rst_escape(text: str) -> str:
 
 
 def summary_rst(
-    audit_path: str | Path, t1_path: str | Path, t2_path: str | Path, deviations_path: str | Path
+    audit_path: str | Path,
+    t1_path: str | Path,
+    t2_path: str | Path,
+    deviations_path: str | Path,
+    clock_path: str | Path | None = None,
 ) -> str:
     """The report's opening text (reStructuredText): verdict, T1, runs, sections.
 
-    Section names are the report's categories; Snakemake turns `` `name`_ `` into a
-    link that opens the category.
+    With ``clock_path`` (``clock_summary.csv``), one sentence per arm after T1 says how
+    far integrated P-NE* can be told from the step-size clock there
+    (``analysis.exploratory.clock.arm_sentence``). Section names are the report's
+    categories; Snakemake turns `` `name`_ `` into a link that opens the category.
     """
     audit = read_audit(audit_path)
     t1 = read_table(Path(t1_path), "tests")
@@ -219,6 +227,8 @@ def summary_rst(
     header = ["hypothesis", "test", "estimate [CI]", "p", "Holm p", "decision"]
     rows = [[_rst_escape(c) for c in row] for row in confirmatory_rows(t1)]
     lines += _rst_table(header, rows)
+    if clock_path is not None:
+        lines += _clock_lines(clock_path)
     excluded = t2[t2["excluded"]]
     reasons = Counter(excluded["exclusion_reason"])
     why = "; ".join(f"{n} {_rst_escape(r)}" for r, n in reasons.items())
@@ -237,6 +247,21 @@ def summary_rst(
     ]
     lines += [f"- `{name}`_" for name in SECTIONS.values()]
     return "\n".join(lines) + "\n"
+
+
+def _clock_lines(path: str | Path) -> list[str]:
+    """What P-NE* is made of, per arm, in words (exploratory; ``clock_summary.csv``)."""
+    summary = read_table(Path(path), "clock_summary")
+    arms = summary.loc[summary["analysis"] == "correlation", "scope"]
+    title = "What P-NE* is made of (exploratory, beside H1)"
+    lines = ["", _rst_escape(title), "-" * len(_rst_escape(title)), ""]
+    intro = (
+        "P-NE*_t = (eta_t / B_t) x the noise fraction Tr(PCP) / Tr(PFP): how far integrated "
+        "P-NE* can be told from the step-size clock sum_t eta_t / B_t, which the design sets, "
+        "in each arm (tables in the H1 section)."
+    )
+    lines += [_rst_escape(intro), ""]
+    return lines + [f"- {_rst_escape(arm_sentence(summary, arm))}" for arm in arms]
 
 
 def _read_inventory(path: str | Path) -> pd.DataFrame:

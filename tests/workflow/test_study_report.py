@@ -42,11 +42,14 @@ FIGURES = {
     "fig6_clipping.png": SECTIONS["exploratory"],
     "icl_curves.png": SECTIONS["exploratory"],
     "fig5_induction_sharpness.png": SECTIONS["exploratory"],
+    "clock_decomposition.png": SECTIONS["H1"],
 }
 PAGES = {
     "audit.html": SECTIONS["verdict"],
     "t1_confirmatory.html": SECTIONS["verdict"],
     "h1.html": SECTIONS["H1"],
+    "clock_summary.html": SECTIONS["H1"],
+    "clock_runs.html": SECTIONS["H1"],
     "t3_equivalence.html": SECTIONS["H3"],
     "t4_loss_matching.html": SECTIONS["H3"],
     "sensitivity.html": SECTIONS["exploratory"],

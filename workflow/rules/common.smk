@@ -61,11 +61,13 @@ FIGURES = f"{RESULTS}/figures"
 ANALYSIS_TABLES = ["h1", "t1_confirmatory", "t2_inventory", "t3_equivalence", "t4_loss_matching"]
 EXPLORATORY_TABLES = [
     "sensitivity", "power", "noise_control", "evaluation", "h1_regression", "regression_shots",
+    "clock_runs", "clock_summary",
 ]  # fmt: skip
 FIGURE_STEMS = [
     "fig1_pne_icl", "fig2_phase", "fig3_equivalence", "fig4_frontier", "fig6_clipping", "icl_curves"
 ]
 FIGURE_STEMS += ["fig5_induction_sharpness"]  # Figure 5 (figures.smk)
+FIGURE_STEMS += ["clock_decomposition"]  # P-NE* against the step-size clock (figures.smk)
 
 wildcard_constraints:
     condition=r"[A-Za-z0-9_.-]+",

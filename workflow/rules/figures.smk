@@ -85,6 +85,13 @@ rule exploratory_figures:
             labels={"item": "ICL curves"},
         ),
         icl_curves_pdf=f"{FIGURES}/icl_curves.pdf",
+        clock=report(
+            f"{FIGURES}/clock_decomposition.png",
+            caption="../report/clock_decomposition.rst",
+            category=SECTIONS["H1"],
+            labels={"item": "P-NE* against the clock"},
+        ),
+        clock_pdf=f"{FIGURES}/clock_decomposition.pdf",
     benchmark:
         f"{RESULTS}/benchmarks/exploratory_figures.tsv"
     log:

@@ -1,4 +1,5 @@
-"""Job of rule exploratory_figures: Figures 5 and 6 and the ICL curves (figures.exploratory).
+"""Job of rule exploratory_figures: Figures 5 and 6, the ICL curves and the clock decomposition
+(figures.exploratory).
 
     python -m workflow.scripts.exploratory_figures --tables-dir DIR --out-dir DIR \
         [--probes PROBES ...]
