@@ -88,8 +88,9 @@ class NoiseArm:
             target = controller_target(spec, reference_trace)
             control = options["controller"]
             self.controller = ExposureController(
-                target, float(control["horizon"]), float(control["max_scale"])
-            )
+                target, float(control["horizon"]), float(control["max_scale"]),
+                **controller_lead(control),
+            )  # fmt: skip
         # P = 1 before Adam's first step (NAP), diag(C) = 0 before the first estimate: made
         # once here, not on every step of the loop (unit_covariance only reads them).
         n_coords = sum(p.numel() for p in self.params)
@@ -182,6 +183,16 @@ class NoiseArm:
                 if name not in state:
                     raise KeyError(f"resume state lacks the noise {name}'s state")
                 part.load_state_dict(state[name])
+
+
+def controller_lead(control: dict) -> dict:
+    """The controller's optional lead (``noise['controller']`` keys ``lead``,
+    ``slope_window``, ``end_horizon``; gradnoise.control.controller, "Lead").
+
+    None of them given: the proportional law as registered before (issue 22). The
+    controller checks their values.
+    """
+    return {key: control[key] for key in ("lead", "slope_window", "end_horizon") if key in control}
 
 
 def controller_target(spec: RunSpec, trace: pd.DataFrame | None):

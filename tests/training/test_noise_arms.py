@@ -14,7 +14,9 @@ import torch
 from preregistration.design import expand_design
 from preregistration.plan import load_plan
 from tests.tiny_data import TINY_DATA, smoke_config_with
+from training.config import study_config
 from training.data.corpus import build_corpus
+from training.run_setup import setup_run
 from training.train import train_run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,12 +71,14 @@ def tiny():
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
-@pytest.mark.parametrize("condition", ONE_PER_FORM)
+@pytest.mark.parametrize("condition", [*ONE_PER_FORM, "inj_gaussian_bs8 with lead"])
 def test_arm_is_deterministic_and_resumes_to_the_same_trace(tiny, condition, tmp_path, monkeypatch):
     import training.train as train_module
 
     cfg, corpus, specs, traces = tiny
-    spec = specs[(condition, 0)]
+    spec = specs[(condition.removesuffix(" with lead"), 0)]
+    if condition.endswith(" with lead"):
+        spec = with_controller(spec, **LEAD)
     reference = traces.get(spec.reference)
     model_a, whole = train_run(spec, cfg, corpus, show_progress=False, reference_trace=reference)
 
@@ -103,6 +107,28 @@ def test_arm_is_deterministic_and_resumes_to_the_same_trace(tiny, condition, tmp
         assert whole.trace["noise_scale"].max() > 0
         assert whole.trace["int_pne_star_injected"].iloc[-1] > 0
         assert whole.noise_control["tracking_error_median"] is not None
+
+
+LEAD = {"lead": 3, "slope_window": 8, "end_horizon": 2}  # noise.controller keys (issue 22)
+
+
+def with_controller(spec, **options):
+    return replace(spec, noise=spec.noise | {"controller": spec.noise["controller"] | options})
+
+
+def test_controller_lead_comes_from_the_noise_options(tiny):
+    """noise.controller's lead, slope_window and end_horizon reach the controller; without
+    them it has no lead (the registered law); a bad value stops the run's setup."""
+    cfg, corpus, specs, traces = tiny
+    spec, reference = specs[("inj_gaussian_bs8", 0)], traces["bs4_fixed"]
+    plain = setup_run(spec, study_config(cfg), corpus, reference).arm.controller
+    assert (plain.lead, plain.slope_window, plain.end_horizon) == (None, None, None)
+    lead = setup_run(with_controller(spec, **LEAD), study_config(cfg), corpus, reference)
+    controller = lead.arm.controller
+    assert (controller.lead, controller.slope_window, controller.end_horizon) == (3, 8, 2)
+    with pytest.raises(ValueError, match="slope_window must be an integer"):
+        setup_run(with_controller(spec, lead=3, slope_window=2.5), study_config(cfg), corpus,
+                  reference)  # fmt: skip
 
 
 def test_noise_arm_differs_from_its_plain_run(tiny):
