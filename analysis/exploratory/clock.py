@@ -17,8 +17,9 @@ the batch size and the steps taken.
 - ``clock_runs``: per run, int_pne_star, int_clock, their ratio (the mean noise
   fraction), each logged curvature proxy's version (int_pne_star_<proxy> / int_clock),
   and the median over its logged steps of f_t = pne_star_t / (eta_t / B_t);
-- ``clock_summary``: per arm, Pearson's r of log int_pne_star with log int_clock
-  across its included runs (Fisher-z CI, n) and the range of the mean noise fraction;
+- ``clock_summary``: per arm, Pearson's r of log int_pne_star (and of each logged
+  proxy's) with log int_clock across its included runs (Fisher-z CI, n), how far each
+  varies, and the range of the mean noise fraction;
   H1's model (``analysis.stats.mixed_model.mixed_slope``: icl_auc on log int_pne_star,
   final validation loss as covariate, seed random intercept), two-sided, on H1's arms
   with log int_pne_star and with log int_clock as the predictor; and over the pooled
@@ -30,14 +31,15 @@ the batch size and the steps taken.
 ``POOLED_ARMS``: the batch sweep (which varies the clock through B and the LR rule) and
 the arms whose runs add a declared noise covariance to the P-NE estimate at one
 condition of the batch sweep, the largest batch with the fixed learning rate, so that
-their P-NE* moves while eta_t / B per step is that condition's (the clock then varies
-only with the steps to the stop): noise_injection and nap (gradient noise scaled to a
-reference's exposure), phase_schedule (a gradient-noise budget in a window) and sgld
-(parameter noise, whose gradient-noise equivalent the logger adds). Left out:
-precond_freeze, which adds no noise (it changes P only), and regression_sweep, another
-task whose ICL outcome is not icl_auc. With the clock as a covariate, the pooled slope
-on log int_pne_star is estimated from the variation of P-NE* at a given clock, which
-only the noise arms supply.
+their P-NE* moves while eta_t / B per step is that condition's: noise_injection and nap
+(gradient noise scaled to follow the exposure of a smallest-batch reference run, whose
+eta / B is larger), phase_schedule (a gradient-noise budget in a window) and sgld (parameter noise,
+whose gradient-noise equivalent the logger adds). Their reference runs (batch-sweep
+conditions at further seeds) come with them, as the runs table lists them under the arm.
+Left out: precond_freeze, which adds no noise (it changes P only), and regression_sweep,
+another task whose ICL outcome is not icl_auc. With the clock as a covariate, the pooled
+slope on log int_pne_star is estimated from the variation of P-NE* at a given clock,
+which only the noise arms supply.
 
 Excluded runs (``runs.excluded``) are listed in ``clock_runs`` and left out of every
 summary row, as H1 leaves them out.
@@ -164,6 +166,12 @@ def _arm_rows(arm: str, data: pd.DataFrame, alpha: float) -> list[dict]:
     g = int(data["seed"].nunique())
     rows = [_row("correlation", arm, "pearson(log int_pne_star, log int_clock)", r, low, high,
                  p, n, g, how)]  # fmt: skip
+    for proxy in PROXIES[1:]:  # the other denominators, where the arm's runs logged them
+        v = (data[f"noise_fraction_{proxy}"] * data[CLOCK]).to_numpy(dtype=float)
+        if np.isfinite(v).any():
+            r, low, high, p, n, how = log_correlation(v, y, alpha)
+            rows.append(_row("correlation", arm, f"pearson(log int_pne_star_{proxy}, log "
+                             "int_clock)", r, low, high, p, n, g, how))  # fmt: skip
     for column, what in ((EXPOSURE, "int_pne_star"), (CLOCK, "int_clock")):
         v = data[column].to_numpy(dtype=float)
         v = v[np.isfinite(v) & (v > 0)]
@@ -286,20 +294,24 @@ def arm_sentence(summary: pd.DataFrame, arm: str) -> str:
         f"{spread['int_clock'].estimate:.3g}, and int P-NE* / clock (the mean noise fraction) "
         f"lies in {fraction.ci_low:.3g}-{fraction.ci_high:.3g}"
     )
+    proxies = [
+        (proxy, row.estimate)
+        for proxy in PROXIES[1:]
+        if (row := _measure(summary, "correlation", arm, f"pearson(log int_pne_star_{proxy}, "
+                            "log int_clock)")) is not None and np.isfinite(row.estimate)
+    ]  # fmt: skip
+    if proxies:
+        text += " (with the " + ", the ".join(f"{q} denominator r = {v:.4f}" for q, v in proxies)
+        text += ")"
     if r2 >= INDISTINGUISHABLE_R2:
         return text + (
             ": over this arm a slope on the registered metric cannot tell the measured noise "
             "from the learning-rate schedule, the batch size and the steps to the stop."
         )
+    share = f": the clock accounts for {r2:.0%} of the variance of log int P-NE* across these runs"
     if r2 >= MINORITY_R2:
-        return text + (
-            f": the clock accounts for {r2:.0%} of the variance of log int P-NE* across these "
-            f"runs, the noise fraction for the rest."
-        )
-    return text + (
-        f": the clock accounts for {r2:.0%} of the variance of log int P-NE* across these runs; "
-        "the rest varies with the noise fraction at a similar clock."
-    )
+        return text + share + ", differences in the mean noise fraction for the rest."
+    return text + share + "; over this arm the registered metric and the clock vary apart."
 
 
 def clock_notes(summary: pd.DataFrame, dv: str = "icl_auc") -> list[str]:

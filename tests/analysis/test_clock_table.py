@@ -118,6 +118,14 @@ def test_clock_alone_drives_icl_adjusted_slope_vanishes_unadjusted_does_not():
     included = per_run[(per_run["arm"] == "batch_sweep") & ~per_run["excluded"]]
     r = np.corrcoef(np.log(included["int_pne_star"]), np.log(included["int_clock"]))[0, 1]
     assert sweep["estimate"] == pytest.approx(r, rel=1e-12)
+    ggn = row(summary, "batch_sweep", "pearson(log int_pne_star_ggn, log int_clock)")
+    assert ggn["estimate"] > 0.9999 and ggn["n_runs"] == 24  # logged in the sweep only
+    assert not summary["measure"].str.contains("true_fisher, log").any()
+    assert "ggn" not in " ".join(
+        summary.loc[summary["scope"] == "noise_injection", "measure"].str.replace(
+            "int_pne_star_ggn / int_clock", ""
+        )
+    )
     injection = row(summary, "noise_injection", "pearson(log int_pne_star, log int_clock)")
     assert abs(injection["estimate"]) < 0.9, "injected noise moves P-NE* at about one clock"
     spread = row(summary, "noise_injection", "max / min of int_pne_star")["estimate"]
@@ -157,7 +165,7 @@ def test_the_words_follow_the_numbers():
     assert f"r = {r:.4f} over 24 runs" in sweep
     assert "cannot tell the measured noise from the learning-rate schedule" in sweep
     injection = arm_sentence(summary, "noise_injection")
-    assert "cannot tell" not in injection and "the rest varies with the noise fraction" in injection
+    assert "cannot tell" not in injection and "the clock vary apart" in injection
     # the verdict on the adjusted slope follows its CI: built here on both sides of 0
     adjusted = summary["measure"] == ADJUSTED
     for (low, high), verdict in (((-0.01, 0.02), "contains 0"), ((0.01, 0.02), "excludes 0")):
