@@ -322,7 +322,7 @@ def clock_notes(summary: pd.DataFrame, dv: str = "icl_auc") -> list[str]:
         "int P-NE* / int_clock is the clock-weighted mean noise fraction. Exploratory "
         "(deviation D6); excluded runs left out of every summary row."
     ]
-    arms = summary.loc[summary["analysis"] == "correlation", "scope"]
+    arms = summary.loc[summary["analysis"] == "correlation", "scope"].drop_duplicates()
     notes += [arm_sentence(summary, arm) for arm in arms]
     slopes = summary[summary["analysis"] == "slope"]
     for scope, group in slopes.groupby("scope", sort=False):

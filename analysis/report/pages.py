@@ -252,7 +252,7 @@ def summary_rst(
 def _clock_lines(path: str | Path) -> list[str]:
     """What P-NE* is made of, per arm, in words (exploratory; ``clock_summary.csv``)."""
     summary = read_table(Path(path), "clock_summary")
-    arms = summary.loc[summary["analysis"] == "correlation", "scope"]
+    arms = summary.loc[summary["analysis"] == "correlation", "scope"].drop_duplicates()
     title = "What P-NE* is made of (exploratory, beside H1)"
     lines = ["", _rst_escape(title), "-" * len(_rst_escape(title)), ""]
     intro = (

@@ -164,6 +164,9 @@ def test_the_words_follow_the_numbers():
     r = row(summary, "batch_sweep", "pearson(log int_pne_star, log int_clock)")["estimate"]
     assert f"r = {r:.4f} over 24 runs" in sweep
     assert "cannot tell the measured noise from the learning-rate schedule" in sweep
+    notes = clock_notes(summary)
+    assert sum(n.startswith("In batch_sweep,") for n in notes) == 1  # one per arm, proxies too
+    assert sum(n.startswith("In noise_injection,") for n in notes) == 1
     injection = arm_sentence(summary, "noise_injection")
     assert "cannot tell" not in injection and "the clock vary apart" in injection
     # the verdict on the adjusted slope follows its CI: built here on both sides of 0
@@ -233,7 +236,7 @@ def test_report_opens_with_the_words_beside_h1(tmp_path: Path):
     args = (tmp_path / "audit.json", tmp_path / "t1.csv", tmp_path / "t2.csv", deviations)
     text = summary_rst(*args, tmp_path / "clock_summary.csv")
     assert text.index("(T1)") < text.index("What P-NE\\* is made of") < text.index("Runs: 1")
-    assert "In batch\\_sweep, log int P-NE\\* and log clock correlate at r = " in text
+    assert text.count("In batch\\_sweep, log int P-NE\\* and log clock correlate at r = ") == 1
     assert "What P-NE" not in summary_rst(*args)
 
 
