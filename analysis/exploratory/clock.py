@@ -194,7 +194,7 @@ def _arm_rows(arm: str, data: pd.DataFrame, alpha: float) -> list[dict]:
 
 def _slope_row(scope: str, data: pd.DataFrame, dv, exposure, covariates, alpha) -> dict:
     fit = mixed_slope(data, dv, exposure, list(covariates), "seed", "two-sided", alpha).iloc[0]
-    measure = f"slope of {dv} on log({exposure}) | {', '.join(covariates) or 'no covariate'}"
+    measure = f"slope of {dv} on log({exposure}) given {', '.join(covariates) or 'nothing'}"
     return _row("slope", scope, measure, fit.slope, fit.ci_low, fit.ci_high, fit.p,
                 int(fit.n_runs), int(fit.n_groups), fit.method)  # fmt: skip
 
@@ -329,8 +329,7 @@ def clock_notes(summary: pd.DataFrame, dv: str = "icl_auc") -> list[str]:
         fits = {row.measure: row for row in group.itertuples()}
         parts = []
         for measure, row in fits.items():
-            predictor = measure.split(" on ", 1)[1].split(" | ")[0]
-            given = measure.split(" | ", 1)[1]
+            predictor, given = measure.split(" on ", 1)[1].split(" given ", 1)
             value = _ci(row) if np.isfinite(row.estimate) else f"not estimable ({row.method})"
             parts.append(f"on {predictor} given {given}: {value} (n = {row.n_runs})")
         notes.append(

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from output_checks import assert_figure
+from output_checks import assert_figure, assert_markdown_table
 
 from analysis.exploratory.clock import (
     arm_sentence,
@@ -27,9 +27,9 @@ from preregistration.tables import TableError, columns, read_table, write_table
 
 REPO = Path(__file__).resolve().parents[2]
 PROXY_COLUMNS = ("int_pne_star_fisher", "int_pne_star_ggn", "int_pne_star_true_fisher")
-ADJUSTED = "slope of icl_auc on log(int_pne_star) | final_val_loss, log_int_clock"
-UNADJUSTED = "slope of icl_auc on log(int_pne_star) | final_val_loss"
-ON_CLOCK = "slope of icl_auc on log(int_clock) | final_val_loss"
+ADJUSTED = "slope of icl_auc on log(int_pne_star) given final_val_loss, log_int_clock"
+UNADJUSTED = "slope of icl_auc on log(int_pne_star) given final_val_loss"
+ON_CLOCK = "slope of icl_auc on log(int_clock) given final_val_loss"
 
 
 def study(icl_on: str, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -206,6 +206,8 @@ def test_written_tables_satisfy_their_contracts_and_damage_is_refused(tmp_path: 
     summary = read_table(tmp_path / "clock_summary.csv", "clock_summary")
     assert len(per_run) == len(runs) and per_run["excluded"].sum() == 1
     assert set(summary["analysis"]) == {"correlation", "spread", "noise_fraction", "slope"}
+    assert_markdown_table(tmp_path / "clock_runs.md", columns("clock_runs"), len(per_run))
+    assert_markdown_table(tmp_path / "clock_summary.md", columns("clock_summary"), len(summary))
     text = (tmp_path / "clock_summary.md").read_text()
     assert text.startswith("# P-NE* against the step-size clock")
     assert arm_sentence(summary, "batch_sweep") in text

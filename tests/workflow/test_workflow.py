@@ -27,7 +27,9 @@ def test_smoke_study_end_to_end(smoke_study: Path):
     steps = read_table(smoke_study / "tables/steps.parquet", "steps")
     assert set(steps.run_id) == set(runs.run_id)
     assert (steps.groupby("run_id").int_pne.diff().dropna() >= 0).all(), "integrals must grow"
-    for stem, table in (("h1", "h1"), ("t1_confirmatory", "tests"), ("t2_inventory", "inventory")):
+    tables = [("h1", "h1"), ("t1_confirmatory", "tests"), ("t2_inventory", "inventory")]
+    tables += [("clock_runs", "clock_runs"), ("clock_summary", "clock_summary")]
+    for stem, table in tables:
         back = read_table(smoke_study / f"tables/{stem}.csv", table)  # through its contract
         assert len(back) > 0, stem
         assert_markdown_table(smoke_study / f"tables/{stem}.md", list(back.columns), len(back))
@@ -35,7 +37,7 @@ def test_smoke_study_end_to_end(smoke_study: Path):
     assert sorted(inventory.run_id) == sorted(runs.run_id)
     # figsize widths of the figure modules, each figure with data to draw
     widths = {"fig1_pne_icl": 6.2, "fig5_induction_sharpness": 11.5, "fig6_clipping": 10.0,
-              "icl_curves": 10.0}  # fmt: skip
+              "icl_curves": 10.0, "clock_decomposition": 6.4}  # fmt: skip
     for figure, width in widths.items():
         assert_figure(smoke_study / "figures", figure, width)
     # every language run evaluated by its evaluate job (columns named after the measure)
