@@ -32,6 +32,7 @@ _MODULES: dict[str, tuple[str, ...]] = {
         "write_power",
         "write_noise_control",
         "write_evaluation",
+        "write_clock",
         "write_exploratory_tables",
     ),
     "regression_tables": (
