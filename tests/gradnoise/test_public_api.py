@@ -23,6 +23,7 @@ PUBLIC_PACKAGES = {
     "gradnoise.injection",
     "gradnoise.control",
     "gradnoise.tap",
+    "gradnoise.replay",
 }
 OWN_NAMES = {"self", "cls"}
 

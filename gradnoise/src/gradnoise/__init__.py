@@ -11,6 +11,8 @@ Subpackages, one job each:
 - ``gradnoise.control``: the controller that steers injected noise to a target exposure;
 - ``gradnoise.tap``: ``attach``, the logger fed by hooks from an unchanged training loop;
 - ``gradnoise.selfcheck``: the estimate against exact per-example gradients on your model;
+- ``gradnoise.replay``: counterfactual noise replay, a run's outcome under other noise
+  predicted from its record (functional AdamW, tangents, pathwise and expected predictions);
 - ``gradnoise.integrations``: PyTorch Lightning and Hugging Face callbacks (optional extras).
 
 The names below are the public interface; everything else is internal.
@@ -27,6 +29,7 @@ from gradnoise.injection import (
     SGLDNoise,
     sgld_equivalent_diag,
 )
+from gradnoise.replay import predict_expected, predict_pathwise
 from gradnoise.selfcheck import SelfCheckReport, selfcheck
 from gradnoise.tap import NoiseTap, attach
 
@@ -48,6 +51,8 @@ __all__ = [
     "SGLDNoise",
     "SelfCheckReport",
     "attach",
+    "predict_expected",
+    "predict_pathwise",
     "selfcheck",
     "sgld_equivalent_diag",
 ]
