@@ -228,7 +228,7 @@ def test_score_summary_matches_its_definition():
 def test_import_layers_hold():
     """preregistration imports no stage; training and analysis are independent; figures
     never import training; gradnoise imports nothing of the study and its estimation,
-    injection and control are independent; no cycles; inside analysis, its layers (report and
+    injection, control and replay are independent; no cycles; inside analysis, its layers (report and
     audit over the tests and analyses, over the statistics and the runs) hold and the
     statistics import nothing of the study; inside training, its layers (the scale and the
     run commands over the loop and the evaluations, over the corpora and the regression
@@ -240,7 +240,7 @@ def test_import_layers_hold():
     assert "13 kept, 0 broken" in result.stdout
     for contract in (
         "gradnoise, the noise library, imports nothing of the study KEPT",
-        "gradnoise: estimation, injection and control are independent KEPT",
+        "gradnoise: estimation, injection, control and replay are independent KEPT",
         "the general statistics import nothing of the study KEPT",
         "training: the evaluations read a trained model and never import the loop KEPT",
     ):
