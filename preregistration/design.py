@@ -193,8 +193,14 @@ def sgld(arm_def: dict, scale_def: dict, seeds: list[int], source: str) -> list[
 
 
 def nap(arm_def: dict, scale_def: dict, seeds: list[int], source: str) -> list[RunSpec]:
-    """nap_bs{max}: NAP noise (seed 002) tracking the same-seed bs{min}_fixed run."""
+    """nap_bs{max}: NAP noise (seed 002) tracking the same-seed bs{min}_fixed run.
+
+    ``nap_token_cap`` in the arm's scale block (D9) is the NAP runs' own token cap, and
+    with it the length of their learning-rate schedule; their references keep the
+    scale's.
+    """
     largest = max(int(b) for b in scale_def["global_batch"])
+    cap = int(scale_def.get("nap_token_cap", scale_def["token_cap"]))
     specs = []
     for seed in _arm_seeds(scale_def, "nap", source):
         ref = reference_run("nap", scale_def, seed, 0)
@@ -202,7 +208,8 @@ def nap(arm_def: dict, scale_def: dict, seeds: list[int], source: str) -> list[R
                  "lambda_rel": float(arm_def["lambda_rel"]),
                  "controller": dict(arm_def["controller"])}  # fmt: skip
         specs += [ref, largest_batch_run("nap", scale_def, seed, condition=f"nap_bs{largest}",
-                                         noise=noise, reference=ref.condition)]  # fmt: skip
+                                         noise=noise, reference=ref.condition,
+                                         token_cap=cap)]  # fmt: skip
     return specs
 
 

@@ -168,7 +168,9 @@ def test_only_noise_options_differ_between_any_two_arms(scale):
             continue
         da, db = a.as_dict(), b.as_dict()
         differ = {k for k in da if da[k] != db[k]}
-        assert differ <= MAY_DIFFER, f"{a.run_id} vs {b.run_id} differ in {differ - MAY_DIFFER}"
+        # the NAP runs' own token cap (D8), where the scale registers one
+        allowed = MAY_DIFFER | ({"token_cap"} if "nap" in (a.arm, b.arm) else set())
+        assert differ <= allowed, f"{a.run_id} vs {b.run_id} differ in {differ - allowed}"
     largest = max(s.global_batch for s in specs)
     for spec in specs:
         if spec.arm != "batch_sweep" and spec.role == "condition":
@@ -176,6 +178,24 @@ def test_only_noise_options_differ_between_any_two_arms(scale):
             assert spec.noise.get("form"), spec.run_id
     keys = [(s.condition, s.seed) for s in specs]
     assert len(keys) == len(set(keys))  # a run registered by two arms is run once
+
+
+@pytest.mark.parametrize("scale", ["smoke", "cpu", "gpu"])
+def test_nap_token_cap_applies_to_the_nap_runs_only(scale):
+    """A scale's nap_token_cap (D8) is the NAP runs' token cap; their references and every
+    other run keep the scale's, and without one the NAP runs have the scale's too."""
+    plan = load_plan(REPO / "preregistration/plan.yaml")
+    block = plan["design"]["scales"][scale]
+    own = block["arms"]["nap"].get("nap_token_cap", block["token_cap"])
+    specs = expand_design(plan, scale)
+    nap = [s for s in specs if s.arm == "nap" and s.role == "condition"]
+    assert nap and all(s.token_cap == own for s in nap)
+    references = {(s.reference, s.seed) for s in nap}
+    for spec in specs:
+        if (spec.condition, spec.seed) in references:
+            assert spec.token_cap == block["token_cap"], spec.run_id
+    language = [s for s in specs if s.arm not in ("nap", "regression_sweep")]
+    assert {s.token_cap for s in language} == {block["token_cap"]}
 
 
 def test_curvature_proxies_are_measurements_only(tiny):
