@@ -29,13 +29,14 @@ run that reaches the target loss faster than its reference in steps (every injec
 run: 8x the batch) meets a steep T and stops before its exposure has caught up: on
 the cpu scale 6 of 17 injected runs ended 5-10 % below the reference's final value.
 
-Lead (opt-in: ``lead`` L, ``slope_window`` W, ``end_horizon`` h_end; loss axis only).
-The law aims at the target at the loss the run is expected to show L steps ahead,
-from its own descent, and closes the gap in h_end steps once that aim is the
-reference's final value:
+Lead (opt-in: ``lead`` L, ``slope_window`` W, ``end_horizon`` h_end, ``stop_loss``
+p_stop; loss axis only). The law aims at the target at the loss the run is expected
+to show L steps ahead, from its own descent, and closes the gap in h_end steps once
+that aim is the reference's final value:
 
     sigma_t = min(0, (p_t - p_{t-k}) / k)       (the run's best-loss slope per step)
-    A_t     = T(p_t + L sigma_t)                (<= T_end, the reference's last value)
+    q_t     = p_t + L sigma_t                   (the loss expected L steps ahead)
+    A_t     = T_end if q_t <= p_stop else T(q_t)     (T_end: the reference's last value)
     h_t     = h_end if A_t >= T_end else h
     s_t     = clip( ((A_t - I_{t-1}) / h_t - n_t) / u_t,  0,  s_max )
 
@@ -43,11 +44,16 @@ p_{t-k} is the earliest finite progress the controller was given in the last W s
 (k <= W; sigma_t = 0 before two). With L = h - 1 the ramp lag (h - 1) r is
 cancelled to first order; T(p_t + L sigma_t) is held at T_end past the reference's
 last validation loss, so the law never aims beyond the reference's final exposure.
-h_end closes what is left once the run is expected to reach the reference's final
-loss within L steps. Only tracking information enters (the run's own losses and
-integrals, the reference's trace). Without ``lead`` the law is the one above, bit
-for bit. A drop in loss at the validation that stops the run cannot be answered by
-any causal law: what it adds to T is missing at the stop.
+The aim is T_end, and h_end closes what is left, once the run is expected to reach
+within L steps the reference's final loss or the loss p_stop at which the run stops
+(its target; None: -inf). Both runs stop at the first validation at or below the
+target, so T_end is the reference's exposure at the target: a reference that hovers
+just above it before it stops has gained exposure that T, linear in loss between its
+best validations, places below the target loss (a bs64 run stopped at 0.94 of such a
+reference with the lead alone, at 0.99 of T there). Only tracking information enters
+(the run's own losses and integrals, the reference's trace). Without ``lead`` the law
+is the one above, bit for bit. A drop in loss at the validation that stops the run
+cannot be answered by any causal law: what it adds to T is missing at the stop.
 
 Usage in any training loop::
 
@@ -157,6 +163,8 @@ class ExposureController:
         ``lead``).
     end_horizon : h_end, the horizon once the aim is the reference's final value (with
         ``lead``; default h).
+    stop_loss : p_stop, the loss at or below which the run stops (with ``lead``; None:
+        the aim is T_end only past the reference's last validation loss).
     """
 
     def __init__(
@@ -167,6 +175,7 @@ class ExposureController:
         lead: float | None = None,
         slope_window: int | None = None,
         end_horizon: float | None = None,
+        stop_loss: float | None = None,
     ):
         if not (horizon > 0 and max_scale > 0):
             raise ValueError(
@@ -175,12 +184,13 @@ class ExposureController:
             )
         self.target, self.horizon, self.max_scale = target, horizon, max_scale
         self.lead, self.slope_window, self.end_horizon = lead, slope_window, end_horizon
+        self.stop_loss = stop_loss
         if lead is not None:
-            _check_lead(target, lead, slope_window, end_horizon)
-        elif slope_window is not None or end_horizon is not None:
+            _check_lead(target, lead, slope_window, end_horizon, stop_loss)
+        elif slope_window is not None or end_horizon is not None or stop_loss is not None:
             raise ValueError(
-                "exposure controller: slope_window and end_horizon belong to the lead; "
-                f"got {slope_window=} and {end_horizon=} without lead"
+                "exposure controller: slope_window, end_horizon and stop_loss belong to the "
+                f"lead; got {slope_window=}, {end_horizon=} and {stop_loss=} without lead"
             )
         # (step, total, injected, s, target) after every observed step
         self.history: list[tuple[int, float, float, float, float]] = []
@@ -248,13 +258,17 @@ class ExposureController:
 
     @property
     def aim(self) -> float:
-        """A_t = T(p_t + L sigma_t) of the latest step (with lead; T(p_t) without)."""
+        """A_t of the latest step (with lead; T(p_t) without): T(q_t), or T_end once
+        q_t = p_t + L sigma_t is at or below the stop loss."""
         if self.lead is None or not self._progress:
             return self._target
         progress = self._progress[-1][1]
         if not math.isfinite(progress):
             return self._target
-        return self.target(progress + self.lead * self.loss_slope)
+        expected = progress + self.lead * self.loss_slope
+        if self.stop_loss is not None and expected <= self.stop_loss:
+            return self.target.last
+        return self.target(expected)
 
     @property
     def current_target(self) -> float:
@@ -315,7 +329,7 @@ class ExposureController:
             self._progress = [(int(step), float(p)) for step, p in state["progress"]]
 
 
-def _check_lead(target, lead, slope_window, end_horizon) -> None:
+def _check_lead(target, lead, slope_window, end_horizon, stop_loss) -> None:
     """The lead's parameters, and a target on the validation_loss axis."""
     if not (isinstance(target, ReferenceTrajectory) and target.axis == "validation_loss"):
         raise ValueError(
@@ -333,6 +347,9 @@ def _check_lead(target, lead, slope_window, end_horizon) -> None:
     if end_horizon is not None and not end_horizon >= 1:
         raise ValueError(f"exposure controller: end_horizon must be >= 1 step (a gap closed "
                          f"in one step at most), got {end_horizon!r}")  # fmt: skip
+    if stop_loss is not None and not (isinstance(stop_loss, Real) and math.isfinite(stop_loss)):
+        raise ValueError(f"exposure controller: stop_loss must be a finite loss, got "
+                         f"{stop_loss!r}")  # fmt: skip
 
 
 def _at(steps: np.ndarray, values: np.ndarray, step: float) -> float:
