@@ -89,7 +89,7 @@ class NoiseArm:
             control = options["controller"]
             self.controller = ExposureController(
                 target, float(control["horizon"]), float(control["max_scale"]),
-                **controller_lead(control),
+                **controller_lead(control, spec.target_val_loss),
             )  # fmt: skip
         # P = 1 before Adam's first step (NAP), diag(C) = 0 before the first estimate: made
         # once here, not on every step of the loop (unit_covariance only reads them).
@@ -185,14 +185,16 @@ class NoiseArm:
                 part.load_state_dict(state[name])
 
 
-def controller_lead(control: dict) -> dict:
+def controller_lead(control: dict, target_val_loss: float) -> dict:
     """The controller's optional lead (``noise['controller']`` keys ``lead``,
     ``slope_window``, ``end_horizon``; gradnoise.control.controller, "Lead").
 
-    None of them given: the proportional law as registered before (issue 22). The
-    controller checks their values.
+    With ``lead`` the run's stop loss is its registered target (``stop_loss``). None of
+    them given: the proportional law as registered before (issue 22). The controller
+    checks their values.
     """
-    return {key: control[key] for key in ("lead", "slope_window", "end_horizon") if key in control}
+    out = {key: control[key] for key in ("lead", "slope_window", "end_horizon") if key in control}
+    return out | ({"stop_loss": float(target_val_loss)} if "lead" in control else {})
 
 
 def controller_target(spec: RunSpec, trace: pd.DataFrame | None):

@@ -117,8 +117,9 @@ def with_controller(spec, **options):
 
 
 def test_controller_lead_comes_from_the_noise_options(tiny):
-    """noise.controller's lead, slope_window and end_horizon reach the controller; without
-    them it has no lead (the registered law); a bad value stops the run's setup."""
+    """noise.controller's lead, slope_window and end_horizon reach the controller, with the
+    run's target loss as its stop loss; without them it has no lead (the registered law);
+    a bad value stops the run's setup."""
     cfg, corpus, specs, traces = tiny
     spec, reference = specs[("inj_gaussian_bs8", 0)], traces["bs4_fixed"]
     plain = setup_run(spec, study_config(cfg), corpus, reference).arm.controller
@@ -126,6 +127,7 @@ def test_controller_lead_comes_from_the_noise_options(tiny):
     lead = setup_run(with_controller(spec, **LEAD), study_config(cfg), corpus, reference)
     controller = lead.arm.controller
     assert (controller.lead, controller.slope_window, controller.end_horizon) == (3, 8, 2)
+    assert controller.stop_loss == spec.target_val_loss and plain.stop_loss is None
     with pytest.raises(ValueError, match="slope_window must be an integer"):
         setup_run(with_controller(spec, lead=3, slope_window=2.5), study_config(cfg), corpus,
                   reference)  # fmt: skip
