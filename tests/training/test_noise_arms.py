@@ -118,10 +118,13 @@ def with_controller(spec, **options):
 
 def test_controller_lead_comes_from_the_noise_options(tiny):
     """noise.controller's lead, slope_window and end_horizon reach the controller, with the
-    run's target loss as its stop loss; without them it has no lead (the registered law);
-    a bad value stops the run's setup."""
+    run's target loss as its stop loss; without them it has no lead (the law before D9);
+    a bad value stops the run's setup. The plan registers the lead (D9)."""
     cfg, corpus, specs, traces = tiny
     spec, reference = specs[("inj_gaussian_bs8", 0)], traces["bs4_fixed"]
+    assert {k: spec.noise["controller"].get(k) for k in LEAD} == LEAD  # as registered
+    control = {k: v for k, v in spec.noise["controller"].items() if k not in LEAD}
+    spec = replace(spec, noise=spec.noise | {"controller": control})
     plain = setup_run(spec, study_config(cfg), corpus, reference).arm.controller
     assert (plain.lead, plain.slope_window, plain.end_horizon) == (None, None, None)
     lead = setup_run(with_controller(spec, **LEAD), study_config(cfg), corpus, reference)
