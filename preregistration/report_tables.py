@@ -10,6 +10,8 @@ power           simulated power of H1, H2 and H3 by number of seeds
 noise_control   per run of the causal arms: tracking error, P-NE* ratio, phase budgets
 clock_runs      per run: integrated P-NE* against the step-size clock sum eta_t / B_t
 clock_summary   per arm: how far log P-NE* follows log clock; H1's slope with the clock
+precision       H2 and H3: the CI width achieved against the registered margin, and the
+                power at the registered seeds with the runs' SD
 regression_shots one row per (run, shot) of the regression family: the squared error of
                 the model and of each baseline
 
@@ -336,6 +338,62 @@ CLOCK_SUMMARY_VALUES: dict[str, Domain] = {
     "n_groups": COUNT,
 }
 
+# The precision H2 and H3 achieved and their power on the runs' variance (issue 22, item 5;
+# exploratory; analysis.exploratory.precision.precision_table). One row per hypothesis.
+PRECISION = (
+    _c("hypothesis", "str", "-", "H2 | H3"),
+    _c("test", "str", "-", "the registered test"),
+    _c("outcome", "str", "-", "outcome column of the runs table"),
+    _c("estimate", "float", "-", "late - early contrast (H2), mean paired difference "
+       "reference - injected (H3)", nullable=True),
+    _c("ci_low", "float", "-", "lower bound of the test's CI", nullable=True),
+    _c("ci_high", "float", "-", "upper bound of the test's CI", nullable=True),
+    _c("ci_level", "float", "fraction", "1 - alpha (H2, two-sided), 1 - 2 alpha (H3)"),
+    _c("ci_width", "float", "-", "ci_high - ci_low", nullable=True),
+    _c("reference", "float", "-", "what the width is set against: 2 x margin (H3), the "
+       "smallest contrast of interest (H2)"),
+    _c("reference_measure", "str", "-", "what ``reference`` is"),
+    _c("width_ratio", "float", "-", "ci_width / reference", nullable=True),
+    _c("n_runs", "int", "runs", "included runs the test used"),
+    _c("n_units", "int", "-", "seeds with both phases (H2) or pairs (H3) the test used"),
+    _c("unit", "str", "-", "seeds | pairs"),
+    _c("sd_difference", "float", "-", "SD of the per-seed contrasts (H2) or paired "
+       "differences (H3) in the runs", nullable=True),
+    _c("sd_power", "float", "-", "SD the power simulation takes (H2: residual SD = "
+       "sd_difference x sqrt(budget levels / 2); H3: sd_difference)", nullable=True),
+    _c("sd_planned", "float", "-", "the registered power analysis's SD on sd_power's scale",
+       nullable=True),
+    _c("n_seeds_registered", "int", "seeds", "seeds the scale registers for the test"),
+    _c("effect", "float", "-", "effect of the registered power analysis (H2: contrast; H3: "
+       "true difference)"),
+    _c("effect_source", "str", "-", "plan key of ``effect``, or the default taken"),
+    _c("power", "float", "fraction", "share of simulated studies at n_seeds_registered that "
+       "reject (H2) or show equivalence (H3), with sd_power", nullable=True),
+    _c("mc_se", "float", "fraction", "Monte-Carlo standard error of power", nullable=True),
+    _c("n_sim", "int", "-", "simulated studies (0 when power was not computed)"),
+    _c("method", "str", "-", "the test's method, or why it or the power did not run"),
+)  # fmt: skip
+PRECISION_VALUES: dict[str, Domain] = {
+    "hypothesis": one_of("H2", "H3"),
+    "ci_low": FINITE,
+    "ci_high": FINITE,
+    "ci_level": PROBABILITY,
+    "ci_width": NONNEGATIVE,
+    "reference": NONNEGATIVE,
+    "width_ratio": NONNEGATIVE,
+    "n_runs": COUNT,
+    "n_units": COUNT,
+    "unit": one_of("seeds", "pairs"),
+    "sd_difference": NONNEGATIVE,
+    "sd_power": NONNEGATIVE,
+    "sd_planned": NONNEGATIVE,
+    "n_seeds_registered": COUNT,
+    "effect": FINITE,
+    "power": PROBABILITY,
+    "mc_se": NONNEGATIVE,
+    "n_sim": COUNT,
+}
+
 REPORT_SCHEMAS: dict[str, tuple[Column, ...]] = {
     "tests": TESTS,
     "h1": H1,
@@ -347,6 +405,7 @@ REPORT_SCHEMAS: dict[str, tuple[Column, ...]] = {
     "noise_control": NOISE_CONTROL,
     "clock_runs": CLOCK_RUNS,
     "clock_summary": CLOCK_SUMMARY,
+    "precision": PRECISION,
 }
 REPORT_VALUES: dict[str, dict[str, Domain]] = {
     "tests": TESTS_VALUES,
@@ -359,6 +418,7 @@ REPORT_VALUES: dict[str, dict[str, Domain]] = {
     "noise_control": NOISE_CONTROL_VALUES,
     "clock_runs": CLOCK_RUNS_VALUES,
     "clock_summary": CLOCK_SUMMARY_VALUES,
+    "precision": PRECISION_VALUES,
 }
 
 # The in-context regression family's predictors by their stem: the trained model and

@@ -11,6 +11,8 @@ same name that ``analysis.report.exploratory_tables`` writes:
 - ``evaluation``     each end-of-run evaluation measure against integrated P-NE*
 - ``clock``          what P-NE* is made of: the step-size clock sum eta_t / B_t and the
                      noise fraction, per run and arm, and H1's slope with the clock
+- ``precision``      H2's and H3's CI width against the registered margin and their power
+                     at the registered seeds with the runs' SD
 
 Built on ``analysis.stats``; independent of ``analysis.hypotheses``.
 """
@@ -50,6 +52,11 @@ _MODULES: dict[str, tuple[str, ...]] = {
         "clock_runs",
         "clock_summary",
         "clock_notes",
+    ),
+    "precision": (
+        "precision_table",
+        "precision_sentence",
+        "precision_sentences",
     ),
 }
 

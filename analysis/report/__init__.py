@@ -3,6 +3,7 @@
 - ``study_tables``        tables H1 and T1-T4 from the runs table and the plan (rule
                           ``analysis_tables``; ``python -m analysis.report.study_tables``)
 - ``exploratory_tables``  the exploratory tables (rule ``exploratory_tables``)
+- ``precision_tables``    the precision H2 and H3 achieved and their power on the runs
 - ``regression_tables``   H1 on the in-context regression family, and its per-shot errors
                           (``python -m analysis.report.regression_tables``)
 - ``pages``               the study report's own pages (rule ``report_pages``)
@@ -34,6 +35,10 @@ _MODULES: dict[str, tuple[str, ...]] = {
         "write_evaluation",
         "write_clock",
         "write_exploratory_tables",
+    ),
+    "precision_tables": (
+        "precision_inputs",
+        "write_precision",
     ),
     "regression_tables": (
         "regression_arms",

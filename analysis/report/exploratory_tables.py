@@ -13,6 +13,9 @@ with the function named in brackets, and writes ``<stem>.csv`` (validated agains
 - ``clock_runs``, ``clock_summary``  what P-NE* is made of: the step-size clock and the
   noise fraction per run, per arm, and H1's slope with the clock
   [analysis.exploratory.clock.clock_runs, clock_summary; notes from clock_notes]
+- ``precision``      H2's and H3's CI width against the registered margin and their power
+  at the registered seeds with the runs' SD [analysis.report.precision_tables.write_precision;
+  analysis.exploratory.precision]
 - ``h1_regression``, ``regression_shots``  H1 on the regression family
   [analysis.report.regression_tables]
 
@@ -34,6 +37,7 @@ from analysis.exploratory.evaluation import evaluation_slopes
 from analysis.exploratory.noise_control import noise_control_table, summary_notes
 from analysis.exploratory.power import seeds_needed
 from analysis.exploratory.sensitivity import sensitivity_table
+from analysis.report.precision_tables import write_precision
 from analysis.report.regression_tables import write_h1_regression, write_per_shot_table
 from analysis.report.study_tables import write_csv_and_markdown
 from preregistration.design import expand_design
@@ -174,6 +178,7 @@ def write_exploratory_tables(
         ("noise_control", lambda: write_noise_control(frame, tables)),
         ("evaluation", lambda: write_evaluation(frame, tables)),
         ("clock", lambda: write_clock(frame, steps, plan_path, tables)),
+        ("precision", lambda: write_precision(frame, plan_path, scale, tables)),
         ("h1_regression", lambda: write_h1_regression(runs, plan_path, tables)),
         ("regression_shots", lambda: write_per_shot_table(scores, runs, plan_path, tables)),
     ]

@@ -7,8 +7,10 @@ outputs as they are:
 
 - ``summary_rst``: the description the report opens on: the audit verdict
   (``audit.json``), the confirmatory tests (T1, ``t1_confirmatory.csv``), beside them
-  what P-NE* is made of in each arm (``clock_summary.csv``, exploratory), the runs
-  and their exclusions (T2, ``t2_inventory.csv``) and the sections that follow;
+  what P-NE* is made of in each arm (``clock_summary.csv``, exploratory) and the
+  precision H2 and H3 achieved with their power on the runs (``precision.csv``,
+  exploratory), the runs and their exclusions (T2, ``t2_inventory.csv``) and the
+  sections that follow;
 - ``markdown_page``: an HTML page of one of the study's Markdown files (the tables
   of ``analysis.report.study_tables.markdown``, ``audit.md``), which the report shows inline,
   where a CSV could only be downloaded;
@@ -33,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.exploratory.clock import arm_sentence
+from analysis.exploratory.precision import precision_sentences
 from analysis.report.formatting import format_p, format_value
 from preregistration.deviations import load_deviations
 from preregistration.plan import PlanError, load_plan
@@ -194,13 +197,17 @@ def summary_rst(
     t2_path: str | Path,
     deviations_path: str | Path,
     clock_path: str | Path | None = None,
+    precision_path: str | Path | None = None,
 ) -> str:
     """The report's opening text (reStructuredText): verdict, T1, runs, sections.
 
     With ``clock_path`` (``clock_summary.csv``), one sentence per arm after T1 says how
     far integrated P-NE* can be told from the step-size clock there
-    (``analysis.exploratory.clock.arm_sentence``). Section names are the report's
-    categories; Snakemake turns `` `name`_ `` into a link that opens the category.
+    (``analysis.exploratory.clock.arm_sentence``). With ``precision_path``
+    (``precision.csv``), one sentence each for H2 and H3 gives the CI width achieved
+    against the registered margin and the power on the runs' SD
+    (``analysis.exploratory.precision.precision_sentence``). Section names are the
+    report's categories; Snakemake turns `` `name`_ `` into a link that opens the category.
     """
     audit = read_audit(audit_path)
     t1 = read_table(Path(t1_path), "tests")
@@ -229,6 +236,8 @@ def summary_rst(
     lines += _rst_table(header, rows)
     if clock_path is not None:
         lines += _clock_lines(clock_path)
+    if precision_path is not None:
+        lines += _precision_lines(precision_path)
     excluded = t2[t2["excluded"]]
     reasons = Counter(excluded["exclusion_reason"])
     why = "; ".join(f"{n} {_rst_escape(r)}" for r, n in reasons.items())
@@ -262,6 +271,20 @@ def _clock_lines(path: str | Path) -> list[str]:
     )
     lines += [_rst_escape(intro), ""]
     return lines + [f"- {_rst_escape(arm_sentence(summary, arm))}" for arm in arms]
+
+
+def _precision_lines(path: str | Path) -> list[str]:
+    """H2's and H3's precision and power on the runs, in words (exploratory; ``precision.csv``)."""
+    table = read_table(Path(path), "precision")
+    title = "Precision achieved and power on the runs (exploratory, beside H2 and H3)"
+    lines = ["", _rst_escape(title), "-" * len(_rst_escape(title)), ""]
+    intro = (
+        "The width of the CI each test gave against what the plan registers, and the power of "
+        "the registered test at the registered seeds with the SD observed in the runs; no seed "
+        "count or decision changes (table in the verdict section)."
+    )
+    lines += [_rst_escape(intro), ""]
+    return lines + [f"- {_rst_escape(sentence)}" for sentence in precision_sentences(table)]
 
 
 def _read_inventory(path: str | Path) -> pd.DataFrame:

@@ -47,6 +47,7 @@ FIGURES = {
 PAGES = {
     "audit.html": SECTIONS["verdict"],
     "t1_confirmatory.html": SECTIONS["verdict"],
+    "precision.html": SECTIONS["verdict"],
     "h1.html": SECTIONS["H1"],
     "clock_summary.html": SECTIONS["H1"],
     "clock_runs.html": SECTIONS["H1"],

@@ -20,8 +20,10 @@ rule report_pages:
         t1_csv=f"{TABLES}/t1_confirmatory.csv",
         t2_csv=f"{TABLES}/t2_inventory.csv",
         clock_summary_csv=f"{TABLES}/clock_summary.csv",
+        precision_csv=f"{TABLES}/precision.csv",
         audit=f"{RESULTS}/audit.md",
         t1=f"{TABLES}/t1_confirmatory.md",
+        precision=f"{TABLES}/precision.md",
         h1=f"{TABLES}/h1.md",
         clock_summary=f"{TABLES}/clock_summary.md",
         clock_runs=f"{TABLES}/clock_runs.md",
@@ -50,6 +52,12 @@ rule report_pages:
             caption="../report/t1_confirmatory.rst",
             category=SECTIONS["verdict"],
             labels={"item": "Table T1"},
+        ),
+        precision=report(
+            f"{REPORT}/precision.html",
+            caption="../report/precision.rst",
+            category=SECTIONS["verdict"],
+            labels={"item": "Precision and power of H2 and H3"},
         ),
         h1=report(
             f"{REPORT}/h1.html",

@@ -8,11 +8,15 @@ from analysis.report.pages import deviations_page, markdown_page, software_page,
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
 inp, out = snakemake.input, snakemake.output  # noqa: F821
-text = summary_rst(inp.audit_json, inp.t1_csv, inp.t2_csv, inp.deviations, inp.clock_summary_csv)
+text = summary_rst(
+    inp.audit_json, inp.t1_csv, inp.t2_csv, inp.deviations, inp.clock_summary_csv,
+    inp.precision_csv,
+)  # fmt: skip
 Path(out.summary).write_text(text)
 print(text, file=sys.stderr)
-pages = ("audit", "t1", "h1", "clock_summary", "clock_runs", "t3", "t4", "sensitivity", "power")
-pages += ("noise_control", "evaluation", "h1_regression", "regression_shots", "t2")
+pages = ("audit", "t1", "precision", "h1", "clock_summary", "clock_runs", "t3", "t4")
+pages += ("sensitivity", "power", "noise_control", "evaluation", "h1_regression")
+pages += ("regression_shots", "t2")
 for name in pages:
     print(markdown_page(inp[name], out[name]), file=sys.stderr)
 print(deviations_page(inp.deviations, out.deviations), file=sys.stderr)
