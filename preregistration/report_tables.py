@@ -13,7 +13,9 @@ clock_summary   per arm: how far log P-NE* follows log clock; H1's slope with th
 precision       H2 and H3: the CI width achieved against the registered margin, and the
                 power at the registered seeds with the runs' SD
 regression_shots one row per (run, shot) of the regression family: the squared error of
-                the model and of each baseline
+                the model and of each baseline, and the model's excess over Bayes ridge
+regression_excess one row per (condition, shot) of the regression family: the excess over
+                Bayes ridge and the model's error relative to the zero predictor's, over seeds
 
 A row of a test that did not run keeps its text columns and leaves
 the numbers missing, so most numeric columns here are nullable.
@@ -444,10 +446,48 @@ REGRESSION_SHOTS = (
         _c(f"{stem}_error", "float", "squared error", f"{what}: mean (prediction - y)^2")
         for stem, what in REGRESSION_PREDICTORS.items()
     ),
-)
+    _c("excess_error", "float", "squared error", "model_error - ridge_error: the excess over "
+       "Bayes ridge"),
+)  # fmt: skip
 REPORT_SCHEMAS["regression_shots"] = REGRESSION_SHOTS
 REPORT_VALUES["regression_shots"] = {
     "seed": COUNT,
     "shot": COUNT,
     **{f"{stem}_error": NONNEGATIVE for stem in REGRESSION_PREDICTORS},
+    "excess_error": FINITE,
+}
+
+# The regression family per condition and shot over its included seeds (issue 22, item 1;
+# analysis.report.regression_tables.excess_table): the excess over Bayes ridge and the
+# model's error relative to the zero predictor's.
+REGRESSION_EXCESS = (
+    _c("condition", "str", "-", "registered condition name"),
+    _c("shot", "int", "demonstrations", "in-context examples before the query"),
+    _c("n_seeds", "int", "seeds", "included seeds of the condition"),
+    _c("excess_mean", "float", "squared error", "mean over seeds of model_error - "
+       "ridge_error"),
+    _c("excess_min", "float", "squared error", "smallest over seeds of model_error - "
+       "ridge_error"),
+    _c("excess_max", "float", "squared error", "largest over seeds of model_error - "
+       "ridge_error"),
+    _c("model_error", "float", "squared error", "mean over seeds of the model's error"),
+    _c("ridge_error", "float", "squared error", "mean over seeds of Bayes ridge's error"),
+    _c("zero_error", "float", "squared error", "mean over seeds of the zero predictor's error"),
+    _c("model_over_zero_mean", "float", "-", "mean over seeds of model_error / zero_error",
+       nullable=True),
+    _c("model_over_zero_max", "float", "-", "largest over seeds of model_error / zero_error",
+       nullable=True),
+)  # fmt: skip
+REPORT_SCHEMAS["regression_excess"] = REGRESSION_EXCESS
+REPORT_VALUES["regression_excess"] = {
+    "shot": COUNT,
+    "n_seeds": COUNT,
+    "excess_mean": FINITE,
+    "excess_min": FINITE,
+    "excess_max": FINITE,
+    "model_error": NONNEGATIVE,
+    "ridge_error": NONNEGATIVE,
+    "zero_error": NONNEGATIVE,
+    "model_over_zero_mean": NONNEGATIVE,
+    "model_over_zero_max": NONNEGATIVE,
 }

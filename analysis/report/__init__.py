@@ -44,7 +44,10 @@ _MODULES: dict[str, tuple[str, ...]] = {
         "regression_arms",
         "h1_regression",
         "per_shot_table",
+        "excess_table",
+        "half_zero_sentence",
         "write_per_shot_table",
+        "write_excess_table",
         "write_h1_regression",
     ),
     "pages": (

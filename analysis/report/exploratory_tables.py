@@ -16,8 +16,9 @@ with the function named in brackets, and writes ``<stem>.csv`` (validated agains
 - ``precision``      H2's and H3's CI width against the registered margin and their power
   at the registered seeds with the runs' SD [analysis.report.precision_tables.write_precision;
   analysis.exploratory.precision]
-- ``h1_regression``, ``regression_shots``  H1 on the regression family
-  [analysis.report.regression_tables]
+- ``h1_regression``, ``regression_shots``, ``regression_excess``  H1 on the regression
+  family, its errors per run and shot, and per condition and shot the excess over Bayes
+  ridge [analysis.report.regression_tables]
 
 ``write_exploratory_tables`` writes them all in one process (one Snakemake job:
 the rule ``exploratory_tables``), printing each writer's wall time. No table here
@@ -38,7 +39,11 @@ from analysis.exploratory.noise_control import noise_control_table, summary_note
 from analysis.exploratory.power import seeds_needed
 from analysis.exploratory.sensitivity import sensitivity_table
 from analysis.report.precision_tables import write_precision
-from analysis.report.regression_tables import write_h1_regression, write_per_shot_table
+from analysis.report.regression_tables import (
+    write_excess_table,
+    write_h1_regression,
+    write_per_shot_table,
+)
 from analysis.report.study_tables import write_csv_and_markdown
 from preregistration.design import expand_design
 from preregistration.plan import load_plan
@@ -181,6 +186,7 @@ def write_exploratory_tables(
         ("precision", lambda: write_precision(frame, plan_path, scale, tables)),
         ("h1_regression", lambda: write_h1_regression(runs, plan_path, tables)),
         ("regression_shots", lambda: write_per_shot_table(scores, runs, plan_path, tables)),
+        ("regression_excess", lambda: write_excess_table(scores, runs, plan_path, scale, tables)),
     ]
     paths: list[Path] = []
     for name, write in writers:

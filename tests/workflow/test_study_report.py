@@ -59,6 +59,7 @@ PAGES = {
     "evaluation.html": SECTIONS["exploratory"],
     "h1_regression.html": SECTIONS["exploratory"],
     "regression_shots.html": SECTIONS["exploratory"],
+    "regression_excess.html": SECTIONS["exploratory"],
     "t2_inventory.html": SECTIONS["inventory"],
     "deviations.html": SECTIONS["deviations"],
     "software.html": SECTIONS["software"],

@@ -29,7 +29,8 @@ def test_smoke_study_end_to_end(smoke_study: Path):
     assert (steps.groupby("run_id").int_pne.diff().dropna() >= 0).all(), "integrals must grow"
     tables = [("h1", "h1"), ("t1_confirmatory", "tests"), ("t2_inventory", "inventory")]
     tables += [("clock_runs", "clock_runs"), ("clock_summary", "clock_summary")]
-    tables += [("precision", "precision")]
+    tables += [("precision", "precision"), ("regression_shots", "regression_shots")]
+    tables += [("regression_excess", "regression_excess")]
     for stem, table in tables:
         back = read_table(smoke_study / f"tables/{stem}.csv", table)  # through its contract
         assert len(back) > 0, stem

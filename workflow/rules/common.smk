@@ -61,7 +61,7 @@ FIGURES = f"{RESULTS}/figures"
 ANALYSIS_TABLES = ["h1", "t1_confirmatory", "t2_inventory", "t3_equivalence", "t4_loss_matching"]
 EXPLORATORY_TABLES = [
     "sensitivity", "power", "noise_control", "evaluation", "h1_regression", "regression_shots",
-    "clock_runs", "clock_summary", "precision",
+    "clock_runs", "clock_summary", "precision", "regression_excess",
 ]  # fmt: skip
 FIGURE_STEMS = [
     "fig1_pne_icl", "fig2_phase", "fig3_equivalence", "fig4_frontier", "fig6_clipping", "icl_curves"

@@ -35,6 +35,7 @@ rule report_pages:
         evaluation=f"{TABLES}/evaluation.md",
         h1_regression=f"{TABLES}/h1_regression.md",
         regression_shots=f"{TABLES}/regression_shots.md",
+        regression_excess=f"{TABLES}/regression_excess.md",
         t2=f"{TABLES}/t2_inventory.md",
         deviations=DEVIATIONS,
         plan=config["plan"],
@@ -124,6 +125,12 @@ rule report_pages:
             caption="../report/regression_shots.rst",
             category=SECTIONS["exploratory"],
             labels={"item": "Regression error per shot"},
+        ),
+        regression_excess=report(
+            f"{REPORT}/regression_excess.html",
+            caption="../report/regression_excess.rst",
+            category=SECTIONS["exploratory"],
+            labels={"item": "Regression excess over Bayes ridge"},
         ),
         t2=report(
             f"{REPORT}/t2_inventory.html",

@@ -16,7 +16,7 @@ Path(out.summary).write_text(text)
 print(text, file=sys.stderr)
 pages = ("audit", "t1", "precision", "h1", "clock_summary", "clock_runs", "t3", "t4")
 pages += ("sensitivity", "power", "noise_control", "evaluation", "h1_regression")
-pages += ("regression_shots", "t2")
+pages += ("regression_shots", "regression_excess", "t2")
 for name in pages:
     print(markdown_page(inp[name], out[name]), file=sys.stderr)
 print(deviations_page(inp.deviations, out.deviations), file=sys.stderr)
