@@ -228,8 +228,8 @@ def test_score_summary_matches_its_definition():
 def test_import_layers_hold():
     """preregistration imports no stage; training and analysis are independent; figures
     never import training; gradnoise imports nothing of the study and its estimation,
-    injection, control and replay are independent; no cycles; inside analysis, its layers (report and
-    audit over the tests and analyses, over the statistics and the runs) hold and the
+    injection, control and replay are independent; no cycles; inside analysis, its layers
+    (report and audit over the tests and analyses, over the statistics and the runs) hold and the
     statistics import nothing of the study; inside training, its layers (the scale and the
     run commands over the loop and the evaluations, over the corpora and the regression
     family) hold, and the corpora, the regression family and the evaluations import
