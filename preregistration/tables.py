@@ -50,7 +50,8 @@ from preregistration.contracts import (
     one_of,
     read_frame,
 )
-from preregistration.report_tables import REGRESSION_PREDICTORS, REPORT_SCHEMAS, REPORT_VALUES
+from preregistration.exploratory_columns import REGRESSION_PREDICTORS
+from preregistration.report_tables import REPORT_SCHEMAS, REPORT_VALUES
 from preregistration.table_columns import (
     EVALUATE_MEASURES,
     EVALUATION,

@@ -27,8 +27,8 @@ import pandas as pd
 
 from analysis.hypotheses.h1_monotonicity import H1_COLUMNS, h1_summary
 from analysis.report.study_tables import write_csv_and_markdown
+from preregistration.exploratory_columns import REGRESSION_EXCESS, REGRESSION_SHOTS
 from preregistration.plan import PlanError, load_plan, scale_design
-from preregistration.report_tables import REGRESSION_EXCESS, REGRESSION_SHOTS
 from preregistration.tables import read_table
 
 NAME = "H1_regression"

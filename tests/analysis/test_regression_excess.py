@@ -21,8 +21,8 @@ from analysis.report.regression_tables import (
     write_per_shot_table,
 )
 from analysis.runs.simulate import simulate_runs
+from preregistration.exploratory_columns import REGRESSION_PREDICTORS
 from preregistration.plan import load_plan
-from preregistration.report_tables import REGRESSION_PREDICTORS
 from preregistration.tables import TableError, columns, read_table, write_table
 
 REPO = Path(__file__).resolve().parents[2]
