@@ -7,6 +7,7 @@
 - ``regression_tables``   H1 on the in-context regression family, and its per-shot errors
                           (``python -m analysis.report.regression_tables``)
 - ``pages``               the study report's own pages (rule ``report_pages``)
+- ``html_render``         their HTML: a table, a Markdown file, a self-contained page
 - ``formatting``          numbers rounded for people, the one rule set of tables and pages
 
 The top layer of ``analysis`` with ``analysis.audit``: it reports the tests of
@@ -50,11 +51,13 @@ _MODULES: dict[str, tuple[str, ...]] = {
         "write_excess_table",
         "write_h1_regression",
     ),
-    "pages": (
-        "SECTIONS",
+    "html_render": (
         "html_table",
         "markdown_html",
         "html_page",
+    ),
+    "pages": (
+        "SECTIONS",
         "markdown_page",
         "read_audit",
         "confirmatory_rows",

@@ -37,6 +37,7 @@ import pandas as pd
 from analysis.exploratory.clock import arm_sentence
 from analysis.exploratory.precision import precision_sentences
 from analysis.report.formatting import format_p, format_value
+from analysis.report.html_render import html_page, html_table, markdown_html
 from preregistration.deviations import load_deviations
 from preregistration.plan import PlanError, load_plan
 from preregistration.tables import TableError, read_table
@@ -53,82 +54,6 @@ SECTIONS = {
     "deviations": "8. Deviations from the plan",
     "software": "9. Software versions",
 }
-
-PAGE_STYLE = """
-body { font-family: system-ui, sans-serif; font-size: 14px; margin: 1.5em; color: #1f2937; }
-table { border-collapse: collapse; margin: 1em 0; }
-th, td { border: 1px solid #d1d5db; padding: 0.25em 0.6em; vertical-align: top; }
-th { background: #f3f4f6; text-align: left; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-tr:nth-child(even) td { background: #f9fafb; }
-code { font-size: 0.9em; }
-"""
-
-_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$", re.IGNORECASE)
-
-
-def _inline(text: str) -> str:
-    """Escape ``text`` for HTML, then render Markdown's **bold** and `code`."""
-    out = html.escape(text, quote=False)
-    out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
-    return re.sub(r"`(.+?)`", r"<code>\1</code>", out)
-
-
-def html_table(header: list[str], rows: list[list[str]]) -> str:
-    """An HTML table; cells that read as numbers are right-aligned."""
-    head = "".join(f"<th>{_inline(h)}</th>" for h in header)
-    body = []
-    for row in rows:
-        cells = "".join(
-            f'<td class="num">{_inline(c)}</td>'
-            if _NUMBER.match(c.strip())
-            else f"<td>{_inline(c)}</td>"
-            for c in row
-        )
-        body.append(f"<tr>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-def _cells(line: str) -> list[str]:
-    return [c.strip() for c in line.strip().strip("|").split("|")]
-
-
-def markdown_html(text: str) -> str:
-    """HTML of the Markdown this project writes: headings, pipe tables, bullets, paragraphs."""
-    lines, blocks, i = text.splitlines(), [], 0
-    while i < len(lines):
-        line = lines[i]
-        if line.startswith("|"):
-            rows = []
-            while i < len(lines) and lines[i].startswith("|"):
-                rows.append(_cells(lines[i]))
-                i += 1
-            body = [r for r in rows[1:] if not all(re.fullmatch(r":?-+:?", c) for c in r)]
-            blocks.append(html_table(rows[0], body))
-            continue
-        if line.startswith("- "):
-            items = []
-            while i < len(lines) and lines[i].startswith("- "):
-                items.append(f"<li>{_inline(lines[i][2:])}</li>")
-                i += 1
-            blocks.append(f"<ul>{''.join(items)}</ul>")
-            continue
-        if line.startswith("#"):
-            level = min(len(line) - len(line.lstrip("#")), 6)
-            blocks.append(f"<h{level}>{_inline(line[level:].strip())}</h{level}>")
-        elif line.strip():
-            blocks.append(f"<p>{_inline(line)}</p>")
-        i += 1
-    return "\n".join(blocks)
-
-
-def html_page(title: str, body: str) -> str:
-    """A self-contained HTML page (inline style, no external resource)."""
-    return (
-        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title><style>{PAGE_STYLE}</style></head>"
-        f"<body>\n{body}\n</body></html>\n"
-    )
 
 
 def markdown_page(md_path: str | Path, out_path: str | Path) -> Path:
@@ -262,29 +187,32 @@ def _clock_lines(path: str | Path) -> list[str]:
     """What P-NE* is made of, per arm, in words (exploratory; ``clock_summary.csv``)."""
     summary = read_table(Path(path), "clock_summary")
     arms = summary.loc[summary["analysis"] == "correlation", "scope"].drop_duplicates()
-    title = "What P-NE* is made of (exploratory, beside H1)"
-    lines = ["", _rst_escape(title), "-" * len(_rst_escape(title)), ""]
     intro = (
         "P-NE*_t = (eta_t / B_t) x the noise fraction Tr(PCP) / Tr(PFP): how far integrated "
         "P-NE* can be told from the step-size clock sum_t eta_t / B_t, which the design sets, "
         "in each arm (tables in the H1 section)."
     )
-    lines += [_rst_escape(intro), ""]
-    return lines + [f"- {_rst_escape(arm_sentence(summary, arm))}" for arm in arms]
+    sentences = [arm_sentence(summary, arm) for arm in arms]
+    return _section("What P-NE* is made of (exploratory, beside H1)", intro, sentences)
 
 
 def _precision_lines(path: str | Path) -> list[str]:
     """H2's and H3's precision and power on the runs, in words (exploratory; ``precision.csv``)."""
     table = read_table(Path(path), "precision")
-    title = "Precision achieved and power on the runs (exploratory, beside H2 and H3)"
-    lines = ["", _rst_escape(title), "-" * len(_rst_escape(title)), ""]
     intro = (
         "The width of the CI each test gave against what the plan registers, and the power of "
         "the registered test at the registered seeds with the SD observed in the runs; no seed "
         "count or decision changes (table in the verdict section)."
     )
-    lines += [_rst_escape(intro), ""]
-    return lines + [f"- {_rst_escape(sentence)}" for sentence in precision_sentences(table)]
+    title = "Precision achieved and power on the runs (exploratory, beside H2 and H3)"
+    return _section(title, intro, precision_sentences(table))
+
+
+def _section(title: str, intro: str, sentences) -> list[str]:
+    """An rST section of the opening page: its title, an intro and one bullet a sentence."""
+    escaped = _rst_escape(title)
+    lines = ["", escaped, "-" * len(escaped), "", _rst_escape(intro), ""]
+    return lines + [f"- {_rst_escape(sentence)}" for sentence in sentences]
 
 
 def _read_inventory(path: str | Path) -> pd.DataFrame:
