@@ -69,7 +69,7 @@ def adamw_step(
     after its increment), which sets the bias corrections 1 - beta1^t and 1 - beta2^t.
     """
     if amsgrad:
-        raise NotImplementedError("adamw_step: AMSGrad is not supported (its max is not smooth)")
+        raise ValueError("adamw_step: amsgrad=True is refused (the max in AMSGrad is not smooth)")
     if step < 1:
         raise ValueError(f"adamw_step: step counts updates from 1, got {step}")
     beta1, beta2 = betas
@@ -113,7 +113,7 @@ def adamw_from_optimizer(
     if first["weight_decay"] != 0 and not decoupled:
         raise ValueError("adamw_from_optimizer: Adam's coupled (L2) weight decay is not AdamW's")
     if first["amsgrad"] or first["maximize"]:
-        raise NotImplementedError("adamw_from_optimizer: amsgrad and maximize are not supported")
+        raise ValueError("adamw_from_optimizer: an optimizer with amsgrad or maximize is refused")
     owned = {id(p) for g in groups for p in g["params"]}
     params, m, v, steps = {}, {}, {}, set()
     for name, p in model.named_parameters():
