@@ -22,6 +22,7 @@ if not ANALYSIS_ONLY:
         include: "workflow/rules/evaluate.smk"
 
 
+include: "workflow/rules/cnr.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/audit.smk"

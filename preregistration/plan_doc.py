@@ -146,7 +146,40 @@ def _rules_seeds_software_sections(plan: dict) -> list[str]:
         "",
     ]
     lines += [f"- {item}" for item in plan["exploratory"]]
-    return lines
+    return lines + _replay_section(plan.get("replay"))
+
+
+def _replay_section(replay: dict | None) -> list[str]:
+    """The registered Counterfactual Noise Replay (exploratory; D10), when there is one."""
+    if replay is None:
+        return []
+    rows = [
+        ("scales", _value(replay["scales"])),
+        ("base runs", f"`{replay['base_condition']}`, seeds {_value(replay['base_seeds'])}"),
+        ("recorded every (steps)", _value(replay["record_every"])),
+        ("switch points (fraction of the run's steps)", _value(replay["switch_points"])),
+        ("horizons (steps after the switch)", _value(replay["horizons"])),
+        ("candidates", _value(replay["candidates"])),
+        ("noise-floor draws", _value(replay["noise_floor_draws"])),
+        ("metrics", _value(replay["metrics"])),
+        ("Jacobians", _value(replay["jacobians"])),
+        (
+            "interval level, bootstrap resamples",
+            _value([replay["interval_level"], replay["bootstrap"]]),
+        ),
+        ("ICL episodes per shot count", _value(replay["icl_episodes"])),
+    ]
+    return [
+        "",
+        "## Counterfactual Noise Replay (exploratory)",
+        "",
+        "Predictions of each metric's change under each candidate noise, measured against "
+        "retraining from the same recorded state; never part of a correction family.",
+        "",
+        "| setting | value |",
+        "|---|---|",
+        *(f"| {name} | {_cell(text)} |" for name, text in rows),
+    ]
 
 
 def render_markdown(plan: dict, plan_file: str | Path) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import sys
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from training.config import StudyConfig, study_config
 from training.data.shards import load_corpus
 from training.distributed import init_distributed
 from training.regression.task import family_config
+from training.replay.plan import replay_plan
 from training.train import package_versions, save_checkpoint, train_run
 
 
@@ -59,6 +61,16 @@ def reference_trace(spec, path: Path | None) -> pd.DataFrame | None:
     return read_table(path, "steps")
 
 
+def replay_recording(config: StudyConfig, spec, out: Path, fresh: bool):
+    """The run's replay recording when the plan registers it as a replay base (plan
+    ``replay``, ``training.replay.plan``); a fresh start clears states of an earlier run."""
+    replay = replay_plan(load_plan(config.plan), config.scale, config.plan)
+    recording = replay.recording(spec, out) if replay is not None else None
+    if recording is not None and fresh and recording.directory.exists():
+        shutil.rmtree(recording.directory)
+    return recording
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config-json", required=True, help="resolved study config as JSON")
@@ -81,9 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     hash_at_start = plan_hash(config.plan)
     resume = args.out / "resume.pt"  # kept across a killed job, removed once the run ends
     reference = reference_trace(spec, args.reference_trace)
+    recording = replay_recording(config, spec, args.out, fresh=not resume.exists())
     model, result = train_run(
         spec, config, corpus, resume_path=resume, reference_trace=reference,
-        tensorboard_dir=args.out / "tensorboard",
+        tensorboard_dir=args.out / "tensorboard", replay=recording,
     )  # fmt: skip
     if dist.is_initialized() and dist.get_rank() != 0:
         return 0

@@ -42,6 +42,7 @@ from training.config import StudyConfig, study_config
 from training.distributed import all_reduce_mean_grads
 from training.model import GPT
 from training.noise_arms import NoiseArm
+from training.recording import ReplayRecording, Segment
 from training.resume import load_resume_state, save_resume_state
 from training.run_setup import RunSetup, setup_run
 from training.tensorboard_log import tensorboard_log
@@ -81,6 +82,8 @@ def train_run(
     resume_path: Path | None = None,
     reference_trace: pd.DataFrame | None = None,
     tensorboard_dir: Path | None = None,
+    replay: ReplayRecording | None = None,
+    segment: Segment | None = None,
 ) -> tuple[torch.nn.Module, RunResult]:
     """Train one run of the study to its target loss or token cap; return model and trace.
 
@@ -93,14 +96,23 @@ def train_run(
     ``reference_trace`` is the trace of ``spec.reference`` when the run has one.
     With ``train.tensorboard`` on, rank 0 also writes every trace row as TensorBoard
     scalars into ``tensorboard_dir`` (``training.tensorboard_log``).
+
+    ``replay`` saves the run's state for counterfactual replay every
+    ``replay.every`` steps (``training.recording``); ``segment`` instead
+    starts from such a recorded state, stops after ``segment.stop_after`` and calls
+    ``segment.observe(step, run, lr)`` once the step's noise is in ``.grad``
+    (``training.replay.segment``): the recorded run, regenerated.
     """
     run = setup_run(spec, study_config(cfg), corpus, reference_trace)
     logger, arm, train_cfg = run.logger, run.arm, run.train_cfg
-    state = start_state(run, resume_path)
+    state = start_state(run, segment.start if segment is not None else resume_path)
+    last_step = run.max_steps
+    if segment is not None:  # the schedule stays the run's own; only the loop ends early
+        resume_path, last_step = None, min(run.max_steps, segment.stop_after)
     board = tensorboard_log(train_cfg, tensorboard_dir, run.rank, state.step + 1)
     bar = progress_bar(run, state.step, show_progress)
     start = time.perf_counter()
-    for step in range(state.step + 1, run.max_steps + 1):
+    for step in range(state.step + 1, last_step + 1):
         state.step = step
         lr = set_learning_rate(run, step)
         validate = run.schedule.due(step, run.tokens_per_step, run.max_steps, state.val_loss)
@@ -108,6 +120,8 @@ def train_run(
         logger.begin_step(step, log=log_step)
         train_loss, seq = step_gradient(run, step, log_step)
         arm.before_clip(step, lr, state.val_loss)
+        if segment is not None:
+            segment.observe(step, run, lr)
         grad_norm = float(
             torch.nn.utils.clip_grad_norm_(run.model.parameters(), train_cfg.grad_clip)
         )
@@ -134,6 +148,7 @@ def train_run(
         run.optimizer.zero_grad(set_to_none=True)
         bar.update(run.tokens_per_step)
         if record is None:
+            record_if_due(run, state, replay)
             continue
         if validate:
             state.val_loss = run.family.validation(run.model, run.val)
@@ -153,6 +168,7 @@ def train_run(
             break
         state.wall_time_s = state.wall_before + time.perf_counter() - start
         save_if_due(run, state, resume_path)
+        record_if_due(run, state, replay)
     bar.close()
     if board is not None:
         board.close()
@@ -215,6 +231,17 @@ def save_if_due(run: RunSetup, state: LoopState, resume_path: Path | None) -> No
     save_resume_state(
         Path(resume_path), run.spec, run.cfg, state.step, run.model, run.optimizer, run.logger,
         state.rows, state.layer_rows, state.wall_time_s, run.arm.state_dict(),
+    )  # fmt: skip
+
+
+def record_if_due(run: RunSetup, state: LoopState, replay: ReplayRecording | None) -> None:
+    """Save the run's state after every ``replay.every``-th step (rank 0): what a restart
+    needs, so that ``training.replay.segment`` can regenerate the steps after it."""
+    if replay is None or run.rank != 0 or state.step % replay.every:
+        return
+    save_resume_state(
+        replay.path(state.step), run.spec, run.cfg, state.step, run.model, run.optimizer,
+        run.logger, state.rows, state.layer_rows, state.wall_time_s, run.arm.state_dict(),
     )  # fmt: skip
 
 

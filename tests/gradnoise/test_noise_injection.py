@@ -95,6 +95,22 @@ def test_same_seed_same_noise_and_state_resumes():
     assert torch.equal(torch.get_rng_state(), global_state)  # the global RNG is untouched
 
 
+@pytest.mark.parametrize("form", ["gaussian", "student_t"])
+def test_last_draw_regenerates_the_added_noise_exactly(form):
+    """xi = (root * standard) * sqrt(scale), bit for bit: what replay transforms (issue 21)."""
+    param = torch.zeros(7, requires_grad=True)
+    diag = torch.tensor([0.5, 1.0, 2.0, 0.1, 4.0, 0.0, 3.0])
+    noise = GradientNoise([param], form, seed=3, df=5.0)
+    for scale in (2.5, 0.0, 7.0):
+        param.grad = torch.zeros_like(param)
+        noise.inject(scale, diag=diag)
+        draw = noise.last_draw
+        assert draw.scale == scale
+        torch.testing.assert_close(draw.root, diag.sqrt(), rtol=0, atol=0)
+        regenerated = draw.root * draw.standard * math.sqrt(draw.scale)
+        assert torch.equal(regenerated, param.grad)
+
+
 def test_sgld_noise_has_variance_two_eta_t():
     lr, temperature = 0.01, 0.5
     param = torch.zeros(20_000, requires_grad=True)

@@ -106,6 +106,39 @@ def test_read_from_optimizer_and_continue():
     assert max_diff(params, {k: p.detach() for k, p in model.named_parameters()}) < TOL
 
 
+def test_groups_that_differ_in_weight_decay_only():
+    """No decay on biases (the nanoGPT groups): read per parameter, equal to torch's steps."""
+    model = small_model(4)
+    matrices = [p for p in model.parameters() if p.dim() >= 2]
+    vectors = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": matrices, "weight_decay": 0.1}, {"params": vectors, "weight_decay": 0.0}]
+    opt = torch.optim.AdamW(groups, lr=1e-2, betas=(0.9, 0.95))
+    gen = torch.Generator().manual_seed(5)
+    draw = lambda: {  # noqa: E731
+        k: torch.randn(p.shape, generator=gen, dtype=p.dtype) for k, p in model.named_parameters()
+    }
+    for k, p in model.named_parameters():
+        p.grad = draw()[k]
+    opt.step()
+    hyper, lr, params, state, done = adamw_from_optimizer(opt, model)
+    assert hyper.weight_decay == {"0.weight": 0.1, "0.bias": 0.0, "2.weight": 0.1, "2.bias": 0.0}
+    for step in range(done + 1, done + 21):
+        grads = draw()
+        for k, p in model.named_parameters():
+            p.grad = grads[k].clone()
+        opt.step()
+        params, state = adamw_step(
+            params, grads, state, lr, hyper.betas, hyper.eps, hyper.weight_decay, step
+        )
+    assert max_diff(params, {k: p.detach() for k, p in model.named_parameters()}) < TOL
+    # one decay for all would differ: the biases would shrink
+    wrong, _ = adamw_step(params, grads, state, lr, hyper.betas, hyper.eps, 0.1, done + 21)
+    right, _ = adamw_step(
+        params, grads, state, lr, hyper.betas, hyper.eps, hyper.weight_decay, done + 21
+    )
+    assert max_diff(wrong, right) > 1e-6
+
+
 def test_frozen_second_moment_equals_the_freeze_arm():
     model = small_model(4)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)

@@ -47,12 +47,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import torch
 
 GRADIENT_FORMS = ("gaussian", "anisotropic", "student_t")
 NOISE_FORMS = (*GRADIENT_FORMS, "nap", "sgld", "precond_freeze")
 _SEED_OFFSET = 7_919  # the injector's stream differs from every other seeded stream of a run
+
+
+class NoiseDraw(NamedTuple):
+    """The last draw ``GradientNoise.inject`` added: xi = sqrt(scale) * (root * standard)
+    (Gaussian, Student-t: flat root d^(1/2) and standard draw), or sqrt(scale) * standard
+    @ root (anisotropic: root (K, D), standard (K,)). Kept so that a replay can regenerate
+    or transform the recorded noise (``gradnoise.replay``)."""
+
+    standard: torch.Tensor
+    root: torch.Tensor
+    scale: float
 
 
 class MicroGradients:
@@ -118,6 +130,7 @@ class GradientNoise:
         self.generator = torch.Generator(device=device).manual_seed(seed * 1_000_003 + _SEED_OFFSET)
         self._unit: torch.Tensor | None = None  # diag(Cov) at s = 1 of the prepared step
         self._root: torch.Tensor | None = None  # d^(1/2), or sqrt(c) (g_j - g_mean) rows
+        self.last_draw: NoiseDraw | None = None  # what the last ``inject`` added
 
     def after_micro_backward(self) -> None:
         """Snapshot the accumulated gradient after each micro-batch (anisotropic form only)."""
@@ -156,8 +169,10 @@ class GradientNoise:
             z = torch.randn(self._root.shape[0], generator=self.generator, device=self._root.device)
             noise = z @ self._root
         else:
-            noise = self._root * self.standard_draw(self._root.numel(), self._root.device)
+            z = self.standard_draw(self._root.numel(), self._root.device)
+            noise = self._root * z
         noise *= math.sqrt(scale)
+        self.last_draw = NoiseDraw(z, self._root, float(scale))
         for p, piece in zip(self.params, noise.split(self.sizes), strict=True):
             if p.grad is None:
                 p.grad = torch.zeros_like(p)

@@ -17,6 +17,7 @@ on a quadratic loss. AMSGrad and ``maximize`` are refused.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -46,7 +47,7 @@ class AdamWHyper:
 
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
-    weight_decay: float = 1e-2
+    weight_decay: float | Mapping[str, float] = 1e-2  # one value, or one per parameter name
     freeze_second_moment: bool = False
 
 
@@ -57,7 +58,7 @@ def adamw_step(
     lr: float,
     betas: tuple[float, float],
     eps: float,
-    weight_decay: float,
+    weight_decay: float | Mapping[str, float],
     step: int,
     *,
     amsgrad: bool = False,
@@ -67,6 +68,8 @@ def adamw_step(
 
     ``step`` is t, the number of this update counting from 1 (torch's ``state["step"]``
     after its increment), which sets the bias corrections 1 - beta1^t and 1 - beta2^t.
+    ``weight_decay`` is one lambda for every parameter or a lambda per parameter name
+    (parameter groups that differ in weight decay only, such as no decay on biases).
     """
     if amsgrad:
         raise ValueError("adamw_step: amsgrad=True is refused (the max in AMSGrad is not smooth)")
@@ -77,8 +80,9 @@ def adamw_step(
     new_params, exp_avg, exp_avg_sq = {}, {}, {}
     for name, p in params.items():
         g = grads[name]
-        if weight_decay != 0:
-            p = p * (1 - lr * weight_decay)
+        decay = weight_decay[name] if isinstance(weight_decay, Mapping) else weight_decay
+        if decay != 0:
+            p = p * (1 - lr * decay)
         m = torch.lerp(state.exp_avg[name], g, 1 - beta1)
         v = state.exp_avg_sq[name]
         if not freeze_second_moment:
@@ -95,14 +99,15 @@ def adamw_from_optimizer(
     """``(hyper, lr, params, state, steps_done)`` read from a real AdamW, keyed by parameter name.
 
     Tensors are detached copies. Parameters the optimizer has not stepped yet get zero
-    moments. Refused: other optimizers, Adam with coupled (L2) weight decay, AMSGrad,
-    ``maximize``, parameter groups with different hyper-parameters, and parameters at
-    different step counts.
+    moments. Parameter groups may differ in weight decay (``hyper.weight_decay`` is then
+    a dict by parameter name). Refused: other optimizers, Adam with coupled (L2) weight
+    decay, AMSGrad, ``maximize``, parameter groups that differ in any other
+    hyper-parameter, and parameters at different step counts.
     """
     if not isinstance(optimizer, torch.optim.Adam):
         raise TypeError(f"adamw_from_optimizer needs torch.optim.AdamW, got {type(optimizer)}")
     groups = optimizer.param_groups
-    keys = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize")
+    keys = ("lr", "betas", "eps", "amsgrad", "maximize")
     first = {k: groups[0][k] for k in keys}
     for g in groups[1:]:
         if any(g[k] != first[k] for k in keys):
@@ -110,7 +115,8 @@ def adamw_from_optimizer(
     decoupled = isinstance(optimizer, torch.optim.AdamW) or groups[0].get(
         "decoupled_weight_decay", False
     )
-    if first["weight_decay"] != 0 and not decoupled:
+    decays = {id(p): float(g["weight_decay"]) for g in groups for p in g["params"]}
+    if any(decays.values()) and not decoupled:
         raise ValueError("adamw_from_optimizer: Adam's coupled (L2) weight decay is not AdamW's")
     if first["amsgrad"] or first["maximize"]:
         raise ValueError("adamw_from_optimizer: an optimizer with amsgrad or maximize is refused")
@@ -126,5 +132,8 @@ def adamw_from_optimizer(
         steps.add(int(st["step"]) if st else 0)
     if len(steps) > 1:
         raise ValueError(f"adamw_from_optimizer: parameters at different step counts {steps}")
-    hyper = AdamWHyper(tuple(first["betas"]), first["eps"], first["weight_decay"])
+    by_name = {name: decays[id(p)] for name, p in model.named_parameters() if id(p) in decays}
+    one = set(by_name.values())
+    weight_decay = one.pop() if len(one) == 1 else by_name
+    hyper = AdamWHyper(tuple(first["betas"]), first["eps"], weight_decay)
     return hyper, float(first["lr"]), params, AdamState(m, v), steps.pop() if steps else 0
