@@ -16,6 +16,7 @@ so a retrain with it is the pathwise counterfactual CNR predicts:
     antithetic       -xi_t                                 (same covariance, mirrored draw)
     fresh_draw_j     sqrt(s_t) d_t^(1/2) * z'_t, z' a fresh standard draw (the noise floor)
     recorded         xi_t
+    scaled_<a>       a xi_t, any number a (the pathwise rescalings; e.g. scaled_1.5)
 
 The isotropic, tensor-matched and preconditioner-aligned forms keep each step's total
 variance s_t sum d_t.
@@ -86,11 +87,18 @@ def candidate_map(segment: RecordedSegment, name: str, seed: int = 0) -> FlatMap
                "antithetic": -1.0}  # fmt: skip
     if name in factors:
         return lambda s, a=factors[name]: a * s.noise
+    if name.startswith("scaled_"):
+        try:
+            factor = float(name.removeprefix("scaled_"))
+        except ValueError:
+            raise ValueError(f"candidate {name!r}: scaled_<a> needs a number a") from None
+        return lambda s: factor * s.noise
     if name in ("attention_only", "mlp_only"):
         mask = _layer_mask(segment, "attn" if name == "attention_only" else "mlp")
         return lambda s: mask * s.noise
     raise ValueError(
-        f"unknown replay candidate {name!r}; known: {CANDIDATES}, fresh_draw_<j>, recorded"
+        f"unknown replay candidate {name!r}; known: {CANDIDATES}, fresh_draw_<j>, "
+        "scaled_<a>, recorded"
     )
 
 

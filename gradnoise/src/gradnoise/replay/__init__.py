@@ -12,16 +12,20 @@ SGD-form and identity Jacobians as baselines.
 - ``tangent``: one step of a tangent, J_t dS + K_t d xi, for each Jacobian;
 - ``trajectory``: ``StepRecord``, ``Trajectory`` and ``rerun`` (the retrain it stands in for);
 - ``candidates``: candidate noises, maps of the recorded draw and covariances;
-- ``predict``: the pathwise (first-order) and expected (second-order) predictions.
+- ``predict``: the pathwise (first-order) and expected (second-order) predictions;
+- ``adjoint``: the pathwise prediction in reverse form, one reverse pass per Jacobian for
+  every candidate (``pathwise_adjoint``).
 
 Usage::
 
     traj = Trajectory(loss_fn, params, state, hyper, [StepRecord(batch, lr, xi), ...])
     rows = predict_pathwise(traj, {"x2": rescaled(2.0)}, {"loss": metric_fn})
     rows = predict_expected(traj, {"x2": cov.scaled(4.0)}, cov, {"loss": metric_fn})
+    rows = pathwise_adjoint(traj, {"x2": rescaled(2.0), "x0": rescaled(0.0)}, {"loss": metric_fn})
 """
 
 from gradnoise.replay.adamw import AdamState, AdamWHyper, adamw_from_optimizer, adamw_step
+from gradnoise.replay.adjoint import AdjointPrediction, pathwise_adjoint
 from gradnoise.replay.candidates import Covariance, DiagonalCovariance, rescaled, restricted
 from gradnoise.replay.predict import (
     ExpectedPrediction,
@@ -39,6 +43,7 @@ __all__ = [
     "JACOBIANS",
     "AdamState",
     "AdamWHyper",
+    "AdjointPrediction",
     "Covariance",
     "DiagonalCovariance",
     "ExpectedPrediction",
@@ -51,6 +56,7 @@ __all__ = [
     "delta_theta",
     "functional_loss",
     "hvp",
+    "pathwise_adjoint",
     "predict_expected",
     "predict_pathwise",
     "propagate",
