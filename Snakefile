@@ -23,6 +23,7 @@ if not ANALYSIS_ONLY:
 
 
 include: "workflow/rules/cnr.smk"
+include: "workflow/rules/cnr_tables.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/audit.smk"

@@ -9,6 +9,12 @@ regression_shots   per (run, shot) of the regression family: the squared error o
                    and of each baseline, and the model's excess over Bayes ridge
 regression_excess  per (condition, shot) of the regression family over its seeds: the excess
                    over Bayes ridge and the model's error relative to the zero predictor's
+
+and of issue 21's Counterfactual Noise Replay (CNR; exploratory, deviation D10):
+
+cnr_predictions    per (case, horizon, candidate, method, metric): the predicted change
+cnr_retrains       per (case, horizon, retrained candidate, metric): the realised change
+cnr_validation     per (method, metric, horizon): the predictions against the retrains
 """
 
 from __future__ import annotations
@@ -17,9 +23,11 @@ from preregistration.contracts import (
     COUNT,
     FINITE,
     NONNEGATIVE,
+    POSITIVE_COUNT,
     PROBABILITY,
     Column,
     Domain,
+    from_plan,
     one_of,
 )
 
@@ -209,4 +217,154 @@ REGRESSION_EXCESS_VALUES: dict[str, Domain] = {
     "zero_error": NONNEGATIVE,
     "model_over_zero_mean": NONNEGATIVE,
     "model_over_zero_max": NONNEGATIVE,
+}
+
+
+# Counterfactual Noise Replay (seed 002 §4, issue 21, deviation D10; exploratory, never in the
+# confirmatory family). A case is one switch point of one base run: (base_run, switch_fraction).
+# The replay job (training/replay/, rule in workflow/rules/cnr.smk) writes per base run a
+# predictions.csv and a retrains.csv; analysis.exploratory.cnr.gather_cnr reads them through
+# these contracts and rule cnr_tables writes them gathered, beside cnr_validation.
+CNR_METHODS = {
+    "adamw": "CNR: the AdamW update linearised along the recorded trajectory",
+    "sgd": "baseline: the Jacobian of a plain SGD step (no preconditioner)",
+    "identity": "baseline: J = I (each step's noise change carried forward unchanged)",
+    "no_change": "baseline: predicts a change of 0",
+}
+CNR_ROLES = ("candidate", "noise_floor", "recorded")
+CORRELATION = Domain("a correlation in [-1, 1]", low=-1.0, high=1.0)
+
+_CNR_CASE = (
+    _c("base_run", "str", "-", "the base run replayed, condition_s<seed> (e.g. "
+       "inj_gaussian_bs64_s0)"),
+    _c("condition", "str", "-", "registered condition of the base run"),
+    _c("seed", "int", "-", "seed of the base run"),
+    _c("switch_fraction", "float", "fraction", "registered switch point: a fraction of the "
+       "base run's steps (plan replay.switch_points)"),
+    _c("switch_step", "int", "optimizer steps", "the recorded checkpoint the replay starts "
+       "from: the last at or before switch_fraction x the run's steps"),
+    _c("horizon", "int", "optimizer steps", "steps after the switch at which the metric is "
+       "read (plan replay.horizons)"),
+)  # fmt: skip
+_CNR_CASE_VALUES: dict[str, Domain] = {
+    "seed": COUNT,
+    "switch_fraction": PROBABILITY,
+    "switch_step": COUNT,
+    "horizon": POSITIVE_COUNT,
+}
+
+CNR_PREDICTIONS = (
+    *_CNR_CASE,
+    _c("candidate", "str", "-", "the counterfactual noise (plan replay.candidates, or "
+       "fresh_draw_<i>: the recorded form with a fresh draw)"),
+    _c("role", "str", "-", "candidate (a registered candidate) | noise_floor (a fresh draw)"),
+    _c("method", "str", "-", "adamw (CNR) | sgd | identity | no_change (the baselines)"),
+    _c("metric", "str", "-", "the metric predicted (plan replay.metrics)"),
+    _c("predicted_change", "float", "metric units", "predicted metric under the candidate "
+       "minus under the recorded noise, horizon steps after the switch"),
+    _c("interval_low", "float", "metric units", "lower bound of the prediction interval (0 "
+       "for no_change)"),
+    _c("interval_high", "float", "metric units", "upper bound of the prediction interval (0 "
+       "for no_change)"),
+    _c("level", "float", "fraction", "nominal level of the interval (plan "
+       "replay.interval_level)"),
+    _c("cost_s", "float", "s", "wall seconds of the replay work of this case and method, "
+       "shared by its candidates (0 for no_change)"),
+)  # fmt: skip
+CNR_PREDICTIONS_VALUES: dict[str, Domain] = {
+    **_CNR_CASE_VALUES,
+    "role": one_of("candidate", "noise_floor"),
+    "method": one_of(*CNR_METHODS),
+    "metric": from_plan("replay", "metrics"),
+    "predicted_change": FINITE,
+    "interval_low": FINITE,
+    "interval_high": FINITE,
+    "level": PROBABILITY,
+    "cost_s": NONNEGATIVE,
+}
+
+CNR_RETRAINS = (
+    *_CNR_CASE,
+    _c("candidate", "str", "-", "the noise retrained with: a registered candidate, "
+       "fresh_draw_<i>, or recorded (the recorded noise itself)"),
+    _c("role", "str", "-", "candidate | noise_floor (a fresh draw) | recorded"),
+    _c("metric", "str", "-", "the metric read (plan replay.metrics)"),
+    _c("value", "float", "metric units", "the metric after the retrain's first horizon steps"),
+    _c("realised_change", "float", "metric units", "value minus the recorded retrain's value "
+       "at the same horizon and metric (0 for recorded)"),
+    _c("cost_s", "float", "s", "wall seconds of the whole retrain (every horizon), the same on "
+       "each of its rows"),
+)  # fmt: skip
+CNR_RETRAINS_VALUES: dict[str, Domain] = {
+    **_CNR_CASE_VALUES,
+    "role": one_of(*CNR_ROLES),
+    "metric": from_plan("replay", "metrics"),
+    "value": FINITE,
+    "realised_change": FINITE,
+    "cost_s": NONNEGATIVE,
+}
+
+# The predictions against the retrains (analysis.exploratory.cnr.cnr_validation): one row per
+# (method, metric, horizon) over the registered candidates (role candidate) of every case.
+CNR_VALIDATION = (
+    _c("method", "str", "-", "adamw (CNR) | sgd | identity | no_change"),
+    _c("metric", "str", "-", "the metric (plan replay.metrics)"),
+    _c("horizon", "int", "optimizer steps", "steps after the switch"),
+    _c("n_cases", "int", "cases", "(base run, switch point) pairs with a candidate row"),
+    _c("n_rows", "int", "-", "candidate rows (cases x candidates) the statistics use"),
+    _c("spearman", "float", "-", "Spearman's rho of predicted and realised change, pooled "
+       "over the candidates of every case (NaN when the predictions are constant)",
+       nullable=True),
+    _c("spearman_ci_low", "float", "-", "lower bound of the percentile bootstrap CI of "
+       "spearman, cases resampled (NaN with fewer than 2 cases)", nullable=True),
+    _c("spearman_ci_high", "float", "-", "upper bound of that CI", nullable=True),
+    _c("ci_level", "float", "fraction", "level of the bootstrap CI"),
+    _c("median_case_spearman", "float", "-", "Spearman's rho within each case across its "
+       "candidates, the median over cases", nullable=True),
+    _c("coverage", "float", "fraction", "share of realised changes inside [interval_low, "
+       "interval_high] (NaN for no_change)", nullable=True),
+    _c("interval_level", "float", "fraction", "nominal level of those intervals, for "
+       "comparison with coverage (NaN for no_change)", nullable=True),
+    _c("sign_agreement", "float", "fraction", "share of rows with sign(predicted) = "
+       "sign(realised) (NaN for no_change)", nullable=True),
+    _c("mae", "float", "metric units", "mean |predicted - realised|"),
+    _c("relative_error", "float", "-", "mae / mean_abs_realised (NaN when that is 0)",
+       nullable=True),
+    _c("mean_abs_realised", "float", "metric units", "mean |realised change| of the "
+       "candidates (the mae of no_change)"),
+    _c("noise_floor_sd", "float", "metric units", "RMS of the fresh draws' realised changes at "
+       "this metric and horizon over every case: how much a fresh draw alone moves the "
+       "metric (NaN without fresh draws)", nullable=True),
+    _c("n_floor", "int", "-", "fresh-draw rows noise_floor_sd uses"),
+    _c("share_above_floor", "float", "fraction", "share of the candidates' realised changes "
+       "with |change| > 2 noise_floor_sd", nullable=True),
+    _c("replay_s", "float", "s", "mean over cases of the method's cost_s"),
+    _c("retrain_s", "float", "s", "mean over cases of the summed cost_s of the candidate "
+       "retrains, each retrain counted once"),
+    _c("cost_ratio", "float", "-", "replay_s / retrain_s (NaN when retrain_s is 0)",
+       nullable=True),
+)  # fmt: skip
+CNR_VALIDATION_VALUES: dict[str, Domain] = {
+    "method": one_of(*CNR_METHODS),
+    "metric": from_plan("replay", "metrics"),
+    "horizon": POSITIVE_COUNT,
+    "n_cases": COUNT,
+    "n_rows": COUNT,
+    "spearman": CORRELATION,
+    "spearman_ci_low": CORRELATION,
+    "spearman_ci_high": CORRELATION,
+    "ci_level": PROBABILITY,
+    "median_case_spearman": CORRELATION,
+    "coverage": PROBABILITY,
+    "interval_level": PROBABILITY,
+    "sign_agreement": PROBABILITY,
+    "mae": NONNEGATIVE,
+    "relative_error": NONNEGATIVE,
+    "mean_abs_realised": NONNEGATIVE,
+    "noise_floor_sd": NONNEGATIVE,
+    "n_floor": COUNT,
+    "share_above_floor": PROBABILITY,
+    "replay_s": NONNEGATIVE,
+    "retrain_s": NONNEGATIVE,
+    "cost_ratio": NONNEGATIVE,
 }

@@ -1,5 +1,5 @@
 """The tables the analysis reports (CSV beside a rounded Markdown copy), declared once
-(the last five in ``preregistration.exploratory_columns``, registered here).
+(the last eight in ``preregistration.exploratory_columns``, registered here).
 
 tests           T1, one row per statistical test the analysis ran (the audit reads it)
 h1              every H1 analysis, confirmatory and exploratory (``h1.csv``)
@@ -17,6 +17,15 @@ regression_shots one row per (run, shot) of the regression family: the squared e
                 the model and of each baseline, and the model's excess over Bayes ridge
 regression_excess one row per (condition, shot) of the regression family: the excess over
                 Bayes ridge and the model's error relative to the zero predictor's, over seeds
+cnr_predictions one row per (replay case, horizon, candidate, method, metric) of the
+                Counterfactual Noise Replay: the change in the metric it predicts, with its
+                interval (the replay job's predictions.csv, gathered)
+cnr_retrains    one row per (replay case, horizon, retrained candidate, metric): the
+                metric after retraining from the switch point and its change against the
+                recorded noise's retrain (the replay job's retrains.csv, gathered)
+cnr_validation  one row per (method, metric, horizon) of the replay: rank correlation,
+                interval coverage, sign agreement and error of the predictions against the
+                retrains, the noise floor of a fresh draw, and the cost of each
 
 A row of a test that did not run keeps its text columns and leaves
 the numbers missing, so most numeric columns here are nullable.
@@ -35,11 +44,17 @@ from preregistration.contracts import (
     matching,
     one_of,
 )
-from preregistration.exploratory_columns import (  # the exploratory tables of issue 22
+from preregistration.exploratory_columns import (  # the exploratory tables of issues 22, 21
     CLOCK_RUNS,
     CLOCK_RUNS_VALUES,
     CLOCK_SUMMARY,
     CLOCK_SUMMARY_VALUES,
+    CNR_PREDICTIONS,
+    CNR_PREDICTIONS_VALUES,
+    CNR_RETRAINS,
+    CNR_RETRAINS_VALUES,
+    CNR_VALIDATION,
+    CNR_VALIDATION_VALUES,
     PRECISION,
     PRECISION_VALUES,
     REGRESSION_EXCESS,
@@ -307,6 +322,9 @@ REPORT_SCHEMAS: dict[str, tuple[Column, ...]] = {
     "precision": PRECISION,
     "regression_shots": REGRESSION_SHOTS,
     "regression_excess": REGRESSION_EXCESS,
+    "cnr_predictions": CNR_PREDICTIONS,
+    "cnr_retrains": CNR_RETRAINS,
+    "cnr_validation": CNR_VALIDATION,
 }
 REPORT_VALUES: dict[str, dict[str, Domain]] = {
     "tests": TESTS_VALUES,
@@ -322,4 +340,7 @@ REPORT_VALUES: dict[str, dict[str, Domain]] = {
     "precision": PRECISION_VALUES,
     "regression_shots": REGRESSION_SHOTS_VALUES,
     "regression_excess": REGRESSION_EXCESS_VALUES,
+    "cnr_predictions": CNR_PREDICTIONS_VALUES,
+    "cnr_retrains": CNR_RETRAINS_VALUES,
+    "cnr_validation": CNR_VALIDATION_VALUES,
 }

@@ -9,8 +9,9 @@ outputs as they are:
   (``audit.json``), the confirmatory tests (T1, ``t1_confirmatory.csv``), beside them
   what P-NE* is made of in each arm (``clock_summary.csv``, exploratory) and the
   precision H2 and H3 achieved with their power on the runs (``precision.csv``,
-  exploratory), the runs and their exclusions (T2, ``t2_inventory.csv``) and the
-  sections that follow;
+  exploratory), with a replay registered the Counterfactual Noise Replay's predictions
+  against retraining (``cnr_validation.csv``, exploratory), the runs and their exclusions
+  (T2, ``t2_inventory.csv``) and the sections that follow;
 - ``markdown_page``: an HTML page of one of the study's Markdown files (the tables
   of ``analysis.report.study_tables.markdown``, ``audit.md``), which the report shows inline,
   where a CSV could only be downloaded;
@@ -35,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.exploratory.clock import arm_sentence
+from analysis.exploratory.cnr import cnr_sentences
 from analysis.exploratory.precision import precision_sentences
 from analysis.report.formatting import format_p, format_value
 from analysis.report.html_render import html_page, html_table, markdown_html
@@ -123,6 +125,7 @@ def summary_rst(
     deviations_path: str | Path,
     clock_path: str | Path | None = None,
     precision_path: str | Path | None = None,
+    cnr_path: str | Path | None = None,
 ) -> str:
     """The report's opening text (reStructuredText): verdict, T1, runs, sections.
 
@@ -131,8 +134,11 @@ def summary_rst(
     (``analysis.exploratory.clock.arm_sentence``). With ``precision_path``
     (``precision.csv``), one sentence each for H2 and H3 gives the CI width achieved
     against the registered margin and the power on the runs' SD
-    (``analysis.exploratory.precision.precision_sentence``). Section names are the
-    report's categories; Snakemake turns `` `name`_ `` into a link that opens the category.
+    (``analysis.exploratory.precision.precision_sentence``). With ``cnr_path``
+    (``cnr_validation.csv``, when the plan registers a replay), one sentence per metric at
+    the largest horizon sets the replay's predictions against retraining
+    (``analysis.exploratory.cnr.cnr_sentences``). Section names are the report's
+    categories; Snakemake turns `` `name`_ `` into a link that opens the category.
     """
     audit = read_audit(audit_path)
     t1 = read_table(Path(t1_path), "tests")
@@ -163,6 +169,8 @@ def summary_rst(
         lines += _clock_lines(clock_path)
     if precision_path is not None:
         lines += _precision_lines(precision_path)
+    if cnr_path is not None:
+        lines += _cnr_lines(cnr_path)
     excluded = t2[t2["excluded"]]
     reasons = Counter(excluded["exclusion_reason"])
     why = "; ".join(f"{n} {_rst_escape(r)}" for r, n in reasons.items())
@@ -206,6 +214,20 @@ def _precision_lines(path: str | Path) -> list[str]:
     )
     title = "Precision achieved and power on the runs (exploratory, beside H2 and H3)"
     return _section(title, intro, precision_sentences(table))
+
+
+def _cnr_lines(path: str | Path) -> list[str]:
+    """The replay's predictions against retraining, in words (exploratory;
+    ``cnr_validation.csv``)."""
+    table = read_table(Path(path), "cnr_validation")
+    intro = (
+        "From a finished run, Counterfactual Noise Replay predicts by linearising the AdamW "
+        "updates how each metric would change had the injected noise been another, and "
+        "retraining from the switch point measures it; against the SGD-form Jacobian, J = I "
+        "and no change as baselines, and a fresh draw of the noise as the floor (table and "
+        "figure in the exploratory section; no registered test)."
+    )
+    return _section("Counterfactual noise replay (exploratory)", intro, cnr_sentences(table))
 
 
 def _section(title: str, intro: str, sentences) -> list[str]:

@@ -2,34 +2,17 @@
 # after training. The base runs the plan registers record their state every
 # replay.record_every steps (declared here as the replay/ directory of their run); one
 # job per base run then predicts, for each switch point, every candidate's change of each
-# metric and retrains the segment with each candidate (python -m training.replay validate).
-# Without a replay registered at this scale the file adds no rule and no output.
-from training.replay.plan import replay_plan  # noqa: E402
-
-REPLAY = replay_plan(PLAN, config["scale"], config["plan"])
-REPLAY_DIR = f"{RESULTS}/replay"
-
-
-def cnr_case_files():
-    """Every replay case's predictions.csv and retrains.csv; none without a replay at this
-    scale, and with analysis_only those of an earlier study only if all of them exist."""
-    if REPLAY is None:
-        return []
-    files = [
-        f"{REPLAY_DIR}/{REPLAY.base_condition}/seed{seed}/{name}.csv"
-        for seed in REPLAY.base_seeds
-        for name in ("predictions", "retrains")
-    ]
-    if ANALYSIS_ONLY and not all(Path(f).exists() for f in files):
-        return []
-    return files
-
-
+# metric and retrains the segment with each candidate (python -m training.replay validate),
+# one job per base run and switch point, placed first among the ready jobs (priority) so
+# that it runs beside the training of the other arms.
+# Without a replay registered at this scale the file adds no rule and no output
+# (REPLAY, REPLAY_DIR and cnr_case_files() are in common.smk).
 if REPLAY is not None and not ANALYSIS_ONLY:
     _BASE = {
         "condition": re.escape(REPLAY.base_condition),
         "seed": "|".join(str(s) for s in REPLAY.base_seeds),
     }
+    _SWITCH = "|".join(re.escape(f"{x:g}") for x in REPLAY.switch_points)
     _BASE_RUN = f"{TRACES}/{{condition}}/seed{{seed}}"
 
     # The base runs are trained by the same command; their rule also declares the states
@@ -64,15 +47,17 @@ if REPLAY is not None and not ANALYSIS_ONLY:
             corpus=CORPUS,
             plan=config["plan"],
         output:
-            predictions=f"{REPLAY_DIR}/{{condition}}/seed{{seed}}/predictions.csv",
-            retrains=f"{REPLAY_DIR}/{{condition}}/seed{{seed}}/retrains.csv",
+            predictions=f"{REPLAY_DIR}/{{condition}}/seed{{seed}}/switch{{switch}}/predictions.csv",
+            retrains=f"{REPLAY_DIR}/{{condition}}/seed{{seed}}/switch{{switch}}/retrains.csv",
         wildcard_constraints:
             **_BASE,
+            switch=_SWITCH,
         benchmark:
-            f"{RESULTS}/benchmarks/cnr_case/{{condition}}_seed{{seed}}.tsv"
+            f"{RESULTS}/benchmarks/cnr_case/{{condition}}_seed{{seed}}_switch{{switch}}.tsv"
         log:
-            f"{RESULTS}/logs/cnr_case/{{condition}}_seed{{seed}}.log",
+            f"{RESULTS}/logs/cnr_case/{{condition}}_seed{{seed}}_switch{{switch}}.log",
         threads: config.get("threads_per_run", 1)
+        priority: 10
         resources:
             **get_resources("train"),
         params:
@@ -84,5 +69,6 @@ if REPLAY is not None and not ANALYSIS_ONLY:
             ENV
         shell:
             "{params.launcher} -m training.replay validate --config-json {params.config_json} "
-            "--run-dir {params.run_dir:q} --corpus {input.corpus:q} --out {params.out:q} "
+            "--run-dir {params.run_dir:q} --corpus {input.corpus:q} --switch {wildcards.switch} "
+            "--out {params.out:q} "
             "> {log:q} 2>&1"

@@ -193,3 +193,26 @@ def get_reference_trace(wildcards):
 
 def get_reference_arg(wildcards, input):
     return f"--reference-trace {input.reference}" if "reference" in input.keys() else ""
+
+
+# Counterfactual Noise Replay (plan section replay; cnr.smk, cnr_tables.smk).
+from training.replay.plan import replay_plan  # noqa: E402
+
+REPLAY = replay_plan(PLAN, config["scale"], config["plan"])
+REPLAY_DIR = f"{RESULTS}/replay"
+
+
+def cnr_case_files():
+    """Every replay case's predictions.csv and retrains.csv; none without a replay at this
+    scale, and with analysis_only those of an earlier study only if all of them exist."""
+    if REPLAY is None:
+        return []
+    files = [
+        f"{REPLAY_DIR}/{REPLAY.base_condition}/seed{seed}/switch{switch:g}/{name}.csv"
+        for seed in REPLAY.base_seeds
+        for switch in REPLAY.switch_points
+        for name in ("predictions", "retrains")
+    ]
+    if ANALYSIS_ONLY and not all(Path(f).exists() for f in files):
+        return []
+    return files

@@ -2,7 +2,8 @@
 # `snakemake --report results/report.html` gathers every output marked report()
 # into one self-contained HTML file. It opens on the summary written here
 # (audit verdict, confirmatory tests, runs); the figures are marked where they
-# are made (figures.smk), the tables' pages here.
+# are made (figures.smk), the tables' pages here (the noise replay's, exploratory and
+# present only when the plan registers one, in cnr_tables.smk).
 from preregistration.lock import study_paths  # noqa: E402
 from analysis.report.pages import SECTIONS  # noqa: E402
 
@@ -16,6 +17,18 @@ report: str(Path(REPORT, "summary.rst").resolve())
 # The report's opening text and its table pages, in one job.
 rule report_pages:
     input:
+        # The replay's validation table, worded on the opening page, only when the plan
+        # registers a replay (cnr_case_files() of workflow/rules/cnr.smk lists case files)
+        # and rule cnr_tables (workflow/rules/cnr_tables.smk) is included to make it; else
+        # the report needs nothing of it. Asking for it brings in that job, whose figure
+        # and table page are marked for the report's exploratory section.
+        unpack(
+            lambda wildcards: (
+                {"cnr_validation_csv": f"{TABLES}/cnr_validation.csv"}
+                if workflow.is_rule("cnr_tables") and globals().get("cnr_case_files", list)()
+                else {}
+            )
+        ),
         audit_json=f"{RESULTS}/audit.json",
         t1_csv=f"{TABLES}/t1_confirmatory.csv",
         t2_csv=f"{TABLES}/t2_inventory.csv",

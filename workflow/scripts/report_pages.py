@@ -1,5 +1,6 @@
 """Snakemake script: the report's opening text, its table pages, deviations and software
-versions (analysis.report.pages)."""
+versions (analysis.report.pages). The replay's table page and figure are written by its own
+job (rule cnr_tables); the opening text words its table when there is one."""
 
 import sys
 from pathlib import Path
@@ -8,9 +9,11 @@ from analysis.report.pages import deviations_page, markdown_page, software_page,
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
 inp, out = snakemake.input, snakemake.output  # noqa: F821
+# cnr_validation_csv: an input only when the plan registers a replay (report.smk)
+cnr = inp.cnr_validation_csv if "cnr_validation_csv" in inp.keys() else None
 text = summary_rst(
     inp.audit_json, inp.t1_csv, inp.t2_csv, inp.deviations, inp.clock_summary_csv,
-    inp.precision_csv,
+    inp.precision_csv, cnr,
 )  # fmt: skip
 Path(out.summary).write_text(text)
 print(text, file=sys.stderr)
