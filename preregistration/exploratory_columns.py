@@ -283,6 +283,48 @@ CNR_PREDICTIONS_VALUES: dict[str, Domain] = {
     "cost_s": NONNEGATIVE,
 }
 
+# The expected (second-order) predictions of ``python -m training.replay predict
+# --expected-out``: E[f~] - E[f] under the candidate's covariance against the recorded one.
+CNR_EXPECTED = (
+    *_CNR_CASE,
+    _c("candidate", "str", "-", "the counterfactual noise (its covariance; a fresh draw's is "
+       "the recorded one)"),
+    _c("method", "str", "-", "adamw (CNR) | sgd | identity: the Jacobian propagating the "
+       "covariance"),
+    _c("metric", "str", "-", "the metric predicted (plan replay.metrics)"),
+    _c("predicted_change", "float", "metric units", "predicted E[metric] under the candidate "
+       "minus under the recorded noise: curvature + mean_shift"),
+    _c("curvature", "float", "metric units", "1/2 tr(H_f (C~ - C)), the probes' mean"),
+    _c("mean_shift", "float", "metric units", "grad f . w: the second-moment channel (adamw "
+       "only; 0 for the baselines)"),
+    _c("interval_low", "float", "metric units", "lower bound of the interval of the expected "
+       "change (probes' spread, normal)"),
+    _c("interval_high", "float", "metric units", "upper bound of that interval"),
+    _c("run_low", "float", "metric units", "lower quantile of one candidate run against one "
+       "recorded-noise run"),
+    _c("run_high", "float", "metric units", "upper quantile of one candidate run against one "
+       "recorded-noise run"),
+    _c("level", "float", "fraction", "nominal level of both intervals"),
+    _c("n_probes", "int", "-", "random probes per covariance"),
+    _c("cost_s", "float", "s", "wall seconds of the expected prediction at this horizon, all "
+       "candidates and Jacobians"),
+)  # fmt: skip
+CNR_EXPECTED_VALUES: dict[str, Domain] = {
+    **_CNR_CASE_VALUES,
+    "method": one_of("adamw", "sgd", "identity"),
+    "metric": from_plan("replay", "metrics"),
+    "predicted_change": FINITE,
+    "curvature": FINITE,
+    "mean_shift": FINITE,
+    "interval_low": FINITE,
+    "interval_high": FINITE,
+    "run_low": FINITE,
+    "run_high": FINITE,
+    "level": PROBABILITY,
+    "n_probes": COUNT,
+    "cost_s": NONNEGATIVE,
+}
+
 CNR_RETRAINS = (
     *_CNR_CASE,
     _c("candidate", "str", "-", "the noise retrained with: a registered candidate, "

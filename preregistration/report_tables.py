@@ -20,6 +20,9 @@ regression_excess one row per (condition, shot) of the regression family: the ex
 cnr_predictions one row per (replay case, horizon, candidate, method, metric) of the
                 Counterfactual Noise Replay: the change in the metric it predicts, with its
                 interval (the replay job's predictions.csv, gathered)
+cnr_expected    one row per (replay case, horizon, candidate, method, metric) of the expected
+                (second-order) predictions of ``python -m training.replay predict
+                --expected-out``: the change of E[metric] and its parts and intervals
 cnr_retrains    one row per (replay case, horizon, retrained candidate, metric): the
                 metric after retraining from the switch point and its change against the
                 recorded noise's retrain (the replay job's retrains.csv, gathered)
@@ -49,6 +52,8 @@ from preregistration.exploratory_columns import (  # the exploratory tables of i
     CLOCK_RUNS_VALUES,
     CLOCK_SUMMARY,
     CLOCK_SUMMARY_VALUES,
+    CNR_EXPECTED,
+    CNR_EXPECTED_VALUES,
     CNR_PREDICTIONS,
     CNR_PREDICTIONS_VALUES,
     CNR_RETRAINS,
@@ -323,6 +328,7 @@ REPORT_SCHEMAS: dict[str, tuple[Column, ...]] = {
     "regression_shots": REGRESSION_SHOTS,
     "regression_excess": REGRESSION_EXCESS,
     "cnr_predictions": CNR_PREDICTIONS,
+    "cnr_expected": CNR_EXPECTED,
     "cnr_retrains": CNR_RETRAINS,
     "cnr_validation": CNR_VALIDATION,
 }
@@ -341,6 +347,7 @@ REPORT_VALUES: dict[str, dict[str, Domain]] = {
     "regression_shots": REGRESSION_SHOTS_VALUES,
     "regression_excess": REGRESSION_EXCESS_VALUES,
     "cnr_predictions": CNR_PREDICTIONS_VALUES,
+    "cnr_expected": CNR_EXPECTED_VALUES,
     "cnr_retrains": CNR_RETRAINS_VALUES,
     "cnr_validation": CNR_VALIDATION_VALUES,
 }

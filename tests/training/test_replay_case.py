@@ -19,7 +19,10 @@ from tests.training.test_replay_recording import EVERY, STEPS, base  # noqa: F40
 from training.replay.case import run_case
 from training.replay.plan import ReplayPlan
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [
+    pytest.mark.usefixtures("one_thread"),
+    pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning"),
+]
 PLAN = ReplayPlan(
     base_condition="inj_gaussian_bs8", base_seeds=(0,), record_every=EVERY,
     switch_points=(0.5,), horizons=(2, 4), candidates=("half", "antithetic"),
@@ -66,3 +69,26 @@ def test_the_identity_baseline_differs_from_the_adamw_jacobian(case):
     p = predictions.set_index(["horizon", "candidate", "metric", "method"]).predicted_change
     at = (4, "half", "val_loss")
     assert not np.isclose(p[(*at, "adamw")], p[(*at, "identity")], rtol=1e-3)
+
+
+def test_expected_predictions_vanish_for_the_recorded_covariance(base, tmp_path):  # noqa: F811
+    """Antithetic noise has the recorded covariance: its expected change is exactly 0 (the
+    probes are shared); removing the noise shifts Adam's v, which only adamw carries."""
+    from preregistration.tables import read_table, write_table
+
+    cfg, corpus, reference, spec, recording, *_ = base
+    run_dir = recording.directory.parent
+    names = ("antithetic", "no_injection")
+    _, expected = run_case(
+        spec, cfg, corpus, reference, run_dir, PLAN, 0.5, candidates=names, retrain=False,
+        expected_probes=4,
+    )  # fmt: skip
+    assert len(expected) == 2 * 2 * 3 * 3  # horizons x candidates x methods x metrics
+    mirrored = expected[expected.candidate == "antithetic"]
+    assert (mirrored[["predicted_change", "curvature", "mean_shift"]] == 0).all().all()
+    removed = expected[expected.candidate == "no_injection"]
+    assert (removed[removed.method == "adamw"].mean_shift != 0).all()
+    assert (removed[removed.method != "adamw"].mean_shift == 0).all()
+    assert (removed.interval_low <= removed.interval_high).all()
+    path = write_table(expected, "cnr_expected", tmp_path / "expected.csv")
+    assert len(read_table(path, "cnr_expected")) == len(expected)

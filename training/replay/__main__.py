@@ -84,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
         help="a candidate noise (repeatable; training.replay.candidates)",
     )
     predict.add_argument("--out", required=True, type=Path, help="the table (.csv or .parquet)")
+    predict.add_argument(
+        "--expected-out", type=Path, default=None,
+        help="also the expected (second-order) predictions, into this table (cnr_expected)",
+    )  # fmt: skip
+    predict.add_argument("--probes", type=int, default=8, help="probes of --expected-out")
     sub.choices["validate"].add_argument("--out", required=True, type=Path, help="a directory")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
@@ -92,11 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     corpus = load_corpus(args.corpus)
     if args.command == "predict":
         fraction = args.switch[0] if args.switch else replay.switch_points[0]
-        table, _ = run_case(
+        probes = args.probes if args.expected_out is not None else 0
+        table, expected = run_case(
             spec, config, corpus, reference, args.run_dir, replay, fraction,
-            candidates=tuple(args.candidate), retrain=False,
+            candidates=tuple(args.candidate), retrain=False, expected_probes=probes,
         )  # fmt: skip
         write_table(table, "cnr_predictions", args.out)
+        if args.expected_out is not None:
+            write_table(expected, "cnr_expected", args.expected_out)
         return 0
     unregistered = sorted(set(args.switch or ()) - set(replay.switch_points))
     if unregistered:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 
@@ -100,6 +101,29 @@ def candidate_map(segment: RecordedSegment, name: str, seed: int = 0) -> FlatMap
         f"unknown replay candidate {name!r}; known: {CANDIDATES}, fresh_draw_<j>, "
         "scaled_<a>, recorded"
     )
+
+
+class CandidateCovariance:
+    """Sigma~_t of candidate ``name``, for ``gradnoise.replay.predict_expected``.
+
+    Every candidate is xi~_t = a_t * z_t for a coefficient vector a_t and a standard draw z_t
+    (the recorded one, or a fresh one: the same law), so Sigma~_t = diag(a_t^2) and
+    Sigma~_t^(1/2) z = a_t * z; a_t is the candidate's map of a step whose draw is all ones.
+    """
+
+    def __init__(self, segment: RecordedSegment, name: str):
+        base = "recorded" if name.startswith("fresh_draw_") else name
+        flat = candidate_map(segment, base)
+        self.segment = segment
+        self.coefficients = [flat(replace(s, standard=torch.ones_like(s.standard)))
+                             for s in segment.steps]  # fmt: skip
+
+    def diag(self, t: int) -> dict[str, torch.Tensor]:
+        return self.segment.split(self.coefficients[t] ** 2)
+
+    def sample(self, t: int, z: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        a = self.segment.split(self.coefficients[t])
+        return {k: a[k] * z[k] for k in a}
 
 
 def noise_map(segment: RecordedSegment, name: str, seed: int = 0):

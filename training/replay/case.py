@@ -24,11 +24,11 @@ from pathlib import Path
 import pandas as pd
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from gradnoise.replay import pathwise_adjoint
+from gradnoise.replay import pathwise_adjoint, predict_expected
 from preregistration.design import RunSpec
 from training.config import StudyConfig
 from training.recording import RECORD_DIR, ReplayRecording, recorded_steps, switch_step
-from training.replay.candidates import candidate_map, noise_map
+from training.replay.candidates import CandidateCovariance, candidate_map, noise_map
 from training.replay.metrics import replay_metrics
 from training.replay.plan import ReplayPlan
 from training.replay.retrain import Retrainer
@@ -57,9 +57,14 @@ def role_of(name: str) -> str:
 def run_case(
     spec: RunSpec, cfg: StudyConfig, corpus: dict, reference: pd.DataFrame | None,
     run_dir: Path, replay: ReplayPlan, fraction: float, candidates: tuple[str, ...] | None = None,
-    retrain: bool = True,
+    retrain: bool = True, expected_probes: int = 0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
-    """(predictions, retrains) of one base run at one switch point (module docstring)."""
+    """(predictions, retrains) of one base run at one switch point (module docstring).
+
+    With ``expected_probes`` > 0 and ``retrain`` off, the second table is instead the expected
+    (second-order) predictions of every candidate, Jacobian, metric and horizon
+    (``expected_predictions``; table ``cnr_expected``).
+    """
     names = list(candidates or (*replay.candidates, *replay.floor_draws))
     recording = ReplayRecording(Path(run_dir) / RECORD_DIR, replay.record_every)
     steps = recorded_steps(recording.directory)
@@ -96,7 +101,11 @@ def run_case(
     ]  # fmt: skip
     predictions = pd.DataFrame(rows)
     if not retrain:
-        return predictions, pd.DataFrame()
+        if expected_probes <= 0:
+            return predictions, pd.DataFrame()
+        return predictions, expected_predictions(
+            segment, corpus["train"], names, metrics, replay, expected_probes, spec.seed, keys
+        )
     retrainer = Retrainer.at_switch(spec, cfg, corpus, reference, segment, state_path)
     realised = []
     for name in ["recorded", *names]:
@@ -116,3 +125,33 @@ def run_case(
     ]
     order = [*KEYS, "candidate", "role", "metric", "value", "realised_change", "cost_s"]
     return predictions, retrains[order]
+
+
+def expected_predictions(
+    segment, train, names: list[str], metrics: dict, replay: ReplayPlan, n_probes: int,
+    seed: int, keys: dict,
+) -> pd.DataFrame:  # fmt: skip
+    """The expected changes E[f~] - E[f] of each candidate's covariance against the recorded
+    one (``gradnoise.replay.predict_expected``, second order with Adam's second-moment
+    channel), at each horizon, with each Jacobian: one forward pass of (candidates + 1) x
+    ``n_probes`` probe tangents per horizon."""
+    covariances = {name: CandidateCovariance(segment, name) for name in names}
+    recorded = CandidateCovariance(segment, "recorded")
+    rows = []
+    for h in replay.horizons:
+        with sdpa_kernel(SDPBackend.MATH):
+            found = predict_expected(
+                trajectory(segment, train, h), covariances, recorded, metrics,
+                list(replay.jacobians), n_probes=n_probes, seed=seed,
+                level=replay.interval_level,
+            )  # fmt: skip
+        rows += [
+            keys | {"horizon": h, "candidate": p.candidate, "method": p.jacobian,
+                    "metric": p.metric, "predicted_change": p.delta_f,
+                    "curvature": p.curvature, "mean_shift": p.mean_shift,
+                    "interval_low": p.interval[0], "interval_high": p.interval[1],
+                    "run_low": p.run_interval[0], "run_high": p.run_interval[1],
+                    "level": p.level, "n_probes": p.n_probes, "cost_s": p.seconds}
+            for p in found
+        ]  # fmt: skip
+    return pd.DataFrame(rows)
