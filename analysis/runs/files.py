@@ -108,13 +108,17 @@ def _absent(traces: str | Path, spec) -> str:
 
 
 def unregistered_records(traces: str | Path, specs) -> list[Path]:
-    """Directories under ``traces`` holding files but no registered run (sorted)."""
+    """Directories under ``traces`` holding files but no registered run (sorted).
+
+    A folder inside a registered run's directory holds that run's own records (the states
+    a replay base saves, ``replay/``; TensorBoard events), not another run's.
+    """
     traces = Path(traces)
     registered = {run_dir(traces, s.condition, s.seed) for s in specs}
     if not traces.is_dir():
         return []
     dirs = {p.parent for p in traces.rglob("*") if p.is_file()}
-    return sorted(d for d in dirs if d not in registered)
+    return sorted(d for d in dirs if d not in registered and registered.isdisjoint(d.parents))
 
 
 def read_meta(path: Path) -> tuple[dict | None, list[str]]:

@@ -153,11 +153,15 @@ def test_unregistered_run_directory_is_listed_and_fails_the_audit(study: Study):
     stray = study.traces / "scratch"
     stray.mkdir()
     (stray / "meta.json").write_text("{}")
+    own = study.run_dir(RUN) / "replay"  # a run's own records (replay states) are its own
+    own.mkdir()
+    (own / "step000016.pt").write_bytes(b"")
     runs, unregistered = _collect_with_unregistered(study)
     assert len(runs) == len(study.specs()) and unregistered == [extra, stray]
     files = _failures(study.audit(), "files")
     assert f"{extra}: run records (layers.parquet, meta.json, scores.parquet, " in files
     assert "of bs8_sqrt_s7, which design.scales.smoke" in files and f"{stray}: run records" in files
+    assert str(own) not in files
 
 
 def test_declared_extra_run_passes(study: Study):
