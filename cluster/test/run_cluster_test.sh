@@ -60,7 +60,9 @@ EOF
 rm -f "$work/snakemake.rc"
 (
     snakemake --profile cluster/test --configfile "$work/smoke.yaml" \
-        --slurm-logdir "$work/slurm_logs" > "$work/snakemake.log" 2>&1 &
+        --slurm-logdir "$work/slurm_logs" \
+        --prioritize "$work/results/runs/$victim_condition/seed$victim_seed/checkpoint.pt" \
+        > "$work/snakemake.log" 2>&1 &
     echo $! > "$work/snakemake.pid"
     rc=0
     wait $! || rc=$?
@@ -70,7 +72,11 @@ smk_pid=$!
 
 run_dir="$work/results/runs/$victim_condition/seed$victim_seed"
 job=""
-for _ in $(seq 1 600); do
+# Snakemake selects the victim's job first (--prioritize above), but the executor submits
+# a batch of jobs at once and the cluster has four slots, so the job may wait behind the
+# others in SLURM's queue: wait up to 10 minutes for its resume state (2 minutes was too
+# short on a loaded machine, 2026-12-07).
+for _ in $(seq 1 3000); do
     [ -f "$work/snakemake.rc" ] && { echo "snakemake ended before the cancel" >&2; tail -n 40 "$work/snakemake.log" >&2; exit 1; }
     if [ -f "$run_dir/resume.pt" ]; then
         job=$(squeue -h -o '%i %k' | awk -v w="rule_train_wildcards_${victim_condition}_${victim_seed}" '$2 == w {print $1}')
