@@ -60,9 +60,7 @@ EOF
 rm -f "$work/snakemake.rc"
 (
     snakemake --profile cluster/test --configfile "$work/smoke.yaml" \
-        --slurm-logdir "$work/slurm_logs" \
-        --prioritize "$work/results/runs/$victim_condition/seed$victim_seed/checkpoint.pt" \
-        > "$work/snakemake.log" 2>&1 &
+        --slurm-logdir "$work/slurm_logs" > "$work/snakemake.log" 2>&1 &
     echo $! > "$work/snakemake.pid"
     rc=0
     wait $! || rc=$?
@@ -72,10 +70,10 @@ smk_pid=$!
 
 run_dir="$work/results/runs/$victim_condition/seed$victim_seed"
 job=""
-# Snakemake selects the victim's job first (--prioritize above), but the executor submits
-# a batch of jobs at once and the cluster has four slots, so the job may wait behind the
-# others in SLURM's queue: wait up to 10 minutes for its resume state (2 minutes was too
-# short on a loaded machine, 2026-12-07).
+# The executor submits the ready train jobs at once, in no fixed order, to a cluster of
+# four slots, so the victim's job may wait behind a dozen others in SLURM's queue: wait up
+# to 10 minutes for its resume state (2 minutes was too short on 2026-12-07, with the job
+# submitted 14th of 16; Snakemake's --prioritize did not change the submission order).
 for _ in $(seq 1 3000); do
     [ -f "$work/snakemake.rc" ] && { echo "snakemake ended before the cancel" >&2; tail -n 40 "$work/snakemake.log" >&2; exit 1; }
     if [ -f "$run_dir/resume.pt" ]; then
